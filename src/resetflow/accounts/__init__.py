@@ -1,0 +1,1 @@
+"""Accounts: users, contacts, passwords and sessions."""

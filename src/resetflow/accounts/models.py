@@ -1,0 +1,46 @@
+"""What an account is, independent of how it is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+    @property
+    def other(self) -> Channel:
+        return Channel.SMS if self is Channel.EMAIL else Channel.EMAIL
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """An account. ``email`` and ``phone`` are normalised (lower-cased domain, E.164)."""
+
+    id: str
+    name: str
+    email: str
+    phone: str | None
+    password_hash: str
+    preference: Channel
+    locale: str
+    email_verified_at: datetime | None
+    phone_verified_at: datetime | None
+    code_failures: int
+    created_at: datetime
+
+    def contact(self, channel: Channel) -> str | None:
+        return self.email if channel is Channel.EMAIL else self.phone
+
+    def is_verified(self, channel: Channel) -> bool:
+        verified_at = self.email_verified_at if channel is Channel.EMAIL else self.phone_verified_at
+        return verified_at is not None and self.contact(channel) is not None
+
+    @property
+    def verified_channels(self) -> list[Channel]:
+        """Verified channels, the preferred one first: the routing order for recovery."""
+        order = [self.preference, self.preference.other]
+        return [channel for channel in order if self.is_verified(channel)]

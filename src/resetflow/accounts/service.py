@@ -1,0 +1,229 @@
+"""Accounts: sign-up with contact verification, and password sign-in."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resetflow.accounts.contacts import ContactError, normalise_email, normalise_phone
+from resetflow.accounts.models import Channel, User
+from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
+from resetflow.clock import Clock
+from resetflow.errors import InvalidCredentials, InvalidInput
+from resetflow.notify.messages import Notification, Route
+from resetflow.notify.outbox import Outbox
+from resetflow.recovery.codes import OneTimeCodes, verify_purpose
+from resetflow.storage.database import Database
+from resetflow.storage.users import UserRepository
+
+log = logging.getLogger("resetflow.accounts")
+
+
+@dataclass(frozen=True, slots=True)
+class NewAccount:
+    name: str
+    email: str
+    phone: str
+    password: str
+    preference: Channel
+    locale: str = "en"
+
+
+class AccountService:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        codes: OneTimeCodes,
+        outbox: Outbox,
+        hasher: PasswordHasher,
+        policy: PasswordPolicy,
+        clock: Clock,
+        base_url: str,
+        default_phone_region: str | None = None,
+    ) -> None:
+        self._db = database
+        self._codes = codes
+        self._outbox = outbox
+        self._hasher = hasher
+        self._policy = policy
+        self._clock = clock
+        self._base_url = base_url
+        self._region = default_phone_region
+
+    def parse_email(self, raw: str) -> str:
+        """The normalised email, or :class:`InvalidInput` on ``email``."""
+        try:
+            return normalise_email(raw)
+        except ContactError as error:
+            raise InvalidInput(fields={"email": str(error)}) from None
+
+    def parse_phone(self, raw: str) -> str:
+        """The phone in E.164, or :class:`InvalidInput` on ``phone``."""
+        try:
+            return normalise_phone(raw, default_region=self._region)
+        except ContactError as error:
+            raise InvalidInput(fields={"phone": str(error)}) from None
+
+    def normalise_contacts(self, *, email: str, phone: str) -> tuple[str, str]:
+        """Both contacts normalised, or :class:`InvalidInput` naming the bad ones."""
+        fields: dict[str, str] = {}
+        normal_email = normal_phone = ""
+        try:
+            normal_email = normalise_email(email)
+        except ContactError as error:
+            fields["email"] = str(error)
+        try:
+            normal_phone = normalise_phone(phone, default_region=self._region)
+        except ContactError as error:
+            fields["phone"] = str(error)
+        if fields:
+            raise InvalidInput(fields=fields)
+        return normal_email, normal_phone
+
+    async def sign_up(
+        self, account: NewAccount, *, attempt_id: str, verify: bool = True
+    ) -> str | None:
+        """Create the account and send a code to its preferred contact.
+
+        Returns the new account's id, or ``None`` when the email or phone is taken: then
+        nothing is created and the existing owner is told instead, and the caller must
+        answer exactly as for a new account (R52). With ``verify=False`` (operators' CLI)
+        both contacts are marked verified and no code is sent.
+        """
+        email, phone = self.normalise_contacts(email=account.email, phone=account.phone)
+        self._policy.check(account.password, personal=(account.name, email, phone))
+        password_hash = await self._hasher.hash(account.password)
+        now = self._clock.now()
+        user_id = secrets.token_hex(16)
+        async with self._db.write() as conn:
+            users = UserRepository(conn)
+            existing = await users.by_email(email) or await users.by_phone(phone)
+            if existing is not None:
+                await self._tell_existing_owner(conn, existing, email=email, phone=phone)
+                user_id_or_none: str | None = None
+            else:
+                await users.insert(
+                    user_id=user_id,
+                    name=account.name,
+                    email=email,
+                    phone=phone,
+                    password_hash=password_hash,
+                    preference=account.preference,
+                    locale=account.locale,
+                    now=now,
+                )
+                if verify:
+                    user = await users.get(user_id)
+                    assert user is not None
+                    await self._send_verification(conn, user, attempt_id=attempt_id)
+                else:
+                    await users.mark_verified(user_id, Channel.EMAIL, now=now)
+                    await users.mark_verified(user_id, Channel.SMS, now=now)
+                user_id_or_none = user_id
+        self._outbox.wake()
+        log.info("sign_up", extra={"outcome": "created" if user_id_or_none else "duplicate"})
+        return user_id_or_none
+
+    async def resend_verification(self, *, user_id: str | None, attempt_id: str) -> None:
+        """A fresh code for the preferred contact if it is still unverified."""
+        if user_id is None:
+            self._codes.decoy(purpose="verify")
+            return
+        async with self._db.write() as conn:
+            user = await UserRepository(conn).get(user_id)
+            if user is None or user.is_verified(user.preference):
+                return
+            await self._send_verification(conn, user, attempt_id=attempt_id)
+        self._outbox.wake()
+
+    async def verify_contact(
+        self, *, user_id: str | None, attempt_id: str | None, code: str
+    ) -> None:
+        """Mark the preferred contact verified, or raise :class:`InvalidCode`."""
+        async with self._db.read() as conn:
+            user = await UserRepository(conn).get(user_id) if user_id else None
+        channel = user.preference if user else Channel.EMAIL
+        await self._codes.accept(
+            user_id=user.id if user else None,
+            purpose=verify_purpose(channel.value),
+            attempt_id=attempt_id,
+            submitted=code,
+        )
+        assert user is not None
+        async with self._db.write() as conn:
+            await UserRepository(conn).mark_verified(user.id, channel, now=self._clock.now())
+        log.info("contact_verified", extra={"user_id": user.id, "channel": channel.value})
+
+    async def authenticate(self, *, email: str | None, phone: str | None, password: str) -> User:
+        """The account these credentials open, or :class:`InvalidCredentials`.
+
+        Unknown accounts cost one dummy hash check, like known ones (R38). A hash made
+        with weaker parameters than today's is replaced on success (R37).
+        """
+        async with self._db.read() as conn:
+            users = UserRepository(conn)
+            user = await (users.by_email(email) if email else users.by_phone(phone or ""))
+        if not await self._hasher.verify(user.password_hash if user else None, password):
+            log.info("sign_in", extra={"outcome": "failed", "user_id": user.id if user else None})
+            raise InvalidCredentials()
+        assert user is not None
+        if self._hasher.needs_rehash(user.password_hash):
+            new_hash = await self._hasher.hash(password)
+            async with self._db.write() as conn:
+                await UserRepository(conn).set_password_hash(
+                    user.id, new_hash, now=self._clock.now()
+                )
+        log.info("sign_in", extra={"outcome": "ok", "user_id": user.id})
+        return user
+
+    async def get(self, user_id: str) -> User | None:
+        async with self._db.read() as conn:
+            return await UserRepository(conn).get(user_id)
+
+    async def _send_verification(
+        self, conn: AsyncConnection, user: User, *, attempt_id: str
+    ) -> None:
+        channel = user.preference
+        contact = user.contact(channel)
+        assert contact is not None
+        issued = await self._codes.issue(
+            conn, user_id=user.id, purpose=verify_purpose(channel.value), attempt_id=attempt_id
+        )
+        await self._outbox.enqueue(
+            conn,
+            notification=Notification.VERIFY_CONTACT,
+            routes=[Route(channel=channel, to=contact)],
+            context={
+                "name": user.name,
+                "token": issued.code,
+                "contact_kind": "email address" if channel is Channel.EMAIL else "phone number",
+                "base_url": self._base_url,
+                "ttl_minutes": int(self._codes.ttl.total_seconds() // 60),
+            },
+            locale=user.locale,
+            user_id=user.id,
+            now=self._clock.now(),
+            expires_at=issued.expires_at,
+        )
+
+    async def _tell_existing_owner(
+        self, conn: AsyncConnection, owner: User, *, email: str, phone: str
+    ) -> None:
+        # Tell the contact that was reused, where we know it belongs to the owner.
+        channel = Channel.EMAIL if owner.email == email else Channel.SMS
+        contact = owner.contact(channel)
+        assert contact is not None
+        self._codes.decoy(purpose="verify")
+        await self._outbox.enqueue(
+            conn,
+            notification=Notification.ACCOUNT_EXISTS,
+            routes=[Route(channel=channel, to=contact)],
+            context={"name": owner.name, "base_url": self._base_url},
+            locale=owner.locale,
+            user_id=owner.id,
+            now=self._clock.now(),
+        )

@@ -1,0 +1,105 @@
+"""``create_app(settings)``: the ASGI application. Resources open in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import Depends, FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from resetflow import __version__
+from resetflow.clock import Clock
+from resetflow.config import Settings, load_settings
+from resetflow.services import build_services
+from resetflow.storage.deliveries import DeliveryRepository
+from resetflow.storage.migrate import upgrade_async
+from resetflow.web import actions, pages
+from resetflow.web.errors import install_error_handlers
+from resetflow.web.inputs import session_of
+from resetflow.web.security import SecurityMiddleware
+from resetflow.web.sessions import SessionMiddleware
+
+log = logging.getLogger("resetflow")
+STATIC = Path(__file__).parent / "web" / "static"
+
+
+def create_app(
+    settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool | None = None
+) -> FastAPI:
+    """Build the app. ``migrate`` defaults to on in dev (the embedded default upgrades its
+    own SQLite file) and off in prod (run ``resetflow migrate`` as a deploy step)."""
+    settings = settings or load_settings()
+    services = build_services(settings, clock=clock)
+    run_migrations = (not settings.is_prod) if migrate is None else migrate
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            await upgrade_async(settings.resolved_database_url)
+        worker_task = None
+        if settings.run_worker_in_process:
+            worker_task = asyncio.create_task(services.worker.run(), name="resetflow-delivery")
+        try:
+            yield
+        finally:
+            if worker_task is not None:
+                services.worker.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait_for(worker_task, timeout=10)
+            await services.close()
+
+    app = FastAPI(
+        title="resetflow",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+
+    async def current_user(request: Request) -> None:
+        user_id = session_of(request).user_id
+        request.scope["state"]["user"] = await services.accounts.get(user_id) if user_id else None
+
+    app.include_router(pages.router, dependencies=[Depends(current_user)])
+    if not settings.is_prod:
+        app.include_router(pages.dev_router, dependencies=[Depends(current_user)])
+    app.include_router(actions.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        try:
+            async with services.database.read() as conn:
+                pending = await DeliveryRepository(conn).count_pending()
+        except Exception:
+            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "up", "outbox_pending": pending})
+
+    # Outermost first at run time: security checks and headers wrap everything.
+    app.add_middleware(
+        SessionMiddleware,
+        store=services.sessions,
+        clock=services.clock,
+        cookie_name=settings.cookie_name,
+        secure=settings.is_prod,
+        ttl_seconds=settings.session_ttl_seconds,
+    )
+    app.add_middleware(
+        SecurityMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        https_only=settings.is_prod,
+        trusted_proxies=settings.trusted_proxy_networks,
+    )
+    return app

@@ -1,0 +1,25 @@
+"""``resetflow``: the command line. One module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from resetflow.cli import server, users
+from resetflow.config import ConfigError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app.command()(server.serve)
+app.command()(server.migrate)
+app.command()(server.worker)
+app.add_typer(users.app, name="users", help="Create and inspect accounts.")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as error:
+        # One clear line naming the variable; no traceback for a typo in the config.
+        print(f"resetflow: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,68 @@
+"""``serve``, ``migrate`` and ``worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Annotated
+
+import typer
+
+from resetflow.config import Settings, load_settings
+from resetflow.services import build_services
+from resetflow.storage.migrate import upgrade
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Run the web service (and, in dev, the in-process delivery worker)."""
+    import uvicorn
+
+    from resetflow.app import create_app
+
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    app = create_app(settings)
+    typer.echo(
+        f"resetflow ({settings.env.value}) on http://{host}:{port}  data: {settings.data_dir}"
+    )
+    if not settings.is_prod:
+        typer.echo(f"dev outbox: http://{host}:{port}/dev/outbox (messages are also printed here)")
+    # proxy_headers off: X-Forwarded-* are believed only from RESETFLOW_TRUSTED_PROXIES.
+    uvicorn.run(
+        app, host=host, port=port, proxy_headers=False, server_header=False, log_level="info"
+    )
+
+
+def migrate() -> None:
+    """Apply database migrations (safe to run again)."""
+    settings = load_settings()
+    upgrade(settings.resolved_database_url)
+    typer.echo("database is up to date")
+
+
+def worker(
+    drain: Annotated[bool, typer.Option("--drain", help="Deliver what is due, then exit.")] = False,
+) -> None:
+    """Run a delivery worker: claims outbox jobs and sends them. Stops on SIGTERM/SIGINT."""
+    settings = load_settings()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    asyncio.run(_work(settings, drain=drain))
+
+
+async def _work(settings: Settings, *, drain: bool) -> None:
+    services = build_services(settings)
+    try:
+        if drain:
+            handled = await services.worker.drain()
+            typer.echo(f"delivered or settled {handled} job(s)")
+            return
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, services.worker.stop)
+        await services.worker.run()
+    finally:
+        await services.close()

@@ -1,0 +1,108 @@
+"""``users create|list|show``: accounts from the command line (operators, scripts)."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+
+from resetflow.accounts.models import Channel, User
+from resetflow.accounts.service import NewAccount
+from resetflow.config import load_settings
+from resetflow.crypto import new_token
+from resetflow.errors import ResetflowError
+from resetflow.services import Services, build_services
+from resetflow.storage.migrate import upgrade
+from resetflow.storage.users import UserRepository
+
+app = typer.Typer(no_args_is_help=True)
+T = TypeVar("T")
+
+
+def _run(work: Callable[[Services], Awaitable[T]]) -> T:
+    settings = load_settings()
+    if not settings.is_prod:
+        upgrade(settings.resolved_database_url)
+
+    async def go() -> T:
+        services = build_services(settings)
+        try:
+            return await work(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(go())
+
+
+def _describe(user: User) -> str:
+    verified = ",".join(c.value for c in user.verified_channels) or "none"
+    return (
+        f"{user.id}  {user.name!r}  {user.email}  {user.phone or '-'}  "
+        f"prefers={user.preference.value}  verified={verified}"
+    )
+
+
+@app.command()
+def create(
+    name: Annotated[str, typer.Option(help="Display name.")],
+    email: Annotated[str, typer.Option(help="Email address.")],
+    phone: Annotated[str, typer.Option(help="Mobile number in international form, +...")],
+    preference: Annotated[Channel, typer.Option(help="Where codes go.")] = Channel.EMAIL,
+    password: Annotated[
+        str | None, typer.Option(help="Read from a prompt when left out (safer than argv).")
+    ] = None,
+    verified: Annotated[
+        bool, typer.Option("--verified/--unverified", help="Mark both contacts verified.")
+    ] = True,
+) -> None:
+    """Create an account. By default its contacts count as verified (an operator vouches)."""
+    secret = password if password is not None else getpass.getpass("Password: ")
+
+    async def work(services: Services) -> str | None:
+        return await services.accounts.sign_up(
+            NewAccount(name=name, email=email, phone=phone, password=secret, preference=preference),
+            attempt_id=new_token(),
+            verify=not verified,
+        )
+
+    try:
+        user_id = _run(work)
+    except ResetflowError as error:
+        details = "; ".join(f"{k}: {v}" for k, v in error.fields.items())
+        typer.echo(f"error: {error.message} {details}".strip(), err=True)
+        raise typer.Exit(1) from None
+    if user_id is None:
+        typer.echo("error: that email or phone already has an account", err=True)
+        raise typer.Exit(1)
+    typer.echo(user_id)
+
+
+@app.command("list")
+def list_users(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> None:
+    """List accounts, oldest first."""
+
+    async def work(services: Services) -> list[User]:
+        async with services.database.read() as conn:
+            return await UserRepository(conn).list(limit=limit)
+
+    for user in _run(work):
+        typer.echo(_describe(user))
+
+
+@app.command()
+def show(who: Annotated[str, typer.Argument(help="Account id, email or phone.")]) -> None:
+    """Show one account."""
+
+    async def work(services: Services) -> User | None:
+        async with services.database.read() as conn:
+            repo = UserRepository(conn)
+            return await repo.get(who) or await repo.by_email(who) or await repo.by_phone(who)
+
+    user = _run(work)
+    if user is None:
+        typer.echo("no such account", err=True)
+        raise typer.Exit(1)
+    typer.echo(_describe(user))

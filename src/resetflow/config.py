@@ -1,0 +1,237 @@
+"""Configuration: one typed object read from ``RESETFLOW_*`` variables and ``.env``.
+
+Nothing is read at import time: :func:`load_settings` is called by ``create_app`` and by
+the CLI. A bad value raises :class:`ConfigError` whose message is one line naming the
+variable, which the CLI prints as it is.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import secrets
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "xxx"})
+MIN_SECRET_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; ``str(error)`` is one line naming the variable."""
+
+
+class Mode(StrEnum):
+    DEV = "dev"
+    PROD = "prod"
+
+
+class Settings(BaseSettings):
+    """Every setting resetflow reads. Field ``x`` is the variable ``RESETFLOW_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RESETFLOW_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    env: Mode = Mode.DEV
+    data_dir: Path = Path(".resetflow")
+    secret_key: SecretStr | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    base_url: str = "http://127.0.0.1:8000"
+    allowed_origins: str = ""
+    trusted_proxies: str = ""
+    default_phone_region: str | None = None
+
+    email_provider: str = "outbox"
+    sms_provider: str = "outbox"
+    email_from: str = "resetflow@localhost"
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(default=25, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    postmark_server_token: SecretStr | None = None
+    postmark_base_url: str = "https://api.postmarkapp.com"
+    courier_auth_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RESETFLOW_COURIER_AUTH_TOKEN", "COURIER_AUTH_TOKEN"),
+    )
+    courier_template: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("RESETFLOW_COURIER_TEMPLATE", "COURIER_TEMPLATE"),
+    )
+    courier_base_url: str = "https://api.courier.com"
+    provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+    code_ttl_seconds: int = Field(default=300, ge=30, le=600)
+    code_max_tries: int = Field(default=5, ge=1, le=5)
+    account_max_failures: int = Field(default=100, ge=1, le=100)
+    reset_grant_ttl_seconds: int = Field(default=600, ge=30, le=600)
+    session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
+    password_min_length: int = Field(default=15, ge=8, le=64)
+    password_max_length: int = Field(default=256, ge=64, le=1024)
+    max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+
+    inprocess_worker: bool | None = None
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    delivery_max_tries: int = Field(default=4, ge=1, le=20)
+    delivery_backoff_seconds: float = Field(default=2.0, ge=0, le=600)
+    delivery_lease_seconds: int = Field(default=60, ge=5, le=3600)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("email_provider")
+    @classmethod
+    def _known_email_provider(cls, value: str) -> str:
+        return _one_of(value, {"smtp", "postmark", "courier", "outbox", "console"})
+
+    @field_validator("sms_provider")
+    @classmethod
+    def _known_sms_provider(cls, value: str) -> str:
+        return _one_of(value, {"twilio", "courier", "outbox", "console"})
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks_parse(cls, value: str) -> str:
+        for item in _split(value):
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    # Derived values -----------------------------------------------------------------
+
+    @property
+    def is_prod(self) -> bool:
+        return self.env is Mode.PROD
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'resetflow.db').resolve()}"
+
+    @property
+    def run_worker_in_process(self) -> bool:
+        if self.inprocess_worker is not None:
+            return self.inprocess_worker
+        return not self.is_prod
+
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def origin_allow_list(self) -> frozenset[str]:
+        return frozenset({self.origin, *(o.rstrip("/") for o in _split(self.allowed_origins))})
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies)
+        )
+
+    @property
+    def cookie_name(self) -> str:
+        # The __Host- prefix makes the browser insist on Secure, Path=/ and no Domain.
+        return "__Host-resetflow" if self.is_prod else "resetflow_session"
+
+    def secret(self) -> bytes:
+        """The master secret; :func:`load_settings` guarantees it is set."""
+        assert self.secret_key is not None
+        return self.secret_key.get_secret_value().encode()
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _one_of(value: str, allowed: set[str]) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
+    return value
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment (and ``.env``), apply ``overrides``, and check the result.
+
+    In dev a missing secret is generated once into ``data_dir/secret_key`` (mode 0600),
+    so that sessions and codes survive restarts. In prod a missing, short or placeholder
+    secret is refused.
+    """
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_first_problem(error)) from None
+    _check_providers(settings)
+    if settings.secret_key is None or not settings.secret_key.get_secret_value():
+        if settings.is_prod:
+            raise ConfigError("RESETFLOW_SECRET_KEY: required when RESETFLOW_ENV=prod")
+        settings.secret_key = SecretStr(_dev_secret(settings.data_dir))
+    secret = settings.secret_key.get_secret_value()
+    if settings.is_prod and (
+        secret.strip().lower() in PLACEHOLDER_SECRETS or len(secret) < MIN_SECRET_LENGTH
+    ):
+        raise ConfigError(
+            f"RESETFLOW_SECRET_KEY: must be at least {MIN_SECRET_LENGTH} random characters, "
+            "not a placeholder"
+        )
+    return settings
+
+
+def _first_problem(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    field = str(problem["loc"][0]) if problem["loc"] else "settings"
+    variable = f"RESETFLOW_{field.upper()}"
+    message = str(problem["msg"]).removeprefix("Value error, ")
+    return f"{variable}: {message} (got {problem.get('input')!r})"
+
+
+def _check_providers(settings: Settings) -> None:
+    required: dict[str, tuple[str, ...]] = {
+        "twilio": ("twilio_account_sid", "twilio_auth_token", "twilio_from"),
+    }
+    for provider in {settings.email_provider, settings.sms_provider}:
+        for field in required.get(provider, ()):
+            if not getattr(settings, field):
+                raise ConfigError(
+                    f"RESETFLOW_{field.upper()}: required when the {provider} provider is used"
+                )
+    if settings.email_provider in {"postmark", "courier"} or settings.sms_provider == "courier":
+        raise ConfigError(
+            "RESETFLOW_EMAIL_PROVIDER/RESETFLOW_SMS_PROVIDER: postmark and courier are not "
+            "available in this version; use smtp, twilio, outbox or console"
+        )
+
+
+def _dev_secret(data_dir: Path) -> str:
+    path = data_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # O_EXCL: if two processes start at once, the second reads what the first wrote.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret)
+    return secret

@@ -1,0 +1,138 @@
+"""The domain exception tree. HTTP status codes are chosen here, mapped only at the edge.
+
+::
+
+    ResetflowError
+    ├── InvalidInput (422)         field problems, with ``fields``
+    │   └── PasswordRejected       the password policy said no, with reasons
+    ├── MalformedRequest (400)     not JSON, wrong shape
+    ├── UnsupportedMediaType (415)
+    ├── PayloadTooLarge (413)
+    ├── InvalidCode (400)          wrong, expired, used or unknown: one answer for all
+    ├── InvalidCredentials (401)   wrong password or unknown account: one answer for both
+    ├── NotSignedIn (401)
+    ├── ResetNotAllowed (403)      /reset-password without a fresh verified code
+    ├── Forbidden (403)            CSRF or cross-site request
+    ├── RecoveryPaused (429)       too many failed codes for this account
+    └── ServiceUnavailable (503)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Stable machine-readable error codes; clients may rely on them."""
+
+    INVALID_INPUT = "invalid_input"
+    WEAK_PASSWORD = "weak_password"
+    MALFORMED_REQUEST = "malformed_request"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    INVALID_CODE = "invalid_code"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    NOT_SIGNED_IN = "not_signed_in"
+    RESET_NOT_ALLOWED = "reset_not_allowed"
+    CSRF_FAILED = "csrf_failed"
+    CROSS_SITE = "cross_site_request"
+    RECOVERY_PAUSED = "recovery_paused"
+    SERVICE_UNAVAILABLE = "service_unavailable"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+
+
+class ResetflowError(Exception):
+    """Base of every error resetflow shows to a client.
+
+    ``message`` is a sentence safe to show to the person at the keyboard: it never says
+    whether an account exists.
+    """
+
+    status: int = 400
+    code: ErrorCode = ErrorCode.MALFORMED_REQUEST
+    message: str = "The request could not be understood."
+
+    def __init__(self, message: str | None = None, *, fields: dict[str, str] | None = None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
+        self.fields = fields or {}
+
+
+class InvalidInput(ResetflowError):
+    status = 422
+    code = ErrorCode.INVALID_INPUT
+    message = "Some fields need your attention."
+
+
+class PasswordRejected(InvalidInput):
+    code = ErrorCode.WEAK_PASSWORD
+    message = "Please choose a different password."
+
+
+class MalformedRequest(ResetflowError):
+    status = 400
+    code = ErrorCode.MALFORMED_REQUEST
+
+
+class UnsupportedMediaType(ResetflowError):
+    status = 415
+    code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
+    message = "Send application/json or an HTML form."
+
+
+class PayloadTooLarge(ResetflowError):
+    status = 413
+    code = ErrorCode.PAYLOAD_TOO_LARGE
+    message = "The request body is too large."
+
+
+class InvalidCode(ResetflowError):
+    status = 400
+    code = ErrorCode.INVALID_CODE
+    message = "That code is not valid. Check it, or ask for a new one."
+
+
+class InvalidCredentials(ResetflowError):
+    status = 401
+    code = ErrorCode.INVALID_CREDENTIALS
+    message = "The email, phone number or password is not right."
+
+
+class NotSignedIn(ResetflowError):
+    status = 401
+    code = ErrorCode.NOT_SIGNED_IN
+    message = "Please sign in first."
+
+
+class ResetNotAllowed(ResetflowError):
+    status = 403
+    code = ErrorCode.RESET_NOT_ALLOWED
+    message = "Enter the code we sent you before choosing a new password."
+
+
+class Forbidden(ResetflowError):
+    status = 403
+    code = ErrorCode.CSRF_FAILED
+    message = "This form has expired. Reload the page and try again."
+
+
+class CrossSiteRequest(Forbidden):
+    code = ErrorCode.CROSS_SITE
+    message = "Cross-site requests are not allowed."
+
+
+class RecoveryPaused(ResetflowError):
+    status = 429
+    code = ErrorCode.RECOVERY_PAUSED
+    message = "Too many attempts. Please wait and try again later."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ResetflowError):
+    status = 503
+    code = ErrorCode.SERVICE_UNAVAILABLE
+    message = "The service is busy. Please try again shortly."

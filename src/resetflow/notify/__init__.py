@@ -1,0 +1,1 @@
+"""The notification engine: templates, routing, providers, the outbox and its worker."""

@@ -1,0 +1,80 @@
+"""Putting messages in the durable outbox.
+
+:meth:`Outbox.enqueue` writes the job on the caller's connection, so it commits or rolls
+back together with the code it carries. The message context (which holds the code in
+clear, because the worker must render it) is sealed with AES-GCM under a key derived
+from the secret and bound to the job id; the worker erases it once the job ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resetflow.accounts.models import Channel
+from resetflow.crypto import Keyring
+from resetflow.notify.messages import Notification, Route
+from resetflow.storage.deliveries import DeliveryRepository
+
+
+class Outbox:
+    def __init__(self, *, keyring: Keyring) -> None:
+        self._keyring = keyring
+        self._wake = asyncio.Event()
+
+    async def enqueue(
+        self,
+        conn: AsyncConnection,
+        *,
+        notification: Notification,
+        routes: list[Route],
+        context: dict[str, Any],
+        locale: str,
+        user_id: str | None,
+        now: datetime,
+        expires_at: datetime | None = None,
+    ) -> str:
+        """Record a delivery job in the caller's transaction; returns the job id.
+
+        ``routes`` are tried in order (failover); ``expires_at`` stops a job from being
+        sent after the code in it has expired. Call :meth:`wake` after the commit.
+        """
+        if not routes:
+            raise ValueError("a delivery job needs at least one route")
+        job_id = secrets.token_hex(16)
+        payload = {
+            "routes": [{"channel": r.channel.value, "to": r.to} for r in routes],
+            "context": context,
+        }
+        sealed = self._keyring.seal(json.dumps(payload).encode(), context=job_id.encode())
+        await DeliveryRepository(conn).enqueue(
+            job_id=job_id,
+            user_id=user_id,
+            notification=notification.value,
+            locale=locale,
+            sealed_payload=sealed,
+            expires_at=expires_at,
+            now=now,
+        )
+        return job_id
+
+    def open_payload(self, job_id: str, sealed: bytes) -> tuple[list[Route], dict[str, Any]]:
+        payload = json.loads(self._keyring.open(sealed, context=job_id.encode()))
+        routes = [Route(channel=Channel(r["channel"]), to=r["to"]) for r in payload["routes"]]
+        return routes, payload["context"]
+
+    def wake(self) -> None:
+        """Tell an in-process worker that new jobs are waiting."""
+        self._wake.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Wait until :meth:`wake` is called or ``timeout`` seconds pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        self._wake.clear()

@@ -1,0 +1,1 @@
+"""Delivery providers: the port in ``base``, one adapter per module."""

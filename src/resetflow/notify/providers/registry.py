@@ -1,0 +1,57 @@
+"""Building the configured providers, one per channel."""
+
+from __future__ import annotations
+
+from resetflow.accounts.models import Channel
+from resetflow.clock import Clock
+from resetflow.config import Settings
+from resetflow.notify.providers.base import Provider
+from resetflow.notify.providers.console import ConsoleProvider
+from resetflow.notify.providers.outbox import OutboxProvider
+from resetflow.notify.providers.smtp import SmtpProvider
+from resetflow.notify.providers.twilio import TwilioProvider
+from resetflow.storage.dev_outbox import DevMailbox
+
+
+def build_providers(
+    settings: Settings, *, mailbox: DevMailbox, clock: Clock
+) -> dict[Channel, list[Provider]]:
+    """The providers for each channel, in failover order."""
+    made: dict[str, Provider] = {}
+
+    def provider(name: str) -> Provider:
+        if name not in made:
+            made[name] = _make(name, settings, mailbox=mailbox, clock=clock)
+        return made[name]
+
+    return {
+        Channel.EMAIL: [provider(settings.email_provider)],
+        Channel.SMS: [provider(settings.sms_provider)],
+    }
+
+
+def _make(name: str, settings: Settings, *, mailbox: DevMailbox, clock: Clock) -> Provider:
+    if name == "outbox":
+        return OutboxProvider(mailbox=mailbox, clock=clock)
+    if name == "console":
+        return ConsoleProvider()
+    if name == "smtp":
+        return SmtpProvider(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            sender=settings.email_from,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            starttls=settings.smtp_starttls,
+            timeout=settings.smtp_timeout_seconds,
+        )
+    if name == "twilio":
+        assert settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+        return TwilioProvider(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            sender=settings.twilio_from,
+            base_url=settings.twilio_base_url,
+            timeout=settings.provider_timeout_seconds,
+        )
+    raise ValueError(f"unknown provider {name!r}")

@@ -1,0 +1,228 @@
+"""The delivery worker: claims due outbox jobs, renders, sends, retries, fails over.
+
+Order of attempts for one job: its routes in order (preferred channel, then the other
+verified one); on each route, the channel's providers in order. A retryable failure on
+every provider of a route puts the job back with exponential backoff, up to
+``max_tries`` times on that route; a permanent failure, or running out of tries, moves on
+to the next route. Every attempt is written to the delivery log, without the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from resetflow.accounts.contacts import mask
+from resetflow.accounts.models import Channel
+from resetflow.clock import Clock
+from resetflow.notify.messages import Route
+from resetflow.notify.outbox import Outbox
+from resetflow.notify.providers.base import Provider, ProviderError
+from resetflow.notify.templates import TemplateRenderer
+from resetflow.storage import deliveries
+from resetflow.storage.database import Database
+from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository
+
+log = logging.getLogger("resetflow.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPolicy:
+    max_tries: int = 4
+    backoff_seconds: float = 2.0
+    lease_seconds: int = 60
+    poll_seconds: float = 1.0
+    batch_size: int = 20
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        outbox: Outbox,
+        providers: dict[Channel, list[Provider]],
+        renderer: TemplateRenderer,
+        clock: Clock,
+        policy: WorkerPolicy | None = None,
+    ) -> None:
+        self._db = database
+        self._outbox = outbox
+        self._providers = providers
+        self._renderer = renderer
+        self._clock = clock
+        self._policy = policy or WorkerPolicy()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        """Deliver until :meth:`stop`; wakes on :meth:`Outbox.wake` or every poll interval."""
+        while not self._stopping.is_set():
+            try:
+                handled = await self.run_once()
+            except Exception:
+                # A database hiccup must not kill the worker; the jobs stay in the outbox.
+                log.exception("delivery_worker_error")
+                handled = 0
+            if handled == 0:
+                await self._outbox.wait(self._policy.poll_seconds)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._outbox.wake()
+
+    async def drain(self, *, max_rounds: int = 1000) -> int:
+        """Process due jobs until none are left; returns how many were handled."""
+        total = 0
+        for _ in range(max_rounds):
+            handled = await self.run_once()
+            if handled == 0:
+                break
+            total += handled
+        return total
+
+    async def run_once(self) -> int:
+        """Claim one batch of due jobs and process it; returns the batch size."""
+        async with self._db.write() as conn:
+            jobs = await DeliveryRepository(conn).claim_due(
+                owner=self.owner,
+                now=self._clock.now(),
+                lease_seconds=self._policy.lease_seconds,
+                limit=self._policy.batch_size,
+            )
+        if jobs:
+            await asyncio.gather(*(self._process(job) for job in jobs))
+        return len(jobs)
+
+    async def _process(self, job: DeliveryJob) -> None:
+        now = self._clock.now()
+        if job.sealed_payload is None:
+            await self._finish(job, status=deliveries.FAILED, error="payload missing")
+            return
+        if job.expires_at is not None and job.expires_at <= now:
+            # The code inside is dead: sending it would only confuse (and leak) (SPEC §5).
+            await self._finish(job, status=deliveries.FAILED, error="expired before sending")
+            log.info("delivery_expired", extra={"job_id": job.id})
+            return
+        routes, context = self._outbox.open_payload(job.id, job.sealed_payload)
+        route_index, tries = job.route_index, job.tries
+        last_error = "no provider for channel"
+        while route_index < len(routes):
+            route = routes[route_index]
+            outcome = await self._try_route(job, route, context)
+            if outcome is None:
+                return
+            retryable, last_error = outcome
+            tries += 1
+            if retryable and tries < self._policy.max_tries:
+                delay = self._policy.backoff_seconds * (2 ** (tries - 1))
+                async with self._db.write() as conn:
+                    await DeliveryRepository(conn).reschedule(
+                        job.id,
+                        owner=self.owner,
+                        route_index=route_index,
+                        tries=tries,
+                        next_attempt_at=self._clock.now() + timedelta(seconds=delay),
+                        error=last_error,
+                        now=self._clock.now(),
+                    )
+                return
+            route_index, tries = route_index + 1, 0
+        await self._finish(job, status=deliveries.FAILED, error=last_error)
+        log.warning("delivery_failed", extra={"job_id": job.id, "reason": last_error})
+
+    async def _try_route(
+        self, job: DeliveryJob, route: Route, context: dict[str, object]
+    ) -> tuple[bool, str] | None:
+        """Send over one route; ``None`` once sent, else (any retryable?, last reason)."""
+        message = self._renderer.render(
+            job.notification,
+            channel=route.channel,
+            to=route.to,
+            locale=job.locale,
+            context=context,
+            idempotency_key=job.id,
+        )
+        retryable, reason = False, f"no {route.channel.value} provider"
+        for provider in self._providers.get(route.channel, []):
+            try:
+                result = await provider.send(message)
+            except ProviderError as error:
+                retryable = retryable or error.retryable
+                reason = f"{provider.name}: {error}"
+                await self._log_attempt(
+                    job,
+                    route,
+                    provider,
+                    status="retry" if error.retryable else "failed",
+                    error=reason,
+                )
+                continue
+            async with self._db.write() as conn:
+                repo = DeliveryRepository(conn)
+                await repo.record_attempt(
+                    job_id=job.id,
+                    channel=route.channel.value,
+                    provider=provider.name,
+                    destination=mask(route.to),
+                    status=deliveries.SENT,
+                    provider_message_id=result.provider_message_id,
+                    error=None,
+                    now=self._clock.now(),
+                )
+                await repo.finish(
+                    job.id,
+                    owner=self.owner,
+                    status=deliveries.SENT,
+                    channel=route.channel.value,
+                    provider=provider.name,
+                    provider_message_id=result.provider_message_id,
+                    now=self._clock.now(),
+                )
+            log.info(
+                "delivery_sent",
+                extra={
+                    "job_id": job.id,
+                    "notification": job.notification,
+                    "channel": route.channel.value,
+                    "provider": provider.name,
+                    "to": mask(route.to),
+                },
+            )
+            return None
+        return retryable, reason
+
+    async def _log_attempt(
+        self, job: DeliveryJob, route: Route, provider: Provider, *, status: str, error: str
+    ) -> None:
+        async with self._db.write() as conn:
+            await DeliveryRepository(conn).record_attempt(
+                job_id=job.id,
+                channel=route.channel.value,
+                provider=provider.name,
+                destination=mask(route.to),
+                status=status,
+                provider_message_id=None,
+                error=error,
+                now=self._clock.now(),
+            )
+        log.warning(
+            "delivery_attempt_failed",
+            extra={
+                "job_id": job.id,
+                "provider": provider.name,
+                "to": mask(route.to),
+                "reason": error,
+            },
+        )
+
+    async def _finish(self, job: DeliveryJob, *, status: str, error: str) -> None:
+        async with self._db.write() as conn:
+            await DeliveryRepository(conn).finish(
+                job.id, owner=self.owner, status=status, error=error, now=self._clock.now()
+            )

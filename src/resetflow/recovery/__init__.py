@@ -1,0 +1,1 @@
+"""Recovery: one-time codes and the password-reset flow."""

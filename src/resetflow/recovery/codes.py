@@ -1,0 +1,128 @@
+"""One-time codes: issuing and checking (R1-R14).
+
+A code is 6 CSPRNG digits; only an HMAC bound to its account and purpose is stored. It is
+bound to one attempt (an id held in the requesting browser's server-side session), lives
+``ttl`` seconds, dies after ``max_tries`` wrong guesses, and is consumed by one atomic
+UPDATE. Every wrong guess also counts against the account (across codes and flows); at
+``account_max_failures`` no code is accepted until a success clears the count... which
+only an accepted code can do, so recovery is paused for the account while password
+sign-in keeps working.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resetflow.clock import Clock
+from resetflow.crypto import Keyring, new_code, sha256_hex
+from resetflow.errors import InvalidCode
+from resetflow.storage.codes import CodeRepository
+from resetflow.storage.database import Database
+from resetflow.storage.users import UserRepository
+
+RESET = "reset"
+DECOY_USER = "0" * 32
+
+
+def verify_purpose(channel: str) -> str:
+    return f"verify-{channel}"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    code_id: str
+    code: str
+    expires_at: datetime
+
+
+class OneTimeCodes:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        keyring: Keyring,
+        clock: Clock,
+        ttl_seconds: int = 300,
+        max_tries: int = 5,
+        account_max_failures: int = 100,
+    ) -> None:
+        if not 0 < ttl_seconds <= 600:
+            raise ValueError("a code may live at most 10 minutes (R4)")
+        self._db = database
+        self._keyring = keyring
+        self._clock = clock
+        self.ttl = timedelta(seconds=ttl_seconds)
+        self._max_tries = max_tries
+        self._account_max_failures = account_max_failures
+
+    async def issue(
+        self, conn: AsyncConnection, *, user_id: str, purpose: str, attempt_id: str
+    ) -> IssuedCode:
+        """Create a code in the caller's transaction, voiding the account's older one."""
+        now = self._clock.now()
+        code = new_code()
+        issued = IssuedCode(code_id=secrets.token_hex(16), code=code, expires_at=now + self.ttl)
+        await CodeRepository(conn).replace(
+            code_id=issued.code_id,
+            user_id=user_id,
+            purpose=purpose,
+            attempt_hash=sha256_hex(attempt_id),
+            code_mac=self._keyring.code_mac(user_id=user_id, purpose=purpose, code=code),
+            now=now,
+            expires_at=issued.expires_at,
+        )
+        return issued
+
+    def decoy(self, *, purpose: str) -> None:
+        """Do the CPU work of :meth:`issue` for an unknown account (timing, R20)."""
+        self._keyring.code_mac(user_id=DECOY_USER, purpose=purpose, code=new_code())
+
+    async def accept(
+        self, *, user_id: str | None, purpose: str, attempt_id: str | None, submitted: str
+    ) -> str:
+        """Consume the code if ``submitted`` is right; returns the code id.
+
+        Raises :class:`InvalidCode` for every kind of failure alike (unknown account, no
+        code, another attempt's code, expired, used, burned, paused, wrong) (R21).
+        """
+        now = self._clock.now()
+        accepted: str | None = None
+        async with self._db.write() as conn:
+            users, codes = UserRepository(conn), CodeRepository(conn)
+            user = await users.get(user_id) if user_id else None
+            stored = await codes.current(user_id=user.id, purpose=purpose) if user else None
+            mac_user = user.id if user else DECOY_USER
+            # Always compute and compare a MAC, so every path costs the same.
+            matches = self._keyring.codes_match(
+                stored.code_mac if stored else bytes(32),
+                user_id=mac_user,
+                purpose=purpose,
+                code=submitted,
+            )
+            if user is None:
+                pass
+            elif (
+                stored is None
+                or attempt_id is None
+                or not hmac.compare_digest(stored.attempt_hash, sha256_hex(attempt_id))
+                or user.code_failures >= self._account_max_failures
+                or stored.consumed_at is not None
+                or stored.failed_tries >= self._max_tries
+                or stored.expires_at <= now
+                or not matches
+            ):
+                await users.add_code_failure(user.id)
+                if stored is not None:
+                    await codes.add_failed_try(stored.id)
+            elif await codes.consume(stored.id, max_tries=self._max_tries, now=now):
+                await users.clear_code_failures(user.id)
+                accepted = stored.id
+        # Raised after the commit, so that the failure counts above are kept.
+        if accepted is None:
+            raise InvalidCode()
+        return accepted

@@ -1,0 +1,104 @@
+"""Wiring: builds every service from the settings, once, inside ``create_app`` or a CLI
+command (never at import time), and closes them again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
+from resetflow.accounts.service import AccountService
+from resetflow.clock import Clock
+from resetflow.config import Settings
+from resetflow.crypto import Keyring
+from resetflow.notify.outbox import Outbox
+from resetflow.notify.providers.base import Provider
+from resetflow.notify.providers.registry import build_providers
+from resetflow.notify.templates import TemplateRenderer
+from resetflow.notify.worker import DeliveryWorker, WorkerPolicy
+from resetflow.recovery.codes import OneTimeCodes
+from resetflow.recovery.service import RecoveryService
+from resetflow.storage.database import Database
+from resetflow.storage.dev_outbox import DevMailbox
+from resetflow.storage.sessions import SessionStore
+from resetflow.storage.sessions.sql import SqlSessionStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    database: Database
+    sessions: SessionStore
+    outbox: Outbox
+    mailbox: DevMailbox
+    accounts: AccountService
+    recovery: RecoveryService
+    worker: DeliveryWorker
+    providers: list[Provider]
+
+    async def close(self) -> None:
+        for provider in self.providers:
+            await provider.close()
+        await self.sessions.close()
+        await self.database.close()
+
+
+def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
+    clock = clock or Clock()
+    database = Database(settings.resolved_database_url)
+    keyring = Keyring(settings.secret())
+    sessions = SqlSessionStore(database=database)
+    outbox = Outbox(keyring=keyring)
+    mailbox = DevMailbox(database=database)
+    hasher = PasswordHasher()
+    policy = PasswordPolicy(
+        min_length=settings.password_min_length, max_length=settings.password_max_length
+    )
+    codes = OneTimeCodes(
+        database=database,
+        keyring=keyring,
+        clock=clock,
+        ttl_seconds=settings.code_ttl_seconds,
+        max_tries=settings.code_max_tries,
+        account_max_failures=settings.account_max_failures,
+    )
+    providers = build_providers(settings, mailbox=mailbox, clock=clock)
+    worker = DeliveryWorker(
+        database=database,
+        outbox=outbox,
+        providers=providers,
+        renderer=TemplateRenderer(),
+        clock=clock,
+        policy=WorkerPolicy(
+            max_tries=settings.delivery_max_tries,
+            backoff_seconds=settings.delivery_backoff_seconds,
+            lease_seconds=settings.delivery_lease_seconds,
+            poll_seconds=settings.worker_poll_seconds,
+        ),
+    )
+    common = {"database": database, "codes": codes, "outbox": outbox, "hasher": hasher}
+    return Services(
+        settings=settings,
+        clock=clock,
+        database=database,
+        sessions=sessions,
+        outbox=outbox,
+        mailbox=mailbox,
+        accounts=AccountService(
+            **common,  # type: ignore[arg-type]
+            policy=policy,
+            clock=clock,
+            base_url=settings.base_url,
+            default_phone_region=settings.default_phone_region,
+        ),
+        recovery=RecoveryService(
+            **common,  # type: ignore[arg-type]
+            policy=policy,
+            sessions=sessions,
+            clock=clock,
+            base_url=settings.base_url,
+            grant_ttl_seconds=settings.reset_grant_ttl_seconds,
+        ),
+        worker=worker,
+        providers=list({id(p): p for ps in providers.values() for p in ps}.values()),
+    )

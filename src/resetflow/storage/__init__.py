@@ -1,0 +1,1 @@
+"""Persistence: SQL tables and repositories (SQLite or PostgreSQL) and the session stores."""

@@ -1,0 +1,260 @@
+"""The durable outbox (``delivery_jobs``) and the delivery log (``delivery_attempts``).
+
+A job is written in the same transaction as whatever made it necessary (a new code), so
+an answer the client saw always has its job on disk. Workers claim due jobs under a lease;
+a job whose lease ran out (its worker died) is due again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resetflow.storage.tables import delivery_attempts, delivery_jobs
+
+QUEUED = "queued"
+SENDING = "sending"
+SENT = "sent"
+FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryJob:
+    id: str
+    user_id: str | None
+    notification: str
+    locale: str
+    status: str
+    sealed_payload: bytes | None
+    route_index: int
+    tries: int
+    expires_at: datetime | None
+    channel: str | None
+    provider: str | None
+    provider_message_id: str | None
+    last_error: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttempt:
+    job_id: str
+    channel: str
+    provider: str
+    destination: str
+    status: str
+    provider_message_id: str | None
+    error: str | None
+    created_at: datetime
+
+
+class DeliveryRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def enqueue(
+        self,
+        *,
+        job_id: str,
+        user_id: str | None,
+        notification: str,
+        locale: str,
+        sealed_payload: bytes,
+        expires_at: datetime | None,
+        now: datetime,
+    ) -> None:
+        await self._conn.execute(
+            insert(delivery_jobs).values(
+                id=job_id,
+                user_id=user_id,
+                notification=notification,
+                locale=locale,
+                status=QUEUED,
+                sealed_payload=sealed_payload,
+                next_attempt_at=now,
+                expires_at=expires_at,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def claim_due(
+        self, *, owner: str, now: datetime, lease_seconds: int, limit: int
+    ) -> list[DeliveryJob]:
+        """Lease up to ``limit`` due jobs to ``owner`` and return them.
+
+        Due: queued with ``next_attempt_at <= now``, or sending with an expired lease.
+        On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED`` so
+        concurrent workers take different jobs; SQLite serialises writers anyway.
+        """
+        due = ((delivery_jobs.c.status == QUEUED) & (delivery_jobs.c.next_attempt_at <= now)) | (
+            (delivery_jobs.c.status == SENDING) & (delivery_jobs.c.lease_until <= now)
+        )
+        candidates = (
+            select(delivery_jobs.c.id)
+            .where(due)
+            .order_by(delivery_jobs.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = [row[0] for row in await self._conn.execute(candidates)]
+        if not ids:
+            return []
+        await self._conn.execute(
+            update(delivery_jobs)
+            .where(delivery_jobs.c.id.in_(ids))
+            .values(
+                status=SENDING,
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
+        )
+        rows = await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id.in_(ids)))
+        return [_to_job(row._mapping) for row in rows]
+
+    async def record_attempt(
+        self,
+        *,
+        job_id: str,
+        channel: str,
+        provider: str,
+        destination: str,
+        status: str,
+        provider_message_id: str | None,
+        error: str | None,
+        now: datetime,
+    ) -> None:
+        await self._conn.execute(
+            insert(delivery_attempts).values(
+                job_id=job_id,
+                channel=channel,
+                provider=provider,
+                destination=destination,
+                status=status,
+                provider_message_id=provider_message_id,
+                error=error,
+                created_at=now,
+            )
+        )
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        status: str,
+        now: datetime,
+        channel: str | None = None,
+        provider: str | None = None,
+        provider_message_id: str | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Close a job for good and erase its sealed payload (and so the code in it)."""
+        return await self._update_leased(
+            job_id,
+            owner,
+            status=status,
+            sealed_payload=None,
+            lease_owner=None,
+            lease_until=None,
+            channel=channel,
+            provider=provider,
+            provider_message_id=provider_message_id,
+            last_error=error,
+            updated_at=now,
+        )
+
+    async def reschedule(
+        self,
+        job_id: str,
+        *,
+        owner: str,
+        route_index: int,
+        tries: int,
+        next_attempt_at: datetime,
+        error: str | None,
+        now: datetime,
+    ) -> bool:
+        """Put a job back in the queue for a later try (backoff or the next channel)."""
+        return await self._update_leased(
+            job_id,
+            owner,
+            status=QUEUED,
+            route_index=route_index,
+            tries=tries,
+            next_attempt_at=next_attempt_at,
+            lease_owner=None,
+            lease_until=None,
+            last_error=error,
+            updated_at=now,
+        )
+
+    async def _update_leased(self, job_id: str, owner: str, **values: Any) -> bool:
+        # Only the lease holder may move a job on: a worker that lost its lease (it was
+        # too slow and another took over) must not overwrite the newer outcome.
+        result = await self._conn.execute(
+            update(delivery_jobs)
+            .where((delivery_jobs.c.id == job_id) & (delivery_jobs.c.lease_owner == owner))
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+    async def get(self, job_id: str) -> DeliveryJob | None:
+        row = (
+            await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id == job_id))
+        ).first()
+        return _to_job(row._mapping) if row else None
+
+    async def list_jobs(self, *, limit: int = 50, user_id: str | None = None) -> list[DeliveryJob]:
+        query = select(delivery_jobs).order_by(delivery_jobs.c.created_at.desc()).limit(limit)
+        if user_id is not None:
+            query = query.where(delivery_jobs.c.user_id == user_id)
+        return [_to_job(row._mapping) for row in await self._conn.execute(query)]
+
+    async def attempts(self, job_id: str) -> list[DeliveryAttempt]:
+        rows = await self._conn.execute(
+            select(delivery_attempts)
+            .where(delivery_attempts.c.job_id == job_id)
+            .order_by(delivery_attempts.c.id)
+        )
+        return [
+            DeliveryAttempt(
+                job_id=m["job_id"],
+                channel=m["channel"],
+                provider=m["provider"],
+                destination=m["destination"],
+                status=m["status"],
+                provider_message_id=m["provider_message_id"],
+                error=m["error"],
+                created_at=m["created_at"],
+            )
+            for m in (row._mapping for row in rows)
+        ]
+
+    async def count_pending(self) -> int:
+        query = select(func.count()).where(delivery_jobs.c.status.in_([QUEUED, SENDING]))
+        return int((await self._conn.execute(query)).scalar_one())
+
+
+def _to_job(m: Any) -> DeliveryJob:
+    return DeliveryJob(
+        id=m["id"],
+        user_id=m["user_id"],
+        notification=m["notification"],
+        locale=m["locale"],
+        status=m["status"],
+        sealed_payload=bytes(m["sealed_payload"]) if m["sealed_payload"] is not None else None,
+        route_index=m["route_index"],
+        tries=m["tries"],
+        expires_at=m["expires_at"],
+        channel=m["channel"],
+        provider=m["provider"],
+        provider_message_id=m["provider_message_id"],
+        last_error=m["last_error"],
+        created_at=m["created_at"],
+    )

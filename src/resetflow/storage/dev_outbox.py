@@ -1,0 +1,64 @@
+"""The dev mailbox behind ``/dev/outbox``: what the ``outbox`` provider "sent"."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select
+
+from resetflow.storage.database import Database
+from resetflow.storage.tables import dev_outbox
+
+
+@dataclass(frozen=True, slots=True)
+class DevMessage:
+    id: int
+    channel: str
+    recipient: str
+    subject: str | None
+    text: str
+    html: str | None
+    notification: str
+    created_at: datetime
+
+
+class DevMailbox:
+    """Stored in the database so that a worker in another process fills the same box."""
+
+    def __init__(self, *, database: Database) -> None:
+        self._db = database
+
+    async def put(
+        self,
+        *,
+        channel: str,
+        recipient: str,
+        subject: str | None,
+        text: str,
+        html: str | None,
+        notification: str,
+        now: datetime,
+    ) -> int:
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                insert(dev_outbox).values(
+                    channel=channel,
+                    recipient=recipient,
+                    subject=subject,
+                    text=text,
+                    html=html,
+                    notification=notification,
+                    created_at=now,
+                )
+            )
+            key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    async def newest(self, *, limit: int = 50) -> list[DevMessage]:
+        async with self._db.read() as conn:
+            rows = await conn.execute(
+                select(dev_outbox).order_by(dev_outbox.c.id.desc()).limit(limit)
+            )
+            return [DevMessage(**row._mapping) for row in rows]

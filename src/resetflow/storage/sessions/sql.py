@@ -1,0 +1,64 @@
+"""Sessions in the SQL database: the embedded default's store."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import delete, insert, select, update
+
+from resetflow.storage.database import Database
+from resetflow.storage.sessions.base import SessionRecord, SessionStore
+from resetflow.storage.tables import sessions
+
+
+class SqlSessionStore(SessionStore):
+    def __init__(self, *, database: Database) -> None:
+        self._db = database
+
+    async def load(self, id_hash: str, *, now: datetime) -> SessionRecord | None:
+        async with self._db.read() as conn:
+            row = (
+                await conn.execute(
+                    select(sessions).where(
+                        (sessions.c.id_hash == id_hash) & (sessions.c.expires_at > now)
+                    )
+                )
+            ).first()
+        if row is None:
+            return None
+        m = row._mapping
+        return SessionRecord(
+            user_id=m["user_id"],
+            data=json.loads(m["data"]),
+            created_at=m["created_at"],
+            expires_at=m["expires_at"],
+        )
+
+    async def save(self, id_hash: str, record: SessionRecord) -> None:
+        values = {
+            "user_id": record.user_id,
+            "data": json.dumps(record.data, separators=(",", ":")),
+            "created_at": record.created_at,
+            "expires_at": record.expires_at,
+        }
+        async with self._db.write() as conn:
+            changed = await conn.execute(
+                update(sessions).where(sessions.c.id_hash == id_hash).values(**values)
+            )
+            if changed.rowcount == 0:
+                await conn.execute(insert(sessions).values(id_hash=id_hash, **values))
+
+    async def delete(self, id_hash: str) -> None:
+        async with self._db.write() as conn:
+            await conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash))
+
+    async def delete_user(self, user_id: str) -> int:
+        async with self._db.write() as conn:
+            result = await conn.execute(delete(sessions).where(sessions.c.user_id == user_id))
+        return result.rowcount
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        async with self._db.write() as conn:
+            result = await conn.execute(delete(sessions).where(sessions.c.expires_at <= now))
+        return result.rowcount

@@ -1,0 +1,114 @@
+"""User rows in and out. Look-ups are exact matches on unique indexes (R48)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resetflow.accounts.models import Channel, User
+from resetflow.storage.tables import users
+
+
+class UserRepository:
+    """Reads and writes ``users`` on the connection (and transaction) it is given."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def insert(
+        self,
+        *,
+        user_id: str,
+        name: str,
+        email: str,
+        phone: str | None,
+        password_hash: str,
+        preference: Channel,
+        locale: str,
+        now: datetime,
+    ) -> None:
+        await self._conn.execute(
+            insert(users).values(
+                id=user_id,
+                name=name,
+                email=email,
+                phone=phone,
+                password_hash=password_hash,
+                preference=preference.value,
+                locale=locale,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+    async def get(self, user_id: str) -> User | None:
+        return await self._one(users.c.id == user_id)
+
+    async def by_email(self, email: str) -> User | None:
+        return await self._one(users.c.email == email)
+
+    async def by_phone(self, phone: str) -> User | None:
+        return await self._one(users.c.phone == phone)
+
+    async def exists_with(self, *, email: str, phone: str | None) -> bool:
+        condition = users.c.email == email
+        if phone is not None:
+            condition = condition | (users.c.phone == phone)
+        found = await self._conn.execute(select(users.c.id).where(condition).limit(1))
+        return found.first() is not None
+
+    async def list(self, *, limit: int = 100, offset: int = 0) -> list[User]:
+        rows = await self._conn.execute(
+            select(users).order_by(users.c.created_at, users.c.id).limit(limit).offset(offset)
+        )
+        return [_to_user(row._mapping) for row in rows]
+
+    async def count(self) -> int:
+        return int((await self._conn.execute(select(func.count()).select_from(users))).scalar_one())
+
+    async def set_password_hash(self, user_id: str, password_hash: str, *, now: datetime) -> None:
+        await self._conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(password_hash=password_hash, updated_at=now)
+        )
+
+    async def mark_verified(self, user_id: str, channel: Channel, *, now: datetime) -> None:
+        column = "email_verified_at" if channel is Channel.EMAIL else "phone_verified_at"
+        await self._conn.execute(
+            update(users).where(users.c.id == user_id).values({column: now, "updated_at": now})
+        )
+
+    async def add_code_failure(self, user_id: str) -> None:
+        # Increment in SQL, not read-modify-write: concurrent failures all count.
+        await self._conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(code_failures=users.c.code_failures + 1)
+        )
+
+    async def clear_code_failures(self, user_id: str) -> None:
+        await self._conn.execute(update(users).where(users.c.id == user_id).values(code_failures=0))
+
+    async def _one(self, condition: Any) -> User | None:
+        row = (await self._conn.execute(select(users).where(condition))).first()
+        return _to_user(row._mapping) if row else None
+
+
+def _to_user(row: Any) -> User:
+    return User(
+        id=row["id"],
+        name=row["name"],
+        email=row["email"],
+        phone=row["phone"],
+        password_hash=row["password_hash"],
+        preference=Channel(row["preference"]),
+        locale=row["locale"],
+        email_verified_at=row["email_verified_at"],
+        phone_verified_at=row["phone_verified_at"],
+        code_failures=row["code_failures"],
+        created_at=row["created_at"],
+    )

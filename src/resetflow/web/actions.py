@@ -1,0 +1,211 @@
+"""The actions (POST), at the tutorial's paths. Each one: read input, call one service
+method, keep the flow's state in the session, answer. Domain errors become HTTP answers
+in :mod:`resetflow.web.errors`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from resetflow.accounts.models import Channel
+from resetflow.accounts.service import NewAccount
+from resetflow.crypto import new_token
+from resetflow.errors import InvalidInput
+from resetflow.recovery.service import ResetGrant
+from resetflow.services import Services
+from resetflow.web import schemas
+from resetflow.web.inputs import read_input, session_of
+from resetflow.web.render import action_done
+
+router = APIRouter()
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _doc(model: type[BaseModel]) -> dict[str, Any]:
+    """Describe the JSON body in /openapi.json; the route reads the body itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def _services(request: Request) -> Services:
+    services = request.app.state.services
+    assert isinstance(services, Services)
+    return services
+
+
+async def _read(
+    request: Request, model: type[ModelT], *, page: str, keep: tuple[str, ...] = ()
+) -> ModelT:
+    """Read the body; on error the form's ``page`` is shown again with the ``keep`` fields."""
+    request.scope["state"]["form_page"] = page
+    if keep and request.headers.get("content-type", "").startswith("application/x-www-form"):
+        form = await request.form()
+        request.scope["state"]["form_values"] = {k: form.get(k, "") for k in keep}
+    return await read_input(
+        request, model, allowed_origins=_services(request).settings.origin_allow_list
+    )
+
+
+@router.post("/create-user", status_code=201, openapi_extra=_doc(schemas.CreateUser))
+async def create_user(request: Request) -> Response:
+    data = await _read(
+        request,
+        schemas.CreateUser,
+        page="new_user.html",
+        keep=("name", "email", "phone", "preference"),
+    )
+    preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
+    attempt_id = new_token()
+    user_id = await _services(request).accounts.sign_up(
+        NewAccount(
+            name=data.name,
+            email=data.email,
+            phone=data.phone,
+            password=data.password,
+            preference=preference,
+            locale=data.locale,
+        ),
+        attempt_id=attempt_id,
+    )
+    session = session_of(request)
+    # Same session changes for a new and a taken address (R52).
+    if user_id is not None:
+        session.sign_in(user_id)
+    else:
+        session.restart()
+    session.set("signup", {"user": user_id, "attempt": attempt_id, "channel": preference.value})
+    where = "email address" if preference is Channel.EMAIL else "phone"
+    return action_done(
+        request,
+        status=201,
+        body={
+            "redirect": "/verify-contact",
+            "message": f"Account created. We sent a code to your {where}.",
+        },
+        flash=f"We sent a 6-digit code to your {where}.",
+    )
+
+
+@router.post("/verify-contact", openapi_extra=_doc(schemas.CodeSubmission))
+async def verify_contact(request: Request) -> Response:
+    data = await _read(request, schemas.CodeSubmission, page="verify_contact.html")
+    session = session_of(request)
+    signup = session.get("signup") or {}
+    await _services(request).accounts.verify_contact(
+        user_id=signup.get("user"), attempt_id=signup.get("attempt"), code=data.token
+    )
+    session.pop("signup")
+    session.rotate()
+    message = "Thanks, your contact is verified. It can now be used to recover your account."
+    return action_done(
+        request, status=200, body={"redirect": "/", "message": message}, flash=message
+    )
+
+
+@router.post("/verify-contact/resend", status_code=202)
+async def resend_verification(request: Request) -> Response:
+    await _read(request, schemas.Empty, page="verify_contact.html")
+    session = session_of(request)
+    signup = session.get("signup") or {}
+    attempt_id = new_token()
+    await _services(request).accounts.resend_verification(
+        user_id=signup.get("user"), attempt_id=attempt_id
+    )
+    if signup:
+        session.set("signup", {**signup, "attempt": attempt_id})
+    return action_done(
+        request, status=202, body={"redirect": "/verify-contact"}, flash="We sent you a new code."
+    )
+
+
+@router.post("/send-token", status_code=202, openapi_extra=_doc(schemas.EmailOrPhone))
+async def send_token(request: Request) -> Response:
+    data = await _read(
+        request, schemas.EmailOrPhone, page="forgot_password.html", keep=("email", "phone")
+    )
+    services = _services(request)
+    mode = "email" if data.email is not None else "phone"
+    email = services.accounts.parse_email(data.email) if data.email is not None else None
+    phone = services.accounts.parse_phone(data.phone) if data.phone is not None else None
+    attempt_id = new_token()
+    user_id = await services.recovery.request_reset(email=email, phone=phone, attempt_id=attempt_id)
+    session_of(request).set("reset", {"user": user_id, "attempt": attempt_id, "mode": mode})
+    session_of(request).pop("grant")
+    return action_done(
+        request,
+        status=202,
+        body={"redirect": "/enter-token", "mode": mode},
+        flash="If an account matches, we sent it a 6-digit code.",
+    )
+
+
+@router.post("/verify-token", openapi_extra=_doc(schemas.CodeSubmission))
+async def verify_token(request: Request) -> Response:
+    data = await _read(request, schemas.CodeSubmission, page="enter_token.html")
+    session = session_of(request)
+    reset = session.get("reset") or {}
+    grant = await _services(request).recovery.verify_code(
+        user_id=reset.get("user"), attempt_id=reset.get("attempt"), code=data.token
+    )
+    session.pop("reset")
+    session.rotate()
+    session.set(
+        "grant", {"user": grant.user_id, "code": grant.code_id, "at": grant.granted_at.isoformat()}
+    )
+    return action_done(request, status=200, body={"redirect": "/new-password"})
+
+
+@router.post("/reset-password", openapi_extra=_doc(schemas.ResetPassword))
+async def reset_password(request: Request) -> Response:
+    data = await _read(request, schemas.ResetPassword, page="new_password.html")
+    session = session_of(request)
+    stored = session.get("grant")
+    grant = (
+        ResetGrant(
+            user_id=stored["user"],
+            code_id=stored["code"],
+            granted_at=datetime.fromisoformat(stored["at"]),
+        )
+        if stored
+        else None
+    )
+    await _services(request).recovery.reset_password(
+        grant=grant, new_password=data.newPassword, confirmation=data.newPasswordConfirm
+    )
+    # No automatic sign-in (R28): a fresh anonymous session, and off to /login.
+    session.restart()
+    message = "Your password was changed. Sign in with your new password."
+    return action_done(
+        request, status=200, body={"redirect": "/login", "message": message}, flash=message
+    )
+
+
+@router.post("/login", openapi_extra=_doc(schemas.Login))
+async def login(request: Request) -> Response:
+    data = await _read(request, schemas.Login, page="login.html", keep=("email", "phone"))
+    services = _services(request)
+    try:
+        email = services.accounts.parse_email(data.email) if data.email is not None else None
+        phone = services.accounts.parse_phone(data.phone) if data.phone is not None else None
+    except InvalidInput:
+        # Cannot be an account; answered like a wrong password, dummy hash included (R21, R38).
+        email, phone = None, "+0"
+    user = await services.accounts.authenticate(email=email, phone=phone, password=data.password)
+    session_of(request).sign_in(user.id)
+    return action_done(request, status=200, body={"redirect": "/account"})
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    await _read(request, schemas.Empty, page="index.html")
+    session_of(request).restart()
+    return action_done(request, status=200, body={"redirect": "/"}, flash="You are signed out.")

@@ -1,0 +1,104 @@
+"""The HTML pages (GET). None of them changes state (R32)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from resetflow.web.inputs import session_of
+from resetflow.web.render import page
+
+router = APIRouter(include_in_schema=False)
+# Mounted only when RESETFLOW_ENV=dev: the dev mailbox shows codes in clear.
+dev_router = APIRouter(include_in_schema=False)
+
+
+@router.get("/")
+async def index(request: Request) -> Response:
+    return page(request, "index.html")
+
+
+@router.get("/new-user")
+async def new_user(request: Request) -> Response:
+    return page(request, "new_user.html")
+
+
+@router.get("/verify-contact")
+async def verify_contact(request: Request) -> Response:
+    signup = session_of(request).get("signup")
+    if not signup:
+        session_of(request).set("flash", "Create an account first.")
+        return RedirectResponse("/new-user", status_code=303)
+    return page(request, "verify_contact.html", channel=signup.get("channel", "email"))
+
+
+@router.get("/login")
+async def login(request: Request) -> Response:
+    return page(request, "login.html")
+
+
+@router.get("/forgot-password")
+async def forgot_password(request: Request) -> Response:
+    return page(request, "forgot_password.html")
+
+
+@router.get("/enter-token")
+async def enter_token(request: Request) -> Response:
+    reset = session_of(request).get("reset")
+    if not reset:
+        return RedirectResponse("/forgot-password", status_code=303)
+    return page(request, "enter_token.html", mode=reset.get("mode", "email"))
+
+
+@router.get("/new-password")
+async def new_password(request: Request) -> Response:
+    # The tutorial's middleware, done on the server with server-side state (R26).
+    grant = session_of(request).get("grant")
+    services = request.app.state.services
+    if (
+        not grant
+        or (services.clock.now() - datetime.fromisoformat(grant["at"])).total_seconds()
+        > services.settings.reset_grant_ttl_seconds
+    ):
+        session_of(request).set(
+            "flash", "Enter the code we sent you before choosing a new password."
+        )
+        return RedirectResponse("/forgot-password", status_code=303)
+    return page(request, "new_password.html")
+
+
+@router.get("/account")
+async def account(request: Request) -> Response:
+    if request.scope["state"].get("user") is None:
+        session_of(request).set("flash", "Please sign in first.")
+        return RedirectResponse("/login", status_code=303)
+    return page(request, "account.html")
+
+
+@dev_router.get("/dev/outbox")
+async def dev_outbox(request: Request) -> Response:
+    messages = await request.app.state.services.mailbox.newest(limit=50)
+    return page(request, "dev_outbox.html", messages=messages)
+
+
+@dev_router.get("/dev/outbox.json")
+async def dev_outbox_json(request: Request) -> Response:
+    messages = await request.app.state.services.mailbox.newest(limit=50)
+    return JSONResponse(
+        [
+            {
+                "id": m.id,
+                "channel": m.channel,
+                "to": m.recipient,
+                "subject": m.subject,
+                "text": m.text,
+                "html": m.html,
+                "notification": m.notification,
+                "created_at": m.created_at.isoformat(),
+            }
+            for m in messages
+        ]
+    )

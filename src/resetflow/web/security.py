@@ -1,0 +1,149 @@
+"""Headers on every answer, the body size limit and, in prod, HTTPS only.
+
+- R29: ``Cache-Control: no-store`` on every page and answer (static files excepted).
+- R41, R50: ``Referrer-Policy: no-referrer``, ``nosniff``, a CSP without inline script
+  and with ``frame-ancestors 'none'``.
+- R49: in prod, HSTS for a year, and plain-http requests are redirected, not served.
+- R46: bodies over the limit are refused with 413 before they are read whole.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from resetflow.errors import PayloadTooLarge
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+# /docs loads Swagger UI's script and styles from a CDN; it is a developer page only.
+DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net 'unsafe-inline'; "
+    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+    "connect-src 'self'; frame-ancestors 'none'"
+)
+
+
+class SecurityMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        https_only: bool,
+        trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+    ) -> None:
+        self.app = app
+        self._max_body = max_body_bytes
+        self._https_only = https_only
+        self._trusted = trusted_proxies
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        if (
+            self._https_only
+            and self._scheme(scope) != "https"
+            and path not in ("/healthz", "/readyz")
+        ):
+            await self._redirect_to_https(scope, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self._max_body):
+            await _send_json(send, 413, PayloadTooLarge())
+            return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max_body:
+                    raise PayloadTooLarge()
+            return message
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                is_docs = path in ("/docs", "/docs/oauth2-redirect")
+                headers["content-security-policy"] = (
+                    DOCS_CONTENT_SECURITY_POLICY if is_docs else CONTENT_SECURITY_POLICY
+                )
+                headers["x-content-type-options"] = "nosniff"
+                headers["referrer-policy"] = "no-referrer"
+                headers["x-frame-options"] = "DENY"
+                headers["cross-origin-opener-policy"] = "same-origin"
+                headers["permissions-policy"] = "interest-cohort=()"
+                if not path.startswith("/static/"):
+                    headers["cache-control"] = "no-store"
+                    headers["pragma"] = "no-cache"
+                if self._https_only:
+                    headers["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_headers)
+
+    def _scheme(self, scope: Scope) -> str:
+        scheme: str = scope.get("scheme", "http")
+        client = scope.get("client")
+        forwarded = _header(scope, b"x-forwarded-proto")
+        if forwarded and client and _is_trusted(client[0], self._trusted):
+            return forwarded.split(",")[0].strip().lower()
+        return scheme
+
+    async def _redirect_to_https(self, scope: Scope, send: Send) -> None:
+        host = _header(scope, b"host") or "localhost"
+        query = scope.get("query_string", b"").decode("latin-1")
+        location = f"https://{host}{scope['path']}" + (f"?{query}" if query else "")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 308,
+                "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+
+def _is_trusted(
+    address: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+async def _send_json(send: Send, status: int, error: PayloadTooLarge) -> None:
+    body = json.dumps({"error": error.message, "code": error.code.value}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"x-content-type-options", b"nosniff"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,161 @@
+"""Server-side web sessions, loaded before a request and saved as its answer starts.
+
+The cookie holds only an opaque 256-bit id (R22); the record lives in a
+:class:`SessionStore` under the id's hash. :meth:`WebSession.rotate` issues a new id and
+retires the old one, and is called at every privilege change (R24).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from http.cookies import SimpleCookie
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from resetflow.clock import Clock
+from resetflow.crypto import new_token, sha256_hex
+from resetflow.storage.sessions import SessionRecord, SessionStore
+
+
+class WebSession:
+    """One browser's session for the length of one request."""
+
+    def __init__(self, *, session_id: str | None, record: SessionRecord) -> None:
+        self.id = session_id
+        self.record = record
+        self.modified = False
+        self.ended = False
+        self.retired_id: str | None = None
+
+    @property
+    def user_id(self) -> str | None:
+        return self.record.user_id
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.record.data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self.record.data[key] = value
+        self.modified = True
+
+    def pop(self, key: str) -> Any:
+        self.modified = self.modified or key in self.record.data
+        return self.record.data.pop(key, None)
+
+    def csrf_token(self) -> str:
+        token = self.get("csrf")
+        if not token:
+            token = new_token()
+            self.set("csrf", token)
+        return str(token)
+
+    def rotate(self) -> None:
+        """New id for the same record; the old id stops working when the answer goes out."""
+        if self.id is not None and self.retired_id is None:
+            self.retired_id = self.id
+        self.id = None
+        self.modified = True
+
+    def sign_in(self, user_id: str) -> None:
+        self.rotate()
+        self.record.user_id = user_id
+        # A fresh CSRF token too: the old one was seen by a less privileged session.
+        self.record.data = {"csrf": new_token()}
+
+    def restart(self) -> None:
+        """Drop everything (sign-out, after a reset): an anonymous session with a new id."""
+        self.rotate()
+        self.record.user_id = None
+        self.record.data = {"csrf": new_token()}
+
+
+class SessionMiddleware:
+    """Pure ASGI, so that the session is saved before the first byte of the answer."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: SessionStore,
+        clock: Clock,
+        cookie_name: str,
+        secure: bool,
+        ttl_seconds: int,
+    ) -> None:
+        self.app = app
+        self._store = store
+        self._clock = clock
+        self._cookie = cookie_name
+        self._secure = secure
+        self._ttl = timedelta(seconds=ttl_seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+            await self.app(scope, receive, send)
+            return
+        session = await self._load(scope)
+        scope.setdefault("state", {})["session"] = session
+
+        async def send_with_cookie(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                cookie = await self._persist(session)
+                if cookie is not None:
+                    MutableHeaders(scope=message).append("set-cookie", cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
+
+    async def _load(self, scope: Scope) -> WebSession:
+        now = self._clock.now()
+        session_id = _cookie_value(scope, self._cookie)
+        record = None
+        if session_id and len(session_id) <= 128:
+            record = await self._store.load(sha256_hex(session_id), now=now)
+        if record is None:
+            # Unknown ids are never adopted: a made-up id gets a new one (no fixation).
+            return WebSession(
+                session_id=None,
+                record=SessionRecord(
+                    user_id=None, data={}, created_at=now, expires_at=now + self._ttl
+                ),
+            )
+        return WebSession(session_id=session_id, record=record)
+
+    async def _persist(self, session: WebSession) -> str | None:
+        if session.retired_id is not None:
+            await self._store.delete(sha256_hex(session.retired_id))
+        if session.ended:
+            return self._cookie_header("", max_age=0)
+        if not session.modified:
+            return None
+        if session.id is None:
+            session.id = new_token()
+            now = self._clock.now()
+            session.record.created_at = now
+            session.record.expires_at = now + self._ttl
+        await self._store.save(sha256_hex(session.id), session.record)
+        return self._cookie_header(session.id)
+
+    def _cookie_header(self, value: str, *, max_age: int | None = None) -> str:
+        parts = [f"{self._cookie}={value}", "Path=/", "HttpOnly", "SameSite=Lax"]
+        if max_age is not None:
+            parts.append(f"Max-Age={max_age}")
+        if self._secure:
+            parts.append("Secure")
+        return "; ".join(parts)
+
+
+def _cookie_value(scope: Scope, name: str) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == b"cookie":
+            jar: SimpleCookie = SimpleCookie()
+            try:
+                jar.load(value.decode("latin-1"))
+            except Exception:  # a malformed Cookie header is treated as no cookie
+                return None
+            morsel = jar.get(name)
+            if morsel is not None:
+                return morsel.value
+    return None

@@ -1,0 +1,66 @@
+"""Driving the reset flow over HTTP, as a JSON client with a cookie jar would."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import httpx
+
+CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
+PASSWORD = "correct horse battery staple"
+NEW_PASSWORD = "a brand new passphrase for ada"
+
+
+def find_code(text: str) -> str:
+    match = CODE.search(text)
+    assert match, f"no 6-digit code in {text!r}"
+    return match.group(1)
+
+
+def dev_outbox(client: httpx.Client) -> list[dict[str, Any]]:
+    response = client.get("/dev/outbox.json")
+    assert response.status_code == 200
+    messages: list[dict[str, Any]] = response.json()
+    return messages
+
+
+def wait_for_dev_message(
+    client: httpx.Client, *, to: str, notification: str, after: int = 0, timeout: float = 15
+) -> dict[str, Any]:
+    """The newest dev-outbox message to ``to`` of this kind with an id above ``after``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in dev_outbox(client):
+            if message["to"] == to and message["notification"] == notification and message["id"] > after:
+                return message
+        time.sleep(0.05)
+    raise AssertionError(f"no {notification} message to {to}")
+
+
+def sign_up(
+    client: httpx.Client,
+    *,
+    name: str = "Ada Lovelace",
+    email: str = "ada@example.com",
+    phone: str = "+14155550100",
+    preference: str = "email",
+    password: str = PASSWORD,
+) -> httpx.Response:
+    return client.post(
+        "/create-user",
+        json={"name": name, "email": email, "phone": phone, "password": password, "preference": preference},
+    )
+
+
+def sign_up_verified(client: httpx.Client, **details: Any) -> None:
+    """Create an account and verify its preferred contact through the dev outbox."""
+    response = sign_up(client, **details)
+    assert response.status_code == 201, response.text
+    preference = details.get("preference", "email")
+    to = details.get("email", "ada@example.com") if preference == "email" else details.get("phone", "+14155550100")
+    message = wait_for_dev_message(client, to=to, notification="verify-contact")
+    verified = client.post("/verify-contact", json={"token": find_code(message["text"])})
+    assert verified.status_code == 200, verified.text
+    assert client.post("/logout", json={}).status_code == 200

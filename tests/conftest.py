@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from resetflow.app import create_app
+from resetflow.clock import Clock
 from resetflow.config import Settings, load_settings
-from tests.support.servers import SmtpSink, serve_in_thread, smtp_server
+from tests.support.servers import SmtpSink, free_port, serve_in_thread, smtp_server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -63,13 +64,11 @@ def live_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., L
     """Start resetflow under uvicorn on a free port; call with settings overrides."""
     started: list[Any] = []
 
-    def start(**overrides: Any) -> LiveApp:
-        from tests.support.servers import free_port
-
+    def start(*, clock: Clock | None = None, **overrides: Any) -> LiveApp:
         port = free_port()
         overrides.setdefault("base_url", f"http://127.0.0.1:{port}")
         settings = make_settings(**overrides)
-        context = serve_in_thread(create_app(settings), port=port)
+        context = serve_in_thread(create_app(settings, clock=clock), port=port)
         url = context.__enter__()
         started.append(context)
         return LiveApp(url, settings)
@@ -77,3 +76,81 @@ def live_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., L
     yield start
     for context in reversed(started):
         context.__exit__(None, None, None)
+
+
+# PostgreSQL ------------------------------------------------------------------------------
+
+POSTGRES_URL = os.environ.get(
+    "RESETFLOW_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server's URL; skipped (failed in CI) when it cannot be reached."""
+    import asyncio
+
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL), timeout=5)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError) as error:
+        message = f"PostgreSQL not reachable at {POSTGRES_URL}: {error}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database on the server, dropped after the test."""
+    import asyncio
+    import secrets
+
+    import asyncpg
+
+    name = f"resetflow_test_{secrets.token_hex(6)}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(postgres_server))
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database: an SQLite file, then a PostgreSQL database."""
+    return migrated_database(request.param, request, tmp_path)
+
+
+def migrated_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    from resetflow.storage.migrate import upgrade
+
+    if kind == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'contract.db'}"
+    else:
+        url = str(request.getfixturevalue("postgres_url"))
+    upgrade(url)
+    return url
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

@@ -13,12 +13,20 @@ def test_reset_by_email_through_real_smtp(
     live_app: Callable[..., LiveApp], smtp: tuple[SmtpSink, int]
 ) -> None:
     sink, port = smtp
-    app = live_app(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port, email_from="resetflow@example.org")
+    app = live_app(
+        email_provider="smtp",
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        email_from="resetflow@example.org",
+    )
     with app.client() as client:
         assert sign_up(client).status_code == 201
         welcome = sink.wait_for("ada@example.com")[0]
         assert welcome.message["Subject"] == "Confirm your email address"
-        assert client.post("/verify-contact", json={"token": find_code(welcome.text)}).status_code == 200
+        assert (
+            client.post("/verify-contact", json={"token": find_code(welcome.text)}).status_code
+            == 200
+        )
         assert client.post("/logout", json={}).status_code == 200
 
         answer = client.post("/send-token", json={"email": "ada@example.com"})
@@ -34,9 +42,12 @@ def test_reset_by_email_through_real_smtp(
         assert code in mail.html
         assert mail.sender == "resetflow@example.org"
 
-        assert client.post("/verify-token", json={"token": code}).json() == {"redirect": "/new-password"}
+        assert client.post("/verify-token", json={"token": code}).json() == {
+            "redirect": "/new-password"
+        }
         done = client.post(
-            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
         )
         assert done.status_code == 200
         assert done.json()["redirect"] == "/login"

@@ -33,7 +33,11 @@ def wait_for_dev_message(
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for message in dev_outbox(client):
-            if message["to"] == to and message["notification"] == notification and message["id"] > after:
+            if (
+                message["to"] == to
+                and message["notification"] == notification
+                and message["id"] > after
+            ):
                 return message
         time.sleep(0.05)
     raise AssertionError(f"no {notification} message to {to}")
@@ -50,7 +54,13 @@ def sign_up(
 ) -> httpx.Response:
     return client.post(
         "/create-user",
-        json={"name": name, "email": email, "phone": phone, "password": password, "preference": preference},
+        json={
+            "name": name,
+            "email": email,
+            "phone": phone,
+            "password": password,
+            "preference": preference,
+        },
     )
 
 
@@ -59,7 +69,11 @@ def sign_up_verified(client: httpx.Client, **details: Any) -> None:
     response = sign_up(client, **details)
     assert response.status_code == 201, response.text
     preference = details.get("preference", "email")
-    to = details.get("email", "ada@example.com") if preference == "email" else details.get("phone", "+14155550100")
+    to = (
+        details.get("email", "ada@example.com")
+        if preference == "email"
+        else details.get("phone", "+14155550100")
+    )
     message = wait_for_dev_message(client, to=to, notification="verify-contact")
     verified = client.post("/verify-contact", json={"token": find_code(message["text"])})
     assert verified.status_code == 200, verified.text

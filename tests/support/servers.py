@@ -70,7 +70,7 @@ class SmtpSink:
     refuse: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
     ) -> str:
         if address in self.refuse:
@@ -78,12 +78,14 @@ class SmtpSink:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         with self._lock:
             self.messages.append(
-                ReceivedMail(sender=envelope.mail_from, recipients=list(envelope.rcpt_tos), message=parsed)
+                ReceivedMail(
+                    sender=envelope.mail_from, recipients=list(envelope.rcpt_tos), message=parsed
+                )
             )
         return "250 Message accepted for delivery"
 
@@ -98,7 +100,9 @@ class SmtpSink:
             if len(found) >= count:
                 return found
             time.sleep(0.05)
-        raise AssertionError(f"expected {count} message(s) to {address}, got {len(self.to(address))}")
+        raise AssertionError(
+            f"expected {count} message(s) to {address}, got {len(self.to(address))}"
+        )
 
 
 @contextmanager

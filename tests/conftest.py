@@ -64,11 +64,11 @@ def live_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., L
     """Start resetflow under uvicorn on a free port; call with settings overrides."""
     started: list[Any] = []
 
-    def start(*, clock: Clock | None = None, **overrides: Any) -> LiveApp:
+    def start(*, clock: Clock | None = None, migrate: bool = True, **overrides: Any) -> LiveApp:
         port = free_port()
         overrides.setdefault("base_url", f"http://127.0.0.1:{port}")
         settings = make_settings(**overrides)
-        context = serve_in_thread(create_app(settings, clock=clock), port=port)
+        context = serve_in_thread(create_app(settings, clock=clock, migrate=migrate), port=port)
         url = context.__enter__()
         started.append(context)
         return LiveApp(url, settings)

@@ -7,6 +7,8 @@ retires the old one, and is called at every privilege change (R24).
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import timedelta
 from http.cookies import SimpleCookie
 from typing import Any
@@ -16,7 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resetflow.clock import Clock
 from resetflow.crypto import new_token, sha256_hex
+from resetflow.errors import ServiceUnavailable
 from resetflow.storage.sessions import SessionRecord, SessionStore
+
+log = logging.getLogger("resetflow.sessions")
 
 
 class WebSession:
@@ -95,12 +100,30 @@ class SessionMiddleware:
         if scope["type"] != "http" or scope["path"].startswith("/static/"):
             await self.app(scope, receive, send)
             return
-        session = await self._load(scope)
+        try:
+            session = await self._load(scope)
+        except Exception:
+            log.exception("session_store_unavailable")
+            await _send_unavailable(send)
+            return
         scope.setdefault("state", {})["session"] = session
 
+        replaced = False
+
         async def send_with_cookie(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return
             if message["type"] == "http.response.start":
-                cookie = await self._persist(session)
+                try:
+                    cookie = await self._persist(session)
+                except Exception:
+                    # The store is down: the answer must not claim a state change that
+                    # was not kept. Swap it for a 503 before any byte has gone out.
+                    log.exception("session_store_unavailable")
+                    replaced = True
+                    await _send_unavailable(send)
+                    return
                 if cookie is not None:
                     MutableHeaders(scope=message).append("set-cookie", cookie)
             await send(message)
@@ -145,6 +168,23 @@ class SessionMiddleware:
         if self._secure:
             parts.append("Secure")
         return "; ".join(parts)
+
+
+async def _send_unavailable(send: Send) -> None:
+    error = ServiceUnavailable()
+    body = json.dumps({"error": error.message, "code": error.code.value}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": error.status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", b"5"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
 
 
 def _cookie_value(scope: Scope, name: str) -> str | None:

@@ -1,0 +1,216 @@
+"""Server-side sessions and their cookies, over HTTP (R22-R28)."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import httpx
+
+from resetflow.clock import FrozenClock
+from tests.conftest import LiveApp
+from tests.support.flow import (
+    NEW_PASSWORD,
+    PASSWORD,
+    find_code,
+    sign_up_verified,
+    wait_for_dev_message,
+)
+
+COOKIE = "resetflow_session"
+
+
+def _reset_to_grant(client: httpx.Client, *, after: int = 0) -> str:
+    """Ask for a code, read it, verify it; returns the code."""
+    assert client.post("/send-token", json={"email": "ada@example.com"}).status_code == 202
+    message = wait_for_dev_message(
+        client, to="ada@example.com", notification="password-reset-token", after=after
+    )
+    code = find_code(message["text"])
+    assert client.post("/verify-token", json={"token": code}).status_code == 200
+    return code
+
+
+def _login(client: httpx.Client, password: str = PASSWORD) -> httpx.Response:
+    return client.post("/login", json={"email": "ada@example.com", "password": password})
+
+
+def test_r22_cookie_is_one_opaque_random_id_and_nothing_else(live_app: Callable[..., LiveApp]) -> None:
+    app = live_app()
+    with app.client() as client:
+        sign_up_verified(client)
+        response = _login(client)
+        headers = response.headers.get_list("set-cookie")
+        assert len(headers) == 1
+        name_value = headers[0].split(";")[0]
+        name, value = name_value.split("=", 1)
+        assert name == COOKIE
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        assert len(raw) * 8 >= 128
+        for forbidden in ("ada", "example", "true", "user", "auth", "4155550100"):
+            assert forbidden not in headers[0].lower().replace("httponly", "").replace("samesite", "")
+
+
+def test_r23_cookie_flags_in_dev(live_app: Callable[..., LiveApp]) -> None:
+    app = live_app()
+    with app.client() as client:
+        cookie = client.get("/login").headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")[1:]}
+    assert {"path", "httponly", "samesite"} <= attributes
+    assert "domain" not in attributes
+    assert "samesite=lax" in cookie.lower()
+    assert "path=/" in cookie.lower()
+
+
+def test_r23_cookie_flags_in_prod(live_app: Callable[..., LiveApp]) -> None:
+    """R23: prod cookies are __Host- prefixed and Secure (behind a trusted TLS proxy)."""
+    app = live_app(
+        env="prod",
+        secret_key="s" * 48,
+        base_url="https://auth.example.org",
+        trusted_proxies="127.0.0.1/32",
+    )
+    with app.client() as client:
+        response = client.get("/login", headers={"X-Forwarded-Proto": "https"})
+        assert response.status_code == 200
+        cookie = response.headers["set-cookie"]
+    assert cookie.startswith("__Host-resetflow=")
+    assert "; Secure" in cookie and "; HttpOnly" in cookie and "; Path=/" in cookie
+    assert "domain" not in cookie.lower()
+
+
+def test_r24_session_id_changes_at_every_privilege_change(live_app: Callable[..., LiveApp]) -> None:
+    app = live_app()
+    with app.client() as client:
+        sign_up_verified(client)
+        client.get("/login")
+        anonymous = client.cookies[COOKIE]
+
+        assert _login(client).status_code == 200
+        signed_in = client.cookies[COOKIE]
+        assert signed_in != anonymous
+        # The old id stops working.
+        with app.client() as replay:
+            replay.cookies.set(COOKIE, anonymous)
+            assert replay.post("/logout", json={}).status_code == 200
+        client.post("/logout", json={})
+
+        client.get("/forgot-password")
+        before_code = client.cookies[COOKIE]
+        _reset_to_grant(client)
+        after_code = client.cookies[COOKIE]
+        assert after_code != before_code
+        with app.client() as replay:
+            replay.cookies.set(COOKIE, before_code)
+            assert replay.get("/new-password", follow_redirects=False).status_code == 303
+
+        done = client.post(
+            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+        )
+        assert done.status_code == 200
+        assert client.cookies[COOKIE] != after_code
+        with app.client() as replay:
+            replay.cookies.set(COOKIE, after_code)
+            again = replay.post(
+                "/reset-password",
+                json={"newPassword": "yet another long passphrase", "newPasswordConfirm": "yet another long passphrase"},
+            )
+            assert again.status_code == 403
+
+
+def test_r24_logged_in_session_cookie_replayed_after_login_is_not_the_account(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    """A session id planted before sign-in (fixation) is not the signed-in session."""
+    app = live_app()
+    with app.client() as client:
+        sign_up_verified(client)
+    with app.client() as victim:
+        victim.get("/login")
+        planted = victim.cookies[COOKIE]
+        assert _login(victim).status_code == 200
+    with app.client() as attacker:
+        attacker.cookies.set(COOKIE, planted)
+        assert attacker.get("/account", follow_redirects=False).status_code == 303
+
+
+def test_r25_a_verified_code_allows_one_password_change_only(live_app: Callable[..., LiveApp]) -> None:
+    app = live_app()
+    with app.client() as client:
+        sign_up_verified(client)
+        _reset_to_grant(client)
+        grant_cookie = client.cookies[COOKIE]
+        first = client.post(
+            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+        )
+        assert first.status_code == 200
+    with app.client() as replay:
+        replay.cookies.set(COOKIE, grant_cookie)
+        second = replay.post(
+            "/reset-password",
+            json={"newPassword": "the attacker's passphrase", "newPasswordConfirm": "the attacker's passphrase"},
+        )
+        assert second.status_code == 403
+    with app.client() as check:
+        assert _login(check, NEW_PASSWORD).status_code == 200
+
+
+def test_r25_the_grant_lapses_after_ten_minutes(live_app: Callable[..., LiveApp]) -> None:
+    clock = FrozenClock()
+    app = live_app(clock=clock)
+    with app.client() as client:
+        sign_up_verified(client)
+        _reset_to_grant(client)
+        clock.advance(601)
+        assert client.get("/new-password", follow_redirects=False).status_code == 303
+        late = client.post(
+            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+        )
+        assert late.status_code == 403
+    with app.client() as check:
+        assert _login(check).status_code == 200
+
+
+def test_r26_reset_password_without_a_verified_code_is_refused(live_app: Callable[..., LiveApp]) -> None:
+    app = live_app()
+    with app.client() as client:
+        sign_up_verified(client)
+        assert _login(client).status_code == 200  # even a signed-in session has no grant
+        refused = client.post(
+            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+        )
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "reset_not_allowed"
+
+
+def test_r27_a_reset_ends_every_session_of_the_user(live_app: Callable[..., LiveApp]) -> None:
+    app = live_app()
+    with app.client() as setup:
+        sign_up_verified(setup)
+    laptop, phone = app.client(), app.client()
+    with laptop, phone:
+        assert _login(laptop).status_code == 200
+        assert _login(phone).status_code == 200
+        assert laptop.get("/account").status_code == 200
+        with app.client() as resetter:
+            _reset_to_grant(resetter)
+            assert resetter.post(
+                "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            ).status_code == 200
+        for device in (laptop, phone):
+            response = device.get("/account", follow_redirects=False)
+            assert response.status_code == 303
+            assert response.headers["location"] == "/login"
+
+
+def test_r28_no_automatic_sign_in_after_a_reset(live_app: Callable[..., LiveApp]) -> None:
+    app = live_app()
+    with app.client() as client:
+        sign_up_verified(client)
+        _reset_to_grant(client)
+        done = client.post(
+            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+        )
+        assert done.json()["redirect"] == "/login"
+        account = client.get("/account", follow_redirects=False)
+        assert account.status_code == 303 and account.headers["location"] == "/login"

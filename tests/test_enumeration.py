@@ -77,7 +77,9 @@ def test_r21_verify_token_answers_alike_for_every_kind_of_wrong(
         answers.append(client.post("/verify-token", json={"token": "123456"}))
         client.post("/send-token", json={"email": "ada@example.com"})
         answers.append(client.post("/verify-token", json={"token": "000000"}))
-    assert {(a.status_code, a.content) for a in answers} == {(answers[0].status_code, answers[0].content)}
+    assert {(a.status_code, a.content) for a in answers} == {
+        (answers[0].status_code, answers[0].content)
+    }
     assert answers[0].json()["code"] == "invalid_code"
 
 
@@ -104,10 +106,15 @@ def test_r52_sign_up_with_a_taken_email_answers_like_a_new_one_and_tells_the_own
     with app.client() as client:
         taken = _shape(sign_up(client, name="Mallory", phone="+14155550142"))
     with app.client() as client:
-        fresh = _shape(sign_up(client, name="Grace", email="grace@example.com", phone="+14155550143"))
+        fresh = _shape(
+            sign_up(client, name="Grace", email="grace@example.com", phone="+14155550143")
+        )
     assert taken == fresh
     with app.client() as client:
         notice = wait_for_dev_message(client, to="ada@example.com", notification="account-exists")
         assert "already have an account" in notice["text"]
         # Nothing was created: Mallory's password does not open Ada's account.
-        assert client.post("/login", json={"phone": "+14155550142", "password": PASSWORD}).status_code == 401
+        assert (
+            client.post("/login", json={"phone": "+14155550142", "password": PASSWORD}).status_code
+            == 401
+        )

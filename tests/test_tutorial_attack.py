@@ -35,7 +35,8 @@ def test_forged_cookies_never_reach_new_password_or_change_it(
 
         attacker.cookies.update(cookies)
         attempt = attacker.post(
-            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
         )
         assert attempt.status_code == 403
         assert attempt.json()["code"] == "reset_not_allowed"
@@ -44,9 +45,16 @@ def test_forged_cookies_never_reach_new_password_or_change_it(
         assert issued is None or issued != cookies.get("resetflow_session")
 
     with app.client() as check:
-        assert check.post("/login", json={"email": "ada@example.com", "password": PASSWORD}).status_code == 200
         assert (
-            check.post("/login", json={"email": "ada@example.com", "password": NEW_PASSWORD}).status_code
+            check.post(
+                "/login", json={"email": "ada@example.com", "password": PASSWORD}
+            ).status_code
+            == 200
+        )
+        assert (
+            check.post(
+                "/login", json={"email": "ada@example.com", "password": NEW_PASSWORD}
+            ).status_code
             == 401
         )
 
@@ -62,8 +70,14 @@ def test_a_session_that_only_asked_for_a_code_cannot_set_a_password(
         assert attacker.post("/send-token", json={"email": "ada@example.com"}).status_code == 202
         assert attacker.get("/new-password", follow_redirects=False).status_code == 303
         refused = attacker.post(
-            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
         )
         assert refused.status_code == 403
     with app.client() as check:
-        assert check.post("/login", json={"email": "ada@example.com", "password": PASSWORD}).status_code == 200
+        assert (
+            check.post(
+                "/login", json={"email": "ada@example.com", "password": PASSWORD}
+            ).status_code
+            == 200
+        )

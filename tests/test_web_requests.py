@@ -11,7 +11,15 @@ import pytest
 from tests.conftest import LiveApp
 from tests.support.flow import PASSWORD, find_code, sign_up_verified, wait_for_dev_message
 
-PAGES = ["/", "/new-user", "/login", "/forgot-password", "/enter-token", "/new-password", "/account"]
+PAGES = [
+    "/",
+    "/new-user",
+    "/login",
+    "/forgot-password",
+    "/enter-token",
+    "/new-password",
+    "/account",
+]
 
 
 def _csrf(page: httpx.Response) -> str:
@@ -27,7 +35,9 @@ def test_r29_no_store_on_every_page_and_answer(live_app: Callable[..., LiveApp])
         answers.append(client.post("/send-token", json={"email": "x@example.com"}))
         answers.append(client.post("/verify-token", json={"token": "123456"}))
         answers.append(client.post("/login", json={"email": "x@example.com", "password": "p"}))
-        answers.append(client.post("/send-token", content=b"{", headers={"content-type": "application/json"}))
+        answers.append(
+            client.post("/send-token", content=b"{", headers={"content-type": "application/json"})
+        )
         answers.append(client.get("/no-such-page"))
     for answer in answers:
         assert answer.headers["cache-control"] == "no-store", answer.request.url
@@ -53,7 +63,9 @@ def test_r30_form_posts_need_the_session_csrf_token(live_app: Callable[..., Live
         assert ok.headers["location"] == "/account"
 
 
-def test_r30_forms_re_render_with_the_error_when_the_input_is_wrong(live_app: Callable[..., LiveApp]) -> None:
+def test_r30_forms_re_render_with_the_error_when_the_input_is_wrong(
+    live_app: Callable[..., LiveApp],
+) -> None:
     app = live_app()
     with app.client() as client:
         token = _csrf(client.get("/new-user"))
@@ -79,22 +91,36 @@ def test_r31_cross_site_posts_are_refused(live_app: Callable[..., LiveApp]) -> N
     app = live_app()
     with app.client() as client:
         body = {"email": "ada@example.com"}
-        assert client.post("/send-token", json=body, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+        assert (
+            client.post(
+                "/send-token", json=body, headers={"Sec-Fetch-Site": "cross-site"}
+            ).status_code
+            == 403
+        )
         evil = client.post("/send-token", json=body, headers={"Origin": "https://evil.example"})
         assert evil.status_code == 403
         assert evil.json()["code"] == "cross_site_request"
         assert client.post("/send-token", json=body, headers={"Origin": app.url}).status_code == 202
-        assert client.post("/send-token", json=body, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 202
+        assert (
+            client.post(
+                "/send-token", json=body, headers={"Sec-Fetch-Site": "same-origin"}
+            ).status_code
+            == 202
+        )
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "multipart/form-data; boundary=x", "application/xml", ""])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "multipart/form-data; boundary=x", "application/xml", ""]
+)
 def test_r32_simple_content_types_are_refused_with_415(
     live_app: Callable[..., LiveApp], content_type: str
 ) -> None:
     app = live_app()
     with app.client() as client:
         answer = client.post(
-            "/send-token", content=b'{"email": "ada@example.com"}', headers={"content-type": content_type}
+            "/send-token",
+            content=b'{"email": "ada@example.com"}',
+            headers={"content-type": content_type},
         )
     assert answer.status_code == 415
     assert answer.json()["code"] == "unsupported_media_type"
@@ -116,26 +142,36 @@ def test_r41_codes_only_in_bodies_and_no_referrer(live_app: Callable[..., LiveAp
         sign_up_verified(client)
         token_page = client.get("/forgot-password")
         assert token_page.headers["referrer-policy"] == "no-referrer"
-        client.post("/send-token", data={"csrf_token": _csrf(token_page), "email": "ada@example.com"})
+        client.post(
+            "/send-token", data={"csrf_token": _csrf(token_page), "email": "ada@example.com"}
+        )
         code = find_code(
-            wait_for_dev_message(client, to="ada@example.com", notification="password-reset-token")["text"]
+            wait_for_dev_message(client, to="ada@example.com", notification="password-reset-token")[
+                "text"
+            ]
         )
         enter = client.get("/enter-token")
         assert 'method="post"' in enter.text
         assert 'action="/verify-token"' in enter.text
         answer = client.post(
-            "/verify-token", data={"csrf_token": _csrf(enter), "token": code}, follow_redirects=False
+            "/verify-token",
+            data={"csrf_token": _csrf(enter), "token": code},
+            follow_redirects=False,
         )
         assert answer.status_code == 303
         assert code not in answer.headers["location"]
         assert code not in str(answer.request.url)
 
 
-def test_r46_unknown_fields_wrong_types_and_lengths_are_refused(live_app: Callable[..., LiveApp]) -> None:
+def test_r46_unknown_fields_wrong_types_and_lengths_are_refused(
+    live_app: Callable[..., LiveApp],
+) -> None:
     app = live_app()
     with app.client() as client:
         extra = client.post("/send-token", json={"email": "a@example.com", "admin": True})
-        assert extra.status_code == 422 and extra.json()["fields"] == {"admin": "This field is not allowed."}
+        assert extra.status_code == 422 and extra.json()["fields"] == {
+            "admin": "This field is not allowed."
+        }
         number = client.post("/verify-token", json={"token": 123456})
         assert number.status_code == 422 and "token" in number.json()["fields"]
         for bad in ("12345", "1234567", "12 456", "abcdef"):
@@ -144,14 +180,22 @@ def test_r46_unknown_fields_wrong_types_and_lengths_are_refused(live_app: Callab
         assert long_email.status_code == 422
         long_name = client.post(
             "/create-user",
-            json={"name": "n" * 201, "email": "a@example.com", "phone": "+14155550100", "password": "p" * 20, "preference": "email"},
+            json={
+                "name": "n" * 201,
+                "email": "a@example.com",
+                "phone": "+14155550100",
+                "password": "p" * 20,
+                "preference": "email",
+            },
         )
         assert long_name.status_code == 422 and "name" in long_name.json()["fields"]
         both = client.post("/send-token", json={"email": "a@example.com", "phone": "+14155550100"})
         assert both.status_code == 422
         not_object = client.post("/send-token", json=["a@example.com"])
         assert not_object.status_code == 400 and not_object.json()["code"] == "malformed_request"
-        broken = client.post("/send-token", content=b"{nope", headers={"content-type": "application/json"})
+        broken = client.post(
+            "/send-token", content=b"{nope", headers={"content-type": "application/json"}
+        )
         assert broken.status_code == 400
         huge = client.post("/send-token", json={"email": "a@example.com", "pad": "x" * 17000})
         assert huge.status_code == 413 and huge.json()["code"] == "payload_too_large"
@@ -165,14 +209,19 @@ def test_r46_chunked_bodies_over_the_limit_are_refused(live_app: Callable[..., L
             yield b"x" * 1024
 
     with app.client() as client:
-        answer = client.post("/send-token", content=chunks(), headers={"content-type": "application/json"})
+        answer = client.post(
+            "/send-token", content=chunks(), headers={"content-type": "application/json"}
+        )
     assert answer.status_code == 413
 
 
 def test_r50_security_headers_on_pages_and_answers(live_app: Callable[..., LiveApp]) -> None:
     app = live_app()
     with app.client() as client:
-        for answer in (client.get("/"), client.post("/send-token", json={"email": "a@example.com"})):
+        for answer in (
+            client.get("/"),
+            client.post("/send-token", json={"email": "a@example.com"}),
+        ):
             csp = answer.headers["content-security-policy"]
             assert "frame-ancestors 'none'" in csp
             assert "script-src" not in csp or "'unsafe-inline'" not in csp
@@ -198,7 +247,12 @@ def test_errors_are_json_with_stable_codes_never_500(live_app: Callable[..., Liv
 
 
 def test_r49_prod_sends_hsts_and_redirects_plain_http(live_app: Callable[..., LiveApp]) -> None:
-    app = live_app(env="prod", secret_key="s" * 48, base_url="https://auth.example.org", trusted_proxies="127.0.0.1/32")
+    app = live_app(
+        env="prod",
+        secret_key="s" * 48,
+        base_url="https://auth.example.org",
+        trusted_proxies="127.0.0.1/32",
+    )
     with app.client() as client:
         plain = client.get("/login?next=x", follow_redirects=False)
         assert plain.status_code == 308
@@ -206,15 +260,21 @@ def test_r49_prod_sends_hsts_and_redirects_plain_http(live_app: Callable[..., Li
         assert plain.headers["location"].endswith("/login?next=x")
         secure = client.get("/login", headers={"X-Forwarded-Proto": "https"})
         assert secure.status_code == 200
-        max_age = int(re.search(r"max-age=(\d+)", secure.headers["strict-transport-security"]).group(1))
+        max_age = int(
+            re.search(r"max-age=(\d+)", secure.headers["strict-transport-security"]).group(1)
+        )
         assert max_age >= 365 * 24 * 3600
         assert client.get("/dev/outbox", headers={"X-Forwarded-Proto": "https"}).status_code == 404
 
 
-def test_r49_forwarded_proto_is_ignored_from_untrusted_peers(live_app: Callable[..., LiveApp]) -> None:
+def test_r49_forwarded_proto_is_ignored_from_untrusted_peers(
+    live_app: Callable[..., LiveApp],
+) -> None:
     app = live_app(env="prod", secret_key="s" * 48, base_url="https://auth.example.org")
     with app.client() as client:
-        spoofed = client.get("/login", headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
+        spoofed = client.get(
+            "/login", headers={"X-Forwarded-Proto": "https"}, follow_redirects=False
+        )
     assert spoofed.status_code == 308
 
 
@@ -227,5 +287,7 @@ def test_r51_no_cors_grants(live_app: Callable[..., LiveApp]) -> None:
         )
         assert "access-control-allow-origin" not in preflight.headers
         assert "access-control-allow-credentials" not in preflight.headers
-        post = client.post("/send-token", json={"email": "a@example.com"}, headers={"Origin": app.url})
+        post = client.post(
+            "/send-token", json={"email": "a@example.com"}, headers={"Origin": app.url}
+        )
         assert "access-control-allow-origin" not in post.headers

@@ -35,7 +35,9 @@ def _login(client: httpx.Client, password: str = PASSWORD) -> httpx.Response:
     return client.post("/login", json={"email": "ada@example.com", "password": password})
 
 
-def test_r22_cookie_is_one_opaque_random_id_and_nothing_else(live_app: Callable[..., LiveApp]) -> None:
+def test_r22_cookie_is_one_opaque_random_id_and_nothing_else(
+    live_app: Callable[..., LiveApp],
+) -> None:
     app = live_app()
     with app.client() as client:
         sign_up_verified(client)
@@ -48,7 +50,9 @@ def test_r22_cookie_is_one_opaque_random_id_and_nothing_else(live_app: Callable[
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         assert len(raw) * 8 >= 128
         for forbidden in ("ada", "example", "true", "user", "auth", "4155550100"):
-            assert forbidden not in headers[0].lower().replace("httponly", "").replace("samesite", "")
+            assert forbidden not in headers[0].lower().replace("httponly", "").replace(
+                "samesite", ""
+            )
 
 
 def test_r23_cookie_flags_in_dev(live_app: Callable[..., LiveApp]) -> None:
@@ -105,7 +109,8 @@ def test_r24_session_id_changes_at_every_privilege_change(live_app: Callable[...
             assert replay.get("/new-password", follow_redirects=False).status_code == 303
 
         done = client.post(
-            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
         )
         assert done.status_code == 200
         assert client.cookies[COOKIE] != after_code
@@ -113,7 +118,10 @@ def test_r24_session_id_changes_at_every_privilege_change(live_app: Callable[...
             replay.cookies.set(COOKIE, after_code)
             again = replay.post(
                 "/reset-password",
-                json={"newPassword": "yet another long passphrase", "newPasswordConfirm": "yet another long passphrase"},
+                json={
+                    "newPassword": "yet another long passphrase",
+                    "newPasswordConfirm": "yet another long passphrase",
+                },
             )
             assert again.status_code == 403
 
@@ -134,21 +142,27 @@ def test_r24_logged_in_session_cookie_replayed_after_login_is_not_the_account(
         assert attacker.get("/account", follow_redirects=False).status_code == 303
 
 
-def test_r25_a_verified_code_allows_one_password_change_only(live_app: Callable[..., LiveApp]) -> None:
+def test_r25_a_verified_code_allows_one_password_change_only(
+    live_app: Callable[..., LiveApp],
+) -> None:
     app = live_app()
     with app.client() as client:
         sign_up_verified(client)
         _reset_to_grant(client)
         grant_cookie = client.cookies[COOKIE]
         first = client.post(
-            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
         )
         assert first.status_code == 200
     with app.client() as replay:
         replay.cookies.set(COOKIE, grant_cookie)
         second = replay.post(
             "/reset-password",
-            json={"newPassword": "the attacker's passphrase", "newPasswordConfirm": "the attacker's passphrase"},
+            json={
+                "newPassword": "the attacker's passphrase",
+                "newPasswordConfirm": "the attacker's passphrase",
+            },
         )
         assert second.status_code == 403
     with app.client() as check:
@@ -164,20 +178,24 @@ def test_r25_the_grant_lapses_after_ten_minutes(live_app: Callable[..., LiveApp]
         clock.advance(601)
         assert client.get("/new-password", follow_redirects=False).status_code == 303
         late = client.post(
-            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
         )
         assert late.status_code == 403
     with app.client() as check:
         assert _login(check).status_code == 200
 
 
-def test_r26_reset_password_without_a_verified_code_is_refused(live_app: Callable[..., LiveApp]) -> None:
+def test_r26_reset_password_without_a_verified_code_is_refused(
+    live_app: Callable[..., LiveApp],
+) -> None:
     app = live_app()
     with app.client() as client:
         sign_up_verified(client)
         assert _login(client).status_code == 200  # even a signed-in session has no grant
         refused = client.post(
-            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
         )
         assert refused.status_code == 403
         assert refused.json()["code"] == "reset_not_allowed"
@@ -194,9 +212,13 @@ def test_r27_a_reset_ends_every_session_of_the_user(live_app: Callable[..., Live
         assert laptop.get("/account").status_code == 200
         with app.client() as resetter:
             _reset_to_grant(resetter)
-            assert resetter.post(
-                "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
-            ).status_code == 200
+            assert (
+                resetter.post(
+                    "/reset-password",
+                    json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
+                ).status_code
+                == 200
+            )
         for device in (laptop, phone):
             response = device.get("/account", follow_redirects=False)
             assert response.status_code == 303
@@ -209,7 +231,8 @@ def test_r28_no_automatic_sign_in_after_a_reset(live_app: Callable[..., LiveApp]
         sign_up_verified(client)
         _reset_to_grant(client)
         done = client.post(
-            "/reset-password", json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD}
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
         )
         assert done.json()["redirect"] == "/login"
         account = client.get("/account", follow_redirects=False)

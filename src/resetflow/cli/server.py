@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from typing import Annotated
 
 import typer
 
 from resetflow.config import Settings, load_settings
+from resetflow.logs import configure_logging
 from resetflow.services import build_services
 from resetflow.storage.migrate import upgrade
 
@@ -24,7 +24,7 @@ def serve(
     from resetflow.app import create_app
 
     settings = load_settings()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    configure_logging()
     app = create_app(settings)
     typer.echo(
         f"resetflow ({settings.env.value}) on http://{host}:{port}  data: {settings.data_dir}"
@@ -49,7 +49,7 @@ def worker(
 ) -> None:
     """Run a delivery worker: claims outbox jobs and sends them. Stops on SIGTERM/SIGINT."""
     settings = load_settings()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    configure_logging()
     asyncio.run(_work(settings, drain=drain))
 
 

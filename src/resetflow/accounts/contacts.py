@@ -2,7 +2,8 @@
 
 Emails: trimmed, checked by email-validator without DNS, domain lower-cased (IDNA).
 The local part is lower-cased too: RFC 5321 allows case-sensitive mailboxes, but no
-mainstream provider has them, and people type ``Ada@`` and ``ada@`` for the same inbox. Phones: parsed by phonenumbers and stored as E.164.
+mainstream provider has them, and people type ``Ada@`` and ``ada@`` for the same inbox.
+Phones: parsed by phonenumbers and stored as E.164.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from tests.conftest import LiveApp
 from tests.support.browser import LaunchedBrowser, launched_chromium, submit
@@ -44,8 +44,7 @@ def chromium() -> Iterator[LaunchedBrowser]:
 
 @pytest.fixture
 def context(chromium: LaunchedBrowser) -> Iterator[BrowserContext]:
-    browser: Browser = chromium.browser
-    context = browser.new_context(viewport={"width": 1024, "height": 800})
+    context = chromium.browser.new_context(viewport={"width": 1024, "height": 800})
     context.set_default_timeout(15_000)
     try:
         yield context
@@ -61,7 +60,7 @@ def other_channel(preference: str) -> str:
     return "sms" if preference == "email" else "email"
 
 
-def fact(page: Page, term: str) -> Any:
+def fact(page: Page, term: str) -> Locator:
     """The ``<dd>`` after the ``<dt>`` named ``term`` on /account."""
     return page.locator(f"xpath=//dt[normalize-space()='{term}']/following-sibling::dd[1]")
 

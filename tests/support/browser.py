@@ -27,7 +27,10 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-MISSING = "Chromium not installed at /usr/bin/chromium: install Debian's chromium package to run the browser tests"
+MISSING = (
+    "Chromium not installed at /usr/bin/chromium: "
+    "install Debian's chromium package to run the browser tests"
+)
 
 
 def require_chromium() -> None:

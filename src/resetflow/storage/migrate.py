@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def alembic_config(database_url: str) -> Config:
 def upgrade(database_url: str, revision: str = "head") -> None:
     """Bring the database to ``revision``. Safe to run again: applied steps are skipped."""
     if database_url.startswith("sqlite"):
-        _ensure_sqlite_dir(database_url)
+        _prepare_sqlite(database_url)
     command.upgrade(alembic_config(database_url), revision)
 
 
@@ -43,7 +44,14 @@ async def upgrade_async(database_url: str) -> None:
         raise failure[0]
 
 
-def _ensure_sqlite_dir(database_url: str) -> None:
+def _prepare_sqlite(database_url: str) -> None:
+    """Create the file's folder and switch the file to WAL (a setting the file keeps)."""
     path = database_url.split(":///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if not path or path == ":memory:":
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(path, timeout=30)
+    try:
+        connection.execute("PRAGMA journal_mode=WAL")
+    finally:
+        connection.close()

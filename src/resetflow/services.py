@@ -76,7 +76,6 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             poll_seconds=settings.worker_poll_seconds,
         ),
     )
-    common = {"database": database, "codes": codes, "outbox": outbox, "hasher": hasher}
     return Services(
         settings=settings,
         clock=clock,
@@ -85,14 +84,20 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         outbox=outbox,
         mailbox=mailbox,
         accounts=AccountService(
-            **common,  # type: ignore[arg-type]
+            database=database,
+            codes=codes,
+            outbox=outbox,
+            hasher=hasher,
             policy=policy,
             clock=clock,
             base_url=settings.base_url,
             default_phone_region=settings.default_phone_region,
         ),
         recovery=RecoveryService(
-            **common,  # type: ignore[arg-type]
+            database=database,
+            codes=codes,
+            outbox=outbox,
+            hasher=hasher,
             policy=policy,
             sessions=sessions,
             clock=clock,

@@ -4,9 +4,9 @@ A code is 6 CSPRNG digits; only an HMAC bound to its account and purpose is stor
 bound to one attempt (an id held in the requesting browser's server-side session), lives
 ``ttl`` seconds, dies after ``max_tries`` wrong guesses, and is consumed by one atomic
 UPDATE. Every wrong guess also counts against the account (across codes and flows); at
-``account_max_failures`` no code is accepted until a success clears the count... which
-only an accepted code can do, so recovery is paused for the account while password
-sign-in keeps working.
+``account_max_failures`` no code is accepted, so recovery for that account pauses while
+password sign-in keeps working (R9). The escalating delay that lifts the pause is not
+built yet: today the pause lasts until the count is cleared in the database.
 """
 
 from __future__ import annotations

@@ -112,8 +112,13 @@ def test_users_create_list_and_show(tmp_path: Path) -> None:
     assert "verified=sms,email" in listed.stdout
     assert PASSWORD not in listed.stdout
 
-    shown = _cli("users", "show", "ada@example.com", data_dir=data)
+    shown = _cli("users", "show", "ADA@example.com", data_dir=data)
     assert shown.returncode == 0 and user_id in shown.stdout
+    assert user_id in _cli("users", "show", "+1 415 555 0100", data_dir=data).stdout
+    assert _cli("users", "show", "nobody@example.com", data_dir=data).returncode == 1
+
+    ended = _cli("users", "end-sessions", "ada@example.com", data_dir=data)
+    assert ended.returncode == 0 and ended.stdout.strip() == "ended 0 session(s)"
 
     duplicate = _cli(
         "users", "create", "--name", "Eve", "--email", "ada@example.com", "--phone", "+14155550101",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 from collections.abc import AsyncIterator
@@ -56,7 +57,8 @@ def parameters(encoded: str) -> tuple[Type, int, int, int, bytes]:
 @asynccontextmanager
 async def services_on_sqlite(tmp_path: Path, **overrides: Any) -> AsyncIterator[Services]:
     settings = load_settings(data_dir=tmp_path, _env_file=None, **overrides)
-    upgrade(settings.resolved_database_url)
+    # Alembic's env runs its own event loop, so migrate from a worker thread.
+    await asyncio.to_thread(upgrade, settings.resolved_database_url)
     services = build_services(settings)
     try:
         yield services

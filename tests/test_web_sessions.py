@@ -237,3 +237,24 @@ def test_r28_no_automatic_sign_in_after_a_reset(live_app: Callable[..., LiveApp]
         assert done.json()["redirect"] == "/login"
         account = client.get("/account", follow_redirects=False)
         assert account.status_code == 303 and account.headers["location"] == "/login"
+
+
+def test_operators_can_end_every_session_of_a_user(live_app: Callable[..., LiveApp]) -> None:
+    """``resetflow users end-sessions`` signs an account out everywhere."""
+    import os
+    import subprocess
+    import sys
+
+    app = live_app()
+    with app.client() as client:
+        sign_up_verified(client)
+        assert _login(client).status_code == 200
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RESETFLOW_")}
+        env["RESETFLOW_DATA_DIR"] = str(app.settings.data_dir)
+        done = subprocess.run(
+            [sys.executable, "-m", "resetflow", "users", "end-sessions", "ada@example.com"],
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "ended 1 session(s)"
+        assert client.get("/account", follow_redirects=False).status_code == 303

@@ -37,6 +37,18 @@ def _run(work: Callable[[Services], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
+async def _find(services: Services, who: str) -> User | None:
+    """By id, or by the email / phone as typed (normalised first)."""
+    async with services.database.read() as conn:
+        repo = UserRepository(conn)
+        user = await repo.get(who)
+        if user is None and "@" in who:
+            user = await repo.by_email(who.strip().lower())
+        if user is None and who.strip().startswith("+"):
+            user = await repo.by_phone("+" + "".join(ch for ch in who if ch.isdigit()))
+        return user
+
+
 def _describe(user: User) -> str:
     verified = ",".join(c.value for c in user.verified_channels) or "none"
     return (
@@ -97,12 +109,27 @@ def show(who: Annotated[str, typer.Argument(help="Account id, email or phone.")]
     """Show one account."""
 
     async def work(services: Services) -> User | None:
-        async with services.database.read() as conn:
-            repo = UserRepository(conn)
-            return await repo.get(who) or await repo.by_email(who) or await repo.by_phone(who)
+        return await _find(services, who)
 
     user = _run(work)
     if user is None:
         typer.echo("no such account", err=True)
         raise typer.Exit(1)
     typer.echo(_describe(user))
+
+
+@app.command("end-sessions")
+def end_sessions(who: Annotated[str, typer.Argument(help="Account id, email or phone.")]) -> None:
+    """Sign an account out everywhere (every session of it ends at once)."""
+
+    async def work(services: Services) -> int | None:
+        user = await _find(services, who)
+        if user is None:
+            return None
+        return await services.sessions.delete_user(user.id)
+
+    ended = _run(work)
+    if ended is None:
+        typer.echo("no such account", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ended {ended} session(s)")

@@ -116,7 +116,7 @@ def test_reset_through_the_pages(
             page.get_by_label("Email").fill(EMAIL)
         submit(page, "Send me a code")
         expect(page).to_have_url(f"{base}/enter-token")
-        expect(page.locator(".notice")).to_contain_text("we sent it a 6-digit code")
+        expect(page.locator("main")).to_contain_text("we sent it a 6-digit code")
         page.screenshot(path=ENTER_TOKEN_SHOT, full_page=True)
 
         # 4. The code went to the preferred channel only; a wrong code first.

@@ -17,7 +17,7 @@ from resetflow.accounts.models import Channel
 from resetflow.notify.messages import RenderedMessage
 from resetflow.notify.providers.base import ProviderError, SendResult
 from resetflow.notify.providers.twilio import TwilioProvider
-from tests.standins.fixtures import twilio  # noqa: F401
+from tests.standins.fixtures import twilio_fixture  # noqa: F401
 from tests.standins.twilio import (
     MESSAGES_PATH,
     TEST_SENDER,
@@ -38,7 +38,7 @@ def _post(
     data: dict[str, Any] | None = None,
     *,
     url: str | None = None,
-    auth: tuple[str, str] | None | str = "good",
+    auth: tuple[str, str] | str | None = "good",
     **options: Any,
 ) -> httpx.Response:
     credentials = (standin.account_sid, standin.auth_token) if auth == "good" else auth
@@ -231,8 +231,11 @@ REFUSALS: dict[str, tuple[Case, int, int]] = {
         20422,
     ),
     "Body sent twice": (
-        lambda t: _post(t, content=f"To=%2B14155550100&From=%2B15005550006&Body=a&Body=b".encode(),
-                        headers={"content-type": "application/x-www-form-urlencoded"}),
+        lambda t: _post(
+            t,
+            content=b"To=%2B14155550100&From=%2B15005550006&Body=a&Body=b",
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        ),
         400,
         20422,
     ),

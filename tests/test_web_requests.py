@@ -291,3 +291,18 @@ def test_r51_no_cors_grants(live_app: Callable[..., LiveApp]) -> None:
             "/send-token", json={"email": "a@example.com"}, headers={"Origin": app.url}
         )
         assert "access-control-allow-origin" not in post.headers
+
+
+def test_r31_own_forms_with_origin_null_are_accepted_but_not_cross_site_ones(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    """Browsers send ``Origin: null`` under ``Referrer-Policy: no-referrer``; only a
+    same-origin fetch may do so."""
+    app = live_app()
+    with app.client() as client:
+        body = {"email": "ada@example.com"}
+        own = client.post("/send-token", json=body, headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+        assert own.status_code == 202
+        for site in ("cross-site", "same-site", "none", ""):
+            refused = client.post("/send-token", json=body, headers={"Origin": "null", "Sec-Fetch-Site": site})
+            assert refused.status_code == 403, site

@@ -1,6 +1,9 @@
-"""Pytest fixtures for the stand-ins. Import the ones a module uses:
+"""Pytest fixtures for the stand-ins.
 
-    from tests.standins.fixtures import twilio  # noqa: F401
+A test module imports the ones it uses, e.g.
+``from tests.standins.fixtures import twilio_fixture  # noqa: F401``; the fixture is
+registered under the name ``twilio``, so that a test's ``twilio`` argument does not
+redefine the imported name.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ import pytest
 from tests.standins.twilio import TwilioStandIn, running_twilio
 
 
-@pytest.fixture
-def twilio() -> Iterator[TwilioStandIn]:
+@pytest.fixture(name="twilio")
+def twilio_fixture() -> Iterator[TwilioStandIn]:
     """Twilio's Messages API on loopback, for one fresh account (``.account_sid``,
     ``.auth_token``); ``.url`` is its base URL, ``.settings()`` the resetflow overrides."""
     with running_twilio() as standin:

@@ -163,8 +163,7 @@ def _request_schema() -> dict[str, Any]:
     schema["allOf"] = [
         {
             "anyOf": [
-                {"required": [name], "properties": {name: {"not": {"const": ""}}}}
-                for name in group
+                {"required": [name], "properties": {name: {"not": {"const": ""}}}} for name in group
             ]
         }
         for group in _conditional_groups()
@@ -496,10 +495,16 @@ class TwilioStandIn:
     def __post_init__(self) -> None:
         self.app = Starlette(
             routes=[
-                Route("/2010-04-01/Accounts/{account_sid}/Messages.json", self._messages_endpoint,
-                      methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
-                Route("/{path:path}", self._not_found,
-                      methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+                Route(
+                    "/2010-04-01/Accounts/{account_sid}/Messages.json",
+                    self._messages_endpoint,
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                ),
+                Route(
+                    "/{path:path}",
+                    self._not_found,
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                ),
             ]
         )
 

@@ -144,7 +144,6 @@ async def send_token(request: Request) -> Response:
         request,
         status=202,
         body={"redirect": "/enter-token", "mode": mode},
-        flash="If an account matches, we sent it a 6-digit code.",
     )
 
 

@@ -42,10 +42,13 @@ def is_form(request: Request) -> bool:
 
 
 def check_origin(request: Request, *, allowed: frozenset[str]) -> None:
-    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+    fetch_site = request.headers.get("sec-fetch-site", "").lower()
+    if fetch_site == "cross-site":
         raise CrossSiteRequest()
     origin = request.headers.get("origin")
-    if origin is None:
+    # Under Referrer-Policy: no-referrer browsers send "Origin: null" even for their own
+    # forms; Sec-Fetch-Site (which pages cannot forge) then says where the post came from.
+    if origin is None or (origin == "null" and fetch_site == "same-origin"):
         return
     own = f"{request.url.scheme}://{request.headers.get('host', '')}"
     if origin not in allowed and origin != own:

@@ -119,7 +119,9 @@ class AccountService:
                 if verify:
                     user = await users.get(user_id)
                     assert user is not None
-                    await self._send_verification(conn, user, attempt_id=attempt_id)
+                    await self._send_verification(
+                        conn, user, account.preference, attempt_id=attempt_id
+                    )
                 else:
                     await users.mark_verified(user_id, Channel.EMAIL, now=now)
                     await users.mark_verified(user_id, Channel.SMS, now=now)
@@ -128,25 +130,30 @@ class AccountService:
         log.info("sign_up", extra={"outcome": "created" if user_id_or_none else "duplicate"})
         return user_id_or_none
 
-    async def resend_verification(self, *, user_id: str | None, attempt_id: str) -> None:
-        """A fresh code for the preferred contact if it is still unverified."""
+    async def request_verification(
+        self, *, user_id: str | None, channel: Channel, attempt_id: str
+    ) -> None:
+        """Send a fresh code to the account's ``channel`` contact if it is unverified.
+
+        Replaces any earlier verification code for that contact. A ``None`` account (a
+        sign-up whose address was taken) does the same work and sends nothing (R52).
+        """
         if user_id is None:
-            self._codes.decoy(purpose="verify")
+            self._codes.decoy(purpose=verify_purpose(channel.value))
             return
         async with self._db.write() as conn:
             user = await UserRepository(conn).get(user_id)
-            if user is None or user.is_verified(user.preference):
+            if user is None or user.contact(channel) is None or user.is_verified(channel):
                 return
-            await self._send_verification(conn, user, attempt_id=attempt_id)
+            await self._send_verification(conn, user, channel, attempt_id=attempt_id)
         self._outbox.wake()
 
     async def verify_contact(
-        self, *, user_id: str | None, attempt_id: str | None, code: str
+        self, *, user_id: str | None, channel: Channel, attempt_id: str | None, code: str
     ) -> None:
-        """Mark the preferred contact verified, or raise :class:`InvalidCode`."""
+        """Mark the ``channel`` contact verified, or raise :class:`InvalidCode`."""
         async with self._db.read() as conn:
             user = await UserRepository(conn).get(user_id) if user_id else None
-        channel = user.preference if user else Channel.EMAIL
         await self._codes.accept(
             user_id=user.id if user else None,
             purpose=verify_purpose(channel.value),
@@ -185,9 +192,8 @@ class AccountService:
             return await UserRepository(conn).get(user_id)
 
     async def _send_verification(
-        self, conn: AsyncConnection, user: User, *, attempt_id: str
+        self, conn: AsyncConnection, user: User, channel: Channel, *, attempt_id: str
     ) -> None:
-        channel = user.preference
         contact = user.contact(channel)
         assert contact is not None
         issued = await self._codes.issue(

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from resetflow.accounts.models import Channel
 from resetflow.accounts.service import NewAccount
 from resetflow.crypto import new_token
-from resetflow.errors import InvalidInput
+from resetflow.errors import InvalidInput, NotSignedIn
 from resetflow.recovery.service import ResetGrant
 from resetflow.services import Services
 from resetflow.web import schemas
@@ -82,7 +82,7 @@ async def create_user(request: Request) -> Response:
         session.sign_in(user_id)
     else:
         session.restart()
-    session.set("signup", {"user": user_id, "attempt": attempt_id, "channel": preference.value})
+    session.set("verify", {"user": user_id, "attempt": attempt_id, "channel": preference.value})
     where = "email address" if preference is Channel.EMAIL else "phone"
     return action_done(
         request,
@@ -99,13 +99,18 @@ async def create_user(request: Request) -> Response:
 async def verify_contact(request: Request) -> Response:
     data = await _read(request, schemas.CodeSubmission, page="verify_contact.html")
     session = session_of(request)
-    signup = session.get("signup") or {}
+    pending = session.get("verify") or {}
+    channel = Channel(pending.get("channel", "email"))
     await _services(request).accounts.verify_contact(
-        user_id=signup.get("user"), attempt_id=signup.get("attempt"), code=data.token
+        user_id=pending.get("user"),
+        channel=channel,
+        attempt_id=pending.get("attempt"),
+        code=data.token,
     )
-    session.pop("signup")
+    session.pop("verify")
     session.rotate()
-    message = "Thanks, your contact is verified. It can now be used to recover your account."
+    what = "email address" if channel is Channel.EMAIL else "phone number"
+    message = f"Thanks, your {what} is verified. It can now be used to recover your account."
     return action_done(
         request, status=200, body={"redirect": "/", "message": message}, flash=message
     )
@@ -115,15 +120,41 @@ async def verify_contact(request: Request) -> Response:
 async def resend_verification(request: Request) -> Response:
     await _read(request, schemas.Empty, page="verify_contact.html")
     session = session_of(request)
-    signup = session.get("signup") or {}
+    pending = session.get("verify") or {}
     attempt_id = new_token()
-    await _services(request).accounts.resend_verification(
-        user_id=signup.get("user"), attempt_id=attempt_id
+    await _services(request).accounts.request_verification(
+        user_id=pending.get("user"),
+        channel=Channel(pending.get("channel", "email")),
+        attempt_id=attempt_id,
     )
-    if signup:
-        session.set("signup", {**signup, "attempt": attempt_id})
+    if pending:
+        session.set("verify", {**pending, "attempt": attempt_id})
     return action_done(
         request, status=202, body={"redirect": "/verify-contact"}, flash="We sent you a new code."
+    )
+
+
+@router.post("/account/verify", status_code=202, openapi_extra=_doc(schemas.ChannelChoice))
+async def verify_another_contact(request: Request) -> Response:
+    """Send a code to one of the signed-in account's unverified contacts."""
+    data = await _read(request, schemas.ChannelChoice, page="account.html")
+    session = session_of(request)
+    if session.user_id is None:
+        raise NotSignedIn()
+    channel = Channel(data.channel)
+    attempt_id = new_token()
+    await _services(request).accounts.request_verification(
+        user_id=session.user_id, channel=channel, attempt_id=attempt_id
+    )
+    session.set(
+        "verify", {"user": session.user_id, "attempt": attempt_id, "channel": channel.value}
+    )
+    where = "email address" if channel is Channel.EMAIL else "phone"
+    return action_done(
+        request,
+        status=202,
+        body={"redirect": "/verify-contact"},
+        flash=f"We sent a 6-digit code to your {where}.",
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import phonenumbers
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
@@ -28,11 +29,11 @@ async def new_user(request: Request) -> Response:
 
 @router.get("/verify-contact")
 async def verify_contact(request: Request) -> Response:
-    signup = session_of(request).get("signup")
-    if not signup:
+    pending = session_of(request).get("verify")
+    if not pending:
         session_of(request).set("flash", "Create an account first.")
         return RedirectResponse("/new-user", status_code=303)
-    return page(request, "verify_contact.html", channel=signup.get("channel", "email"))
+    return page(request, "verify_contact.html", channel=pending.get("channel", "email"))
 
 
 @router.get("/login")
@@ -75,7 +76,15 @@ async def account(request: Request) -> Response:
     if request.scope["state"].get("user") is None:
         session_of(request).set("flash", "Please sign in first.")
         return RedirectResponse("/login", status_code=303)
-    return page(request, "account.html")
+    user = request.scope["state"]["user"]
+    phone = (
+        phonenumbers.format_number(
+            phonenumbers.parse(user.phone), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        )
+        if user.phone
+        else None
+    )
+    return page(request, "account.html", phone_display=phone)
 
 
 @dev_router.get("/dev/outbox")

@@ -52,3 +52,7 @@ class Login(EmailOrPhone):
 class ResetPassword(Body):
     newPassword: Password
     newPasswordConfirm: Password
+
+
+class ChannelChoice(Body):
+    channel: Literal["email", "sms"]

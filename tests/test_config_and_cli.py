@@ -71,7 +71,9 @@ def test_dev_secret_is_generated_once_into_the_data_dir(tmp_path: Path) -> None:
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
 
 
-def test_tutorial_courier_variable_names_are_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tutorial_courier_variable_names_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("COURIER_AUTH_TOKEN", "pk_test")
     monkeypatch.setenv("COURIER_TEMPLATE", "TEMPLATE123")
     settings = load_settings(data_dir=tmp_path, _env_file=None)
@@ -88,10 +90,19 @@ def test_default_database_is_an_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
     database = sqlite3.connect(data / "resetflow.db")
     try:
         assert database.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        tables = {row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        tables = {
+            row[0] for row in database.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
     finally:
         database.close()
-    assert {"users", "one_time_codes", "delivery_jobs", "delivery_attempts", "sessions", "alembic_version"} <= tables
+    assert {
+        "users",
+        "one_time_codes",
+        "delivery_jobs",
+        "delivery_attempts",
+        "sessions",
+        "alembic_version",
+    } <= tables
     # Migrating again is a no-op.
     assert _cli("migrate", data_dir=data).returncode == 0
 
@@ -99,8 +110,19 @@ def test_default_database_is_an_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
 def test_users_create_list_and_show(tmp_path: Path) -> None:
     data = tmp_path / "data"
     created = _cli(
-        "users", "create", "--name", "Ada", "--email", "Ada@Example.com", "--phone", "+1 415 555 0100",
-        "--preference", "sms", "--password", PASSWORD, data_dir=data,
+        "users",
+        "create",
+        "--name",
+        "Ada",
+        "--email",
+        "Ada@Example.com",
+        "--phone",
+        "+1 415 555 0100",
+        "--preference",
+        "sms",
+        "--password",
+        PASSWORD,
+        data_dir=data,
     )
     assert created.returncode == 0, created.stderr
     user_id = created.stdout.strip()
@@ -108,7 +130,11 @@ def test_users_create_list_and_show(tmp_path: Path) -> None:
 
     listed = _cli("users", "list", data_dir=data)
     assert listed.returncode == 0
-    assert user_id in listed.stdout and "ada@example.com" in listed.stdout and "+14155550100" in listed.stdout
+    assert (
+        user_id in listed.stdout
+        and "ada@example.com" in listed.stdout
+        and "+14155550100" in listed.stdout
+    )
     assert "verified=sms,email" in listed.stdout
     assert PASSWORD not in listed.stdout
 
@@ -121,14 +147,32 @@ def test_users_create_list_and_show(tmp_path: Path) -> None:
     assert ended.returncode == 0 and ended.stdout.strip() == "ended 0 session(s)"
 
     duplicate = _cli(
-        "users", "create", "--name", "Eve", "--email", "ada@example.com", "--phone", "+14155550101",
-        "--password", PASSWORD, data_dir=data,
+        "users",
+        "create",
+        "--name",
+        "Eve",
+        "--email",
+        "ada@example.com",
+        "--phone",
+        "+14155550101",
+        "--password",
+        PASSWORD,
+        data_dir=data,
     )
     assert duplicate.returncode == 1 and "already" in duplicate.stderr
 
     weak = _cli(
-        "users", "create", "--name", "Bob", "--email", "bob@example.com", "--phone", "+14155550102",
-        "--password", "password", data_dir=data,
+        "users",
+        "create",
+        "--name",
+        "Bob",
+        "--email",
+        "bob@example.com",
+        "--phone",
+        "+14155550102",
+        "--password",
+        "password",
+        data_dir=data,
     )
     assert weak.returncode == 1 and "15 characters" in weak.stderr
 
@@ -138,7 +182,14 @@ def test_openapi_document_lists_the_actions(tmp_path: Path) -> None:
 
     app = create_app(load_settings(data_dir=tmp_path, _env_file=None))
     paths = app.openapi()["paths"]
-    for path in ("/create-user", "/send-token", "/verify-token", "/reset-password", "/login", "/logout"):
+    for path in (
+        "/create-user",
+        "/send-token",
+        "/verify-token",
+        "/reset-password",
+        "/login",
+        "/logout",
+    ):
         assert "post" in paths[path]
     body = paths["/send-token"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(body["properties"]) == {"email", "phone"}

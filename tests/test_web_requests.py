@@ -301,8 +301,12 @@ def test_r31_own_forms_with_origin_null_are_accepted_but_not_cross_site_ones(
     app = live_app()
     with app.client() as client:
         body = {"email": "ada@example.com"}
-        own = client.post("/send-token", json=body, headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"})
+        own = client.post(
+            "/send-token", json=body, headers={"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+        )
         assert own.status_code == 202
         for site in ("cross-site", "same-site", "none", ""):
-            refused = client.post("/send-token", json=body, headers={"Origin": "null", "Sec-Fetch-Site": site})
+            refused = client.post(
+                "/send-token", json=body, headers={"Origin": "null", "Sec-Fetch-Site": site}
+            )
             assert refused.status_code == 403, site

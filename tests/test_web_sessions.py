@@ -253,7 +253,11 @@ def test_operators_can_end_every_session_of_a_user(live_app: Callable[..., LiveA
         env["RESETFLOW_DATA_DIR"] = str(app.settings.data_dir)
         done = subprocess.run(
             [sys.executable, "-m", "resetflow", "users", "end-sessions", "ada@example.com"],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "ended 1 session(s)"

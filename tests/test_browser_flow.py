@@ -100,7 +100,7 @@ def test_reset_through_the_pages(
         page.get_by_label("6-digit code").fill(find_code(welcome["text"]))
         submit(page, "Confirm")
         expect(page).to_have_url(f"{base}/")
-        expect(page.locator(".notice")).to_contain_text("your contact is verified")
+        expect(page.locator(".notice")).to_contain_text("is verified. It can now be used to recover your account")
         expect(page.get_by_text(f"Signed in as {NAME}")).to_be_visible()
 
         # 3. Sign out, then ask for a reset code. The other contact is typed on purpose:
@@ -161,7 +161,8 @@ def test_reset_through_the_pages(
         expect(page.get_by_role("heading", level=1)).to_have_text("Your account")
         expect(fact(page, "Name")).to_have_text(NAME)
         preferred, other = ("Email", "Mobile") if preference == "email" else ("Mobile", "Email")
-        expect(fact(page, preferred)).to_contain_text(contact)
+        shown = {"Email": EMAIL, "Mobile": "+1 415-555-0100"}  # phones in international form
+        expect(fact(page, preferred)).to_contain_text(shown[preferred])
         expect(fact(page, preferred).locator(".badge")).to_have_text("verified")
         expect(fact(page, other).locator(".badge")).to_have_text("not verified")
         expect(fact(page, "Codes go to")).to_have_text("SMS" if preference == "sms" else "Email")

@@ -100,7 +100,9 @@ def test_reset_through_the_pages(
         page.get_by_label("6-digit code").fill(find_code(welcome["text"]))
         submit(page, "Confirm")
         expect(page).to_have_url(f"{base}/")
-        expect(page.locator(".notice")).to_contain_text("is verified. It can now be used to recover your account")
+        expect(page.locator(".notice")).to_contain_text(
+            "is verified. It can now be used to recover your account"
+        )
         expect(page.get_by_text(f"Signed in as {NAME}")).to_be_visible()
 
         # 3. Sign out, then ask for a reset code. The other contact is typed on purpose:

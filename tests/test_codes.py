@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from sqlalchemy import select, text, update
 
 import resetflow.crypto
-from resetflow.accounts.models import Channel
+from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher
 from resetflow.clock import FrozenClock
 from resetflow.config import ConfigError, load_settings
@@ -91,10 +91,19 @@ class Env:
         assert user is not None
         return user.code_failures
 
+    async def user(self, user_id: str = ADA) -> User:
+        async with self.db.read() as conn:
+            user = await UserRepository(conn).get(user_id)
+        assert user is not None
+        return user
+
     async def set_failures(self, count: int, user_id: str = ADA) -> None:
+        """As if the last of ``count`` failures happened just now."""
         async with self.db.write() as conn:
             await conn.execute(
-                update(users).where(users.c.id == user_id).values(code_failures=count)
+                update(users)
+                .where(users.c.id == user_id)
+                .values(code_failures=count, code_failure_at=self.clock.now())
             )
 
     async def rows(self) -> list[dict[str, Any]]:
@@ -522,13 +531,56 @@ async def test_r07_a_keyring_with_another_secret_cannot_accept(database_url: str
 # R9-R13: attempt limits ------------------------------------------------------------------
 
 
-async def test_r09_recovery_pauses_at_the_failure_limit(database_url: str) -> None:
-    """R9 (partial): failures across codes and attempts count against the account, and at
-    ``account_max_failures`` even the right code is refused.
+async def test_r09_the_pause_lifts_after_a_delay_that_doubles(database_url: str) -> None:
+    """R9: the pause is an escalating delay, not a lock-out that needs an operator."""
+    async with code_env(database_url, account_max_failures=3, pause_seconds=60) as env:
+        issued = await env.issue()
+        for _ in range(3):
+            await env.refused(wrong(issued.code))
+        issued = await env.issue()
+        assert env.codes.paused_until(await env.user(), now=env.clock.now()) is not None
+        env.clock.advance(59)
+        await env.refused(issued.code)  # still paused: even the right code is refused
+        assert await env.failures() == 3  # refusals during a pause do not count
 
-    Not yet implemented: the escalating delay. Today recovery simply stays refused until
-    the count is cleared, and only an accepted code clears it.
-    """
+        env.clock.advance(2)  # 61 s after the last failure: one more try is allowed
+        await env.refused(wrong(issued.code))
+        assert await env.failures() == 4
+        env.clock.advance(119)
+        await env.refused(issued.code)  # the second pause is twice as long (120 s)
+        env.clock.advance(2)
+        assert await env.accept(issued.code) == issued.code_id
+        assert await env.failures() == 0  # R13: success clears the count
+
+
+async def test_r09_the_pause_is_capped(database_url: str) -> None:
+    async with code_env(
+        database_url, account_max_failures=1, pause_seconds=60, max_pause_seconds=3600
+    ) as env:
+        await env.set_failures(50)
+        until = env.codes.paused_until(await env.user(), now=env.clock.now())
+        assert until == env.clock.now() + timedelta(seconds=3600)
+
+
+async def test_r05_right_and_wrong_codes_at_once_never_deadlock(database_url: str) -> None:
+    """Concurrent right and wrong guesses lock the account row first, then the code: every
+    call ends in success or InvalidCode, never a database error (and so never a 500)."""
+    async with code_env(database_url) as env:
+        for _ in range(5):
+            issued = await env.issue()
+            guesses = [issued.code if i % 2 else wrong(issued.code) for i in range(20)]
+            results = await asyncio.gather(
+                *(env.accept(guess) for guess in guesses), return_exceptions=True
+            )
+            winners = [r for r in results if r == issued.code_id]
+            refused = [r for r in results if isinstance(r, InvalidCode)]
+            assert len(winners) <= 1
+            assert len(winners) + len(refused) == 20, [type(r) for r in results]
+
+
+async def test_r09_recovery_pauses_at_the_failure_limit(database_url: str) -> None:
+    """R9: failures across codes and attempts count against the account, and at
+    ``account_max_failures`` even the right code is refused (for a while: see below)."""
     async with code_env(database_url, account_max_failures=3) as env:
         first = await env.issue(attempt_id=ATTEMPT)
         await env.refused(wrong(first.code))
@@ -538,7 +590,7 @@ async def test_r09_recovery_pauses_at_the_failure_limit(database_url: str) -> No
         assert await env.failures() == 3
         third = await env.issue(attempt_id=ATTEMPT)
         await env.refused(third.code)
-        assert await env.failures() == 4
+        assert await env.failures() == 3  # refused while paused, not counted
         # Another account is not affected.
         bob = await env.issue(user_id=BOB)
         assert await env.accept(bob.code, user_id=BOB) == bob.code_id

@@ -351,6 +351,16 @@ async def test_r37_current_hash_is_left_alone_on_sign_in(tmp_path: Path) -> None
         assert await stored_hash(services, user_id) == current
 
 
+async def test_r37_stronger_hash_is_kept_on_sign_in(tmp_path: Path) -> None:
+    """R37: rehash only when parameters *rise*; a stronger hash is never weakened."""
+    password = "amber lantern over quiet harbour"
+    strong = argon2.PasswordHasher(time_cost=3, memory_cost=65536, parallelism=2).hash(password)
+    async with services_on_sqlite(tmp_path) as services:
+        user_id = await insert_user(services, password_hash=strong)
+        await services.accounts.authenticate(email="ada@example.com", phone=None, password=password)
+        assert await stored_hash(services, user_id) == strong
+
+
 # R38: dummy hash for unknown users -------------------------------------------------------
 
 

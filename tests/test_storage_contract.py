@@ -174,3 +174,21 @@ async def test_outbox_claims_each_job_once_and_reclaims_after_the_lease(database
         assert job is not None and job.status == "sent" and job.sealed_payload is None
     finally:
         await db.close()
+
+
+async def test_migrations_build_exactly_the_declared_schema(database_url: str) -> None:
+    """The Alembic history and ``tables.py`` agree, on SQLite and PostgreSQL alike."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from resetflow.storage.tables import metadata
+
+    db = Database(database_url)
+    try:
+        async with db.read() as conn:
+            differences = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), metadata)
+            )
+    finally:
+        await db.close()
+    assert differences == []

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     code_ttl_seconds: int = Field(default=300, ge=30, le=600)
     code_max_tries: int = Field(default=5, ge=1, le=5)
     account_max_failures: int = Field(default=100, ge=1, le=100)
+    recovery_pause_seconds: int = Field(default=60, ge=1, le=24 * 3600)
+    recovery_max_pause_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     reset_grant_ttl_seconds: int = Field(default=600, ge=30, le=600)
     session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
     password_min_length: int = Field(default=15, ge=8, le=64)

@@ -61,6 +61,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         ttl_seconds=settings.code_ttl_seconds,
         max_tries=settings.code_max_tries,
         account_max_failures=settings.account_max_failures,
+        pause_seconds=settings.recovery_pause_seconds,
+        max_pause_seconds=settings.recovery_max_pause_seconds,
     )
     providers = build_providers(settings, mailbox=mailbox, clock=clock)
     worker = DeliveryWorker(

@@ -30,6 +30,7 @@ class User:
     email_verified_at: datetime | None
     phone_verified_at: datetime | None
     code_failures: int
+    code_failure_at: datetime | None
     created_at: datetime
 
     def contact(self, channel: Channel) -> str | None:

@@ -11,7 +11,7 @@ import unicodedata
 from functools import cache
 
 from argon2 import PasswordHasher as Argon2Hasher
-from argon2 import Type
+from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from resetflow.errors import PasswordRejected
@@ -56,7 +56,23 @@ class PasswordHasher:
         return matched and password_hash is not None
 
     def needs_rehash(self, password_hash: str) -> bool:
-        return self._argon2.check_needs_rehash(password_hash)
+        """True when the hash is weaker than today's parameters (R37).
+
+        Not argon2's ``check_needs_rehash``, which is true for *any* difference and so
+        would also replace a stronger hash (made with higher settings) by a weaker one.
+        """
+        try:
+            found = extract_parameters(password_hash)
+        except InvalidHashError:
+            return True
+        wanted = self._argon2
+        return (
+            found.type is not Type.ID
+            or found.memory_cost < wanted.memory_cost
+            or found.time_cost < wanted.time_cost
+            or found.hash_len < wanted.hash_len
+            or found.salt_len < wanted.salt_len
+        )
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:

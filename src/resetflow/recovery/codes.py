@@ -4,9 +4,15 @@ A code is 6 CSPRNG digits; only an HMAC bound to its account and purpose is stor
 bound to one attempt (an id held in the requesting browser's server-side session), lives
 ``ttl`` seconds, dies after ``max_tries`` wrong guesses, and is consumed by one atomic
 UPDATE. Every wrong guess also counts against the account (across codes and flows); at
-``account_max_failures`` no code is accepted, so recovery for that account pauses while
-password sign-in keeps working (R9). The escalating delay that lifts the pause is not
-built yet: today the pause lasts until the count is cleared in the database.
+``account_max_failures`` recovery for the account pauses, while password sign-in keeps
+working (R9): no code is accepted until ``pause_seconds`` after the last failure, a delay
+that doubles with every further failure (up to ``max_pause_seconds``). Submissions during
+a pause are refused without counting, so they cannot stretch it; only an accepted code
+clears the count (R13).
+
+Every refusal raises the same :class:`InvalidCode` (R21). A paused account answers like
+any wrong code, not 429, because unknown accounts cannot be paused and a distinct answer
+would tell them apart (R17); the per-client limits with ``Retry-After`` sit in front.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from resetflow.accounts.models import User
 from resetflow.clock import Clock
 from resetflow.crypto import Keyring, new_code, sha256_hex
 from resetflow.errors import InvalidCode
@@ -50,6 +57,8 @@ class OneTimeCodes:
         ttl_seconds: int = 300,
         max_tries: int = 5,
         account_max_failures: int = 100,
+        pause_seconds: int = 60,
+        max_pause_seconds: int = 24 * 3600,
     ) -> None:
         if not 0 < ttl_seconds <= 600:
             raise ValueError("a code may live at most 10 minutes (R4)")
@@ -59,6 +68,8 @@ class OneTimeCodes:
         self.ttl = timedelta(seconds=ttl_seconds)
         self._max_tries = max_tries
         self._account_max_failures = account_max_failures
+        self._pause = timedelta(seconds=pause_seconds)
+        self._max_pause = timedelta(seconds=max_pause_seconds)
 
     async def issue(
         self, conn: AsyncConnection, *, user_id: str, purpose: str, attempt_id: str
@@ -82,6 +93,15 @@ class OneTimeCodes:
         """Do the CPU work of :meth:`issue` for an unknown account (timing, R20)."""
         self._keyring.code_mac(user_id=DECOY_USER, purpose=purpose, code=new_code())
 
+    def paused_until(self, user: User, *, now: datetime) -> datetime | None:
+        """When recovery for ``user`` resumes, or ``None`` if it is not paused."""
+        excess = user.code_failures - self._account_max_failures
+        if excess < 0 or user.code_failure_at is None:
+            return None
+        delay = min(self._pause * 2 ** min(excess, 32), self._max_pause)
+        until = user.code_failure_at + delay
+        return until if now < until else None
+
     async def accept(
         self, *, user_id: str | None, purpose: str, attempt_id: str | None, submitted: str
     ) -> str:
@@ -94,7 +114,9 @@ class OneTimeCodes:
         accepted: str | None = None
         async with self._db.write() as conn:
             users, codes = UserRepository(conn), CodeRepository(conn)
-            user = await users.get(user_id) if user_id else None
+            # Lock the account first on every path: concurrent right and wrong guesses
+            # then touch the user and code rows in the same order (no deadlock).
+            user = await users.get(user_id, for_update=True) if user_id else None
             stored = await codes.current(user_id=user.id, purpose=purpose) if user else None
             mac_user = user.id if user else DECOY_USER
             # Always compute and compare a MAC, so every path costs the same.
@@ -104,19 +126,18 @@ class OneTimeCodes:
                 purpose=purpose,
                 code=submitted,
             )
-            if user is None:
+            if user is None or self.paused_until(user, now=now) is not None:
                 pass
             elif (
                 stored is None
                 or attempt_id is None
                 or not hmac.compare_digest(stored.attempt_hash, sha256_hex(attempt_id))
-                or user.code_failures >= self._account_max_failures
                 or stored.consumed_at is not None
                 or stored.failed_tries >= self._max_tries
                 or stored.expires_at <= now
                 or not matches
             ):
-                await users.add_code_failure(user.id)
+                await users.add_code_failure(user.id, now=now)
                 if stored is not None:
                     await codes.add_failed_try(stored.id)
             elif await codes.consume(stored.id, max_tries=self._max_tries, now=now):

@@ -60,6 +60,7 @@ users = Table(
     Column("phone_verified_at", UtcDateTime(), nullable=True),
     # Consecutive failed codes across all codes and flows (R9, R12).
     Column("code_failures", Integer, nullable=False, server_default="0"),
+    Column("code_failure_at", UtcDateTime(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
 )

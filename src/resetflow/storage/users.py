@@ -44,8 +44,10 @@ class UserRepository:
             )
         )
 
-    async def get(self, user_id: str) -> User | None:
-        return await self._one(users.c.id == user_id)
+    async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
+        """``for_update`` locks the row until the transaction ends (PostgreSQL; SQLite's
+        write transactions are exclusive anyway)."""
+        return await self._one(users.c.id == user_id, for_update=for_update)
 
     async def by_email(self, email: str) -> User | None:
         return await self._one(users.c.email == email)
@@ -82,19 +84,22 @@ class UserRepository:
             update(users).where(users.c.id == user_id).values({column: now, "updated_at": now})
         )
 
-    async def add_code_failure(self, user_id: str) -> None:
+    async def add_code_failure(self, user_id: str, *, now: datetime) -> None:
         # Increment in SQL, not read-modify-write: concurrent failures all count.
         await self._conn.execute(
             update(users)
             .where(users.c.id == user_id)
-            .values(code_failures=users.c.code_failures + 1)
+            .values(code_failures=users.c.code_failures + 1, code_failure_at=now)
         )
 
     async def clear_code_failures(self, user_id: str) -> None:
         await self._conn.execute(update(users).where(users.c.id == user_id).values(code_failures=0))
 
-    async def _one(self, condition: Any) -> User | None:
-        row = (await self._conn.execute(select(users).where(condition))).first()
+    async def _one(self, condition: Any, *, for_update: bool = False) -> User | None:
+        query = select(users).where(condition)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).first()
         return _to_user(row._mapping) if row else None
 
 
@@ -110,5 +115,6 @@ def _to_user(row: Any) -> User:
         email_verified_at=row["email_verified_at"],
         phone_verified_at=row["phone_verified_at"],
         code_failures=row["code_failures"],
+        code_failure_at=row["code_failure_at"],
         created_at=row["created_at"],
     )

@@ -34,6 +34,10 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "data_dir": tmp_path / "data",
             "worker_poll_seconds": 0.2,
             "delivery_backoff_seconds": 0.1,
+            # Generous limits, so that flow tests measure the flow; the tests of the limits
+            # themselves set the production defaults back (tests/test_abuse.py).
+            "limit_ip": "10000/minute",
+            "limit_destination": "1000/minute",
             "_env_file": None,
         }
         values.update(overrides)

@@ -22,6 +22,7 @@ from resetflow.storage.migrate import upgrade_async
 from resetflow.web import actions, pages
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
+from resetflow.web.metrics import MetricsMiddleware, metrics_router
 from resetflow.web.security import SecurityMiddleware
 from resetflow.web.sessions import SessionMiddleware
 
@@ -72,6 +73,14 @@ def create_app(
     if not settings.is_prod:
         app.include_router(pages.dev_router, dependencies=[Depends(current_user)])
     app.include_router(actions.router)
+    app.include_router(
+        metrics_router(
+            metrics=services.metrics,
+            database=services.database,
+            clock=services.clock,
+            token=settings.metrics_token,
+        )
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/healthz", include_in_schema=False)
@@ -102,4 +111,6 @@ def create_app(
         https_only=settings.is_prod,
         trusted_proxies=settings.trusted_proxy_networks,
     )
+    # Added last, so outermost: counts and times every answer, early refusals included.
+    app.add_middleware(MetricsMiddleware, metrics=services.metrics, router=app.router)
     return app

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from resetflow.ratelimit import LimitRules
+
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "xxx"})
 MIN_SECRET_LENGTH = 32
 
@@ -84,6 +86,16 @@ class Settings(BaseSettings):
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=256, ge=64, le=1024)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    # Bearer token for GET /metrics; unset (or empty): open, to be restricted at the proxy.
+    metrics_token: SecretStr | None = None
+
+    limits_enabled: bool = True
+    limit_ip: str = "20/minute;300/hour"
+    limit_global: str = "600/second"
+    limit_destination: str = "1/minute;3/15 minutes;10/day"
+    limit_sms_prefix: str = "20/hour"
+    sms_hourly_budget: int = Field(default=500, ge=1, le=1_000_000)
+    sms_allowed_countries: str = ""
 
     inprocess_worker: bool | None = None
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
@@ -99,6 +111,11 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _empty_metrics_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value is not None and value.get_secret_value() else None
+
     @field_validator("email_provider")
     @classmethod
     def _known_email_provider(cls, value: str) -> str:
@@ -108,6 +125,24 @@ class Settings(BaseSettings):
     @classmethod
     def _known_sms_provider(cls, value: str) -> str:
         return _one_of(value, {"twilio", "courier", "outbox", "console"})
+
+    @field_validator("limit_ip", "limit_global", "limit_destination", "limit_sms_prefix")
+    @classmethod
+    def _limits_parse(cls, value: str) -> str:
+        from resetflow.ratelimit import parse_rules
+
+        parse_rules(value)
+        return value
+
+    @field_validator("sms_allowed_countries")
+    @classmethod
+    def _regions_known(cls, value: str) -> str:
+        import phonenumbers
+
+        for region in _split(value):
+            if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
+                raise ValueError(f"{region!r} is not an ISO 3166 region code")
+        return value.upper()
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -147,6 +182,21 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         return tuple(
             ipaddress.ip_network(item, strict=False) for item in _split(self.trusted_proxies)
+        )
+
+    @property
+    def sms_countries(self) -> frozenset[str]:
+        """Regions SMS may go to; empty means every region."""
+        return frozenset(_split(self.sms_allowed_countries))
+
+    @property
+    def limit_rules(self) -> LimitRules:
+        return LimitRules(
+            per_ip=self.limit_ip,
+            global_=self.limit_global,
+            per_destination=self.limit_destination,
+            per_sms_prefix=self.limit_sms_prefix,
+            sms_budget=f"{self.sms_hourly_budget}/hour",
         )
 
     @property

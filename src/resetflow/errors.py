@@ -13,7 +13,7 @@
     ├── NotSignedIn (401)
     ├── ResetNotAllowed (403)      /reset-password without a fresh verified code
     ├── Forbidden (403)            CSRF or cross-site request
-    ├── RecoveryPaused (429)       too many failed codes for this account
+    ├── RateLimited (429)          too many requests from this client or overall
     └── ServiceUnavailable (503)
 """
 
@@ -36,7 +36,7 @@ class ErrorCode(StrEnum):
     RESET_NOT_ALLOWED = "reset_not_allowed"
     CSRF_FAILED = "csrf_failed"
     CROSS_SITE = "cross_site_request"
-    RECOVERY_PAUSED = "recovery_paused"
+    RATE_LIMITED = "rate_limited"
     SERVICE_UNAVAILABLE = "service_unavailable"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
@@ -122,10 +122,12 @@ class CrossSiteRequest(Forbidden):
     message = "Cross-site requests are not allowed."
 
 
-class RecoveryPaused(ResetflowError):
+class RateLimited(ResetflowError):
+    """Over a per-client or global limit; says nothing about any account (R18)."""
+
     status = 429
-    code = ErrorCode.RECOVERY_PAUSED
-    message = "Too many attempts. Please wait and try again later."
+    code = ErrorCode.RATE_LIMITED
+    message = "Too many requests. Please wait a moment and try again."
 
     def __init__(self, message: str | None = None, *, retry_after: int = 60) -> None:
         super().__init__(message)

@@ -7,14 +7,17 @@ from dataclasses import dataclass
 
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.accounts.service import AccountService
+from resetflow.audit import AuditLog
 from resetflow.clock import Clock
 from resetflow.config import Settings
 from resetflow.crypto import Keyring
+from resetflow.metrics import Metrics
 from resetflow.notify.outbox import Outbox
 from resetflow.notify.providers.base import Provider
 from resetflow.notify.providers.registry import build_providers
 from resetflow.notify.templates import TemplateRenderer
 from resetflow.notify.worker import DeliveryWorker, WorkerPolicy
+from resetflow.ratelimit import RateLimiter, make_storage
 from resetflow.recovery.codes import OneTimeCodes
 from resetflow.recovery.service import RecoveryService
 from resetflow.storage.database import Database
@@ -35,6 +38,9 @@ class Services:
     recovery: RecoveryService
     worker: DeliveryWorker
     providers: list[Provider]
+    metrics: Metrics
+    limiter: RateLimiter
+    audit: AuditLog
 
     async def close(self) -> None:
         for provider in self.providers:
@@ -46,6 +52,11 @@ class Services:
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     clock = clock or Clock()
     database = Database(settings.resolved_database_url)
+    limiter = RateLimiter(
+        storage=make_storage(settings.redis_url),
+        rules=settings.limit_rules,
+        enabled=settings.limits_enabled,
+    )
     keyring = Keyring(settings.secret())
     sessions = SqlSessionStore(database=database)
     outbox = Outbox(keyring=keyring)
@@ -54,6 +65,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     policy = PasswordPolicy(
         min_length=settings.password_min_length, max_length=settings.password_max_length
     )
+    audit = AuditLog(database=database, clock=clock)
     codes = OneTimeCodes(
         database=database,
         keyring=keyring,
@@ -63,8 +75,10 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         account_max_failures=settings.account_max_failures,
         pause_seconds=settings.recovery_pause_seconds,
         max_pause_seconds=settings.recovery_max_pause_seconds,
+        audit=audit,
     )
     providers = build_providers(settings, mailbox=mailbox, clock=clock)
+    metrics = Metrics()
     worker = DeliveryWorker(
         database=database,
         outbox=outbox,
@@ -77,6 +91,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             lease_seconds=settings.delivery_lease_seconds,
             poll_seconds=settings.worker_poll_seconds,
         ),
+        metrics=metrics,
     )
     return Services(
         settings=settings,
@@ -93,7 +108,10 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             policy=policy,
             clock=clock,
             base_url=settings.base_url,
+            audit=audit,
+            limiter=limiter,
             default_phone_region=settings.default_phone_region,
+            sms_countries=settings.sms_countries,
         ),
         recovery=RecoveryService(
             database=database,
@@ -105,7 +123,12 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             clock=clock,
             base_url=settings.base_url,
             grant_ttl_seconds=settings.reset_grant_ttl_seconds,
+            audit=audit,
+            limiter=limiter,
         ),
         worker=worker,
+        limiter=limiter,
+        audit=audit,
         providers=list({id(p): p for ps in providers.values() for p in ps}.values()),
+        metrics=metrics,
     )

@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 import secrets
 from dataclasses import dataclass
 
+import phonenumbers
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resetflow.accounts.contacts import ContactError, normalise_email, normalise_phone
+from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
+from resetflow.audit import AuditEvent, AuditLog
+from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.errors import InvalidCredentials, InvalidInput
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
+from resetflow.ratelimit import RateLimiter
 from resetflow.recovery.codes import OneTimeCodes, verify_purpose
 from resetflow.storage.database import Database
 from resetflow.storage.users import UserRepository
-
-log = logging.getLogger("resetflow.accounts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,10 @@ class AccountService:
         policy: PasswordPolicy,
         clock: Clock,
         base_url: str,
+        audit: AuditLog,
+        limiter: RateLimiter,
         default_phone_region: str | None = None,
+        sms_countries: frozenset[str] = frozenset(),
     ) -> None:
         self._db = database
         self._codes = codes
@@ -53,6 +57,9 @@ class AccountService:
         self._clock = clock
         self._base_url = base_url
         self._region = default_phone_region
+        self._audit = audit
+        self._limiter = limiter
+        self._sms_countries = sms_countries
 
     def parse_email(self, raw: str) -> str:
         """The normalised email, or :class:`InvalidInput` on ``email``."""
@@ -85,7 +92,12 @@ class AccountService:
         return normal_email, normal_phone
 
     async def sign_up(
-        self, account: NewAccount, *, attempt_id: str, verify: bool = True
+        self,
+        account: NewAccount,
+        *,
+        attempt_id: str,
+        verify: bool = True,
+        client: ClientInfo | None = None,
     ) -> str | None:
         """Create the account and send a code to its preferred contact.
 
@@ -95,7 +107,11 @@ class AccountService:
         both contacts are marked verified and no code is sent.
         """
         email, phone = self.normalise_contacts(email=account.email, phone=account.phone)
+        self._check_sms_allowed(phone, account.preference)
         self._policy.check(account.password, personal=(account.name, email, phone))
+        contact = email if account.preference is Channel.EMAIL else phone
+        # Counted before the look-up, for taken and free contacts alike (R17).
+        may_send = await self._limiter.allow_destination(contact)
         password_hash = await self._hasher.hash(account.password)
         now = self._clock.now()
         user_id = secrets.token_hex(16)
@@ -103,7 +119,8 @@ class AccountService:
             users = UserRepository(conn)
             existing = await users.by_email(email) or await users.by_phone(phone)
             if existing is not None:
-                await self._tell_existing_owner(conn, existing, email=email, phone=phone)
+                if may_send:
+                    await self._tell_existing_owner(conn, existing, email=email, phone=phone)
                 user_id_or_none: str | None = None
             else:
                 await users.insert(
@@ -116,7 +133,7 @@ class AccountService:
                     locale=account.locale,
                     now=now,
                 )
-                if verify:
+                if verify and may_send:
                     user = await users.get(user_id)
                     assert user is not None
                     await self._send_verification(
@@ -126,12 +143,25 @@ class AccountService:
                     await users.mark_verified(user_id, Channel.EMAIL, now=now)
                     await users.mark_verified(user_id, Channel.SMS, now=now)
                 user_id_or_none = user_id
+            await self._audit.record(
+                AuditEvent.SIGN_UP,
+                outcome="created" if user_id_or_none else "contact_taken",
+                client=client,
+                user_id=user_id_or_none or (existing.id if existing else None),
+                conn=conn,
+                destination=mask(contact),
+                limited="yes" if not may_send else None,
+            )
         self._outbox.wake()
-        log.info("sign_up", extra={"outcome": "created" if user_id_or_none else "duplicate"})
         return user_id_or_none
 
     async def request_verification(
-        self, *, user_id: str | None, channel: Channel, attempt_id: str
+        self,
+        *,
+        user_id: str | None,
+        channel: Channel,
+        attempt_id: str,
+        client: ClientInfo | None = None,
     ) -> None:
         """Send a fresh code to the account's ``channel`` contact if it is unverified.
 
@@ -143,13 +173,34 @@ class AccountService:
             return
         async with self._db.write() as conn:
             user = await UserRepository(conn).get(user_id)
-            if user is None or user.contact(channel) is None or user.is_verified(channel):
+            contact = user.contact(channel) if user else None
+            if user is None or contact is None or user.is_verified(channel):
                 return
-            await self._send_verification(conn, user, channel, attempt_id=attempt_id)
+            if channel is Channel.SMS:
+                self._check_sms_allowed(contact, channel)
+            if not await self._limiter.allow_destination(contact):
+                outcome = "limited"
+            else:
+                await self._send_verification(conn, user, channel, attempt_id=attempt_id)
+                outcome = "code_queued"
+            await self._audit.record(
+                AuditEvent.CONTACT_VERIFICATION_SENT,
+                outcome=outcome,
+                client=client,
+                user_id=user.id,
+                conn=conn,
+                channel=channel.value,
+            )
         self._outbox.wake()
 
     async def verify_contact(
-        self, *, user_id: str | None, channel: Channel, attempt_id: str | None, code: str
+        self,
+        *,
+        user_id: str | None,
+        channel: Channel,
+        attempt_id: str | None,
+        code: str,
+        client: ClientInfo | None = None,
     ) -> None:
         """Mark the ``channel`` contact verified, or raise :class:`InvalidCode`."""
         async with self._db.read() as conn:
@@ -159,13 +210,28 @@ class AccountService:
             purpose=verify_purpose(channel.value),
             attempt_id=attempt_id,
             submitted=code,
+            client=client,
         )
         assert user is not None
         async with self._db.write() as conn:
             await UserRepository(conn).mark_verified(user.id, channel, now=self._clock.now())
-        log.info("contact_verified", extra={"user_id": user.id, "channel": channel.value})
+            await self._audit.record(
+                AuditEvent.CONTACT_VERIFIED,
+                outcome="ok",
+                client=client,
+                user_id=user.id,
+                conn=conn,
+                channel=channel.value,
+            )
 
-    async def authenticate(self, *, email: str | None, phone: str | None, password: str) -> User:
+    async def authenticate(
+        self,
+        *,
+        email: str | None,
+        phone: str | None,
+        password: str,
+        client: ClientInfo | None = None,
+    ) -> User:
         """The account these credentials open, or :class:`InvalidCredentials`.
 
         Unknown accounts cost one dummy hash check, like known ones (R38). A hash made
@@ -175,7 +241,12 @@ class AccountService:
             users = UserRepository(conn)
             user = await (users.by_email(email) if email else users.by_phone(phone or ""))
         if not await self._hasher.verify(user.password_hash if user else None, password):
-            log.info("sign_in", extra={"outcome": "failed", "user_id": user.id if user else None})
+            await self._audit.record(
+                AuditEvent.SIGN_IN,
+                outcome="wrong_password" if user else "unknown_account",
+                client=client,
+                user_id=user.id if user else None,
+            )
             raise InvalidCredentials()
         assert user is not None
         if self._hasher.needs_rehash(user.password_hash):
@@ -184,8 +255,17 @@ class AccountService:
                 await UserRepository(conn).set_password_hash(
                     user.id, new_hash, now=self._clock.now()
                 )
-        log.info("sign_in", extra={"outcome": "ok", "user_id": user.id})
+        await self._audit.record(AuditEvent.SIGN_IN, outcome="ok", client=client, user_id=user.id)
         return user
+
+    def _check_sms_allowed(self, phone: str, channel: Channel) -> None:
+        """SMS only to the regions the operator allows (SMS pumping)."""
+        if channel is not Channel.SMS or not self._sms_countries:
+            return
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
+        if region not in self._sms_countries:
+            message = "We cannot send text messages to this country. Choose email for codes."
+            raise InvalidInput(fields={"preference": message})
 
     async def get(self, user_id: str) -> User | None:
         async with self._db.read() as conn:
@@ -223,7 +303,6 @@ class AccountService:
         channel = Channel.EMAIL if owner.email == email else Channel.SMS
         contact = owner.contact(channel)
         assert contact is not None
-        self._codes.decoy(purpose="verify")
         await self._outbox.enqueue(
             conn,
             notification=Notification.ACCOUNT_EXISTS,

@@ -15,6 +15,7 @@ class Notification(StrEnum):
     VERIFY_CONTACT = "verify-contact"
     PASSWORD_CHANGED = "password-changed"
     ACCOUNT_EXISTS = "account-exists"
+    CONTACT_CHANGED = "contact-changed"
 
 
 @dataclass(frozen=True, slots=True)

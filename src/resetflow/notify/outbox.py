@@ -20,7 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from resetflow.accounts.models import Channel
 from resetflow.crypto import Keyring
 from resetflow.notify.messages import Notification, Route
-from resetflow.storage.deliveries import DeliveryRepository
+from resetflow.storage.deliveries import DECOY, QUEUED, DeliveryRepository
+
+# Where decoy jobs pretend to go; the reserved .invalid domain never resolves.
+DECOY_ROUTE = Route(channel=Channel.EMAIL, to="decoy@resetflow.invalid")
 
 
 class Outbox:
@@ -39,11 +42,13 @@ class Outbox:
         user_id: str | None,
         now: datetime,
         expires_at: datetime | None = None,
+        decoy: bool = False,
     ) -> str:
         """Record a delivery job in the caller's transaction; returns the job id.
 
         ``routes`` are tried in order (failover); ``expires_at`` stops a job from being
-        sent after the code in it has expired. Call :meth:`wake` after the commit.
+        sent after the code in it has expired. Call :meth:`wake` after the commit. A
+        ``decoy`` job is written exactly like a real one but no worker ever claims it.
         """
         if not routes:
             raise ValueError("a delivery job needs at least one route")
@@ -61,6 +66,7 @@ class Outbox:
             sealed_payload=sealed,
             expires_at=expires_at,
             now=now,
+            status=DECOY if decoy else QUEUED,
         )
         return job_id
 

@@ -20,6 +20,7 @@ from datetime import timedelta
 from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel
 from resetflow.clock import Clock
+from resetflow.metrics import Metrics
 from resetflow.notify.messages import Route
 from resetflow.notify.outbox import Outbox
 from resetflow.notify.providers.base import Provider, ProviderError
@@ -50,6 +51,7 @@ class DeliveryWorker:
         renderer: TemplateRenderer,
         clock: Clock,
         policy: WorkerPolicy | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = database
         self._outbox = outbox
@@ -57,6 +59,7 @@ class DeliveryWorker:
         self._renderer = renderer
         self._clock = clock
         self._policy = policy or WorkerPolicy()
+        self._metrics = metrics
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stopping = asyncio.Event()
 
@@ -184,6 +187,7 @@ class DeliveryWorker:
                     provider_message_id=result.provider_message_id,
                     now=self._clock.now(),
                 )
+            self._count_attempt(route, provider, deliveries.SENT)
             log.info(
                 "delivery_sent",
                 extra={
@@ -211,6 +215,7 @@ class DeliveryWorker:
                 error=error,
                 now=self._clock.now(),
             )
+        self._count_attempt(route, provider, status)
         log.warning(
             "delivery_attempt_failed",
             extra={
@@ -220,6 +225,12 @@ class DeliveryWorker:
                 "reason": error,
             },
         )
+
+    def _count_attempt(self, route: Route, provider: Provider, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.delivery_attempt(
+                channel=route.channel.value, provider=provider.name, status=status
+            )
 
     async def _finish(self, job: DeliveryJob, *, status: str, error: str) -> None:
         async with self._db.write() as conn:

@@ -25,15 +25,16 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import User
+from resetflow.audit import AuditEvent, AuditLog
+from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.crypto import Keyring, new_code, sha256_hex
 from resetflow.errors import InvalidCode
-from resetflow.storage.codes import CodeRepository
+from resetflow.storage.codes import CodeRepository, StoredCode
 from resetflow.storage.database import Database
-from resetflow.storage.users import UserRepository
+from resetflow.storage.users import DECOY_USER_ID, UserRepository
 
 RESET = "reset"
-DECOY_USER = "0" * 32
 
 
 def verify_purpose(channel: str) -> str:
@@ -59,6 +60,7 @@ class OneTimeCodes:
         account_max_failures: int = 100,
         pause_seconds: int = 60,
         max_pause_seconds: int = 24 * 3600,
+        audit: AuditLog | None = None,
     ) -> None:
         if not 0 < ttl_seconds <= 600:
             raise ValueError("a code may live at most 10 minutes (R4)")
@@ -70,6 +72,7 @@ class OneTimeCodes:
         self._account_max_failures = account_max_failures
         self._pause = timedelta(seconds=pause_seconds)
         self._max_pause = timedelta(seconds=max_pause_seconds)
+        self._audit = audit
 
     async def issue(
         self, conn: AsyncConnection, *, user_id: str, purpose: str, attempt_id: str
@@ -91,7 +94,7 @@ class OneTimeCodes:
 
     def decoy(self, *, purpose: str) -> None:
         """Do the CPU work of :meth:`issue` for an unknown account (timing, R20)."""
-        self._keyring.code_mac(user_id=DECOY_USER, purpose=purpose, code=new_code())
+        self._keyring.code_mac(user_id=DECOY_USER_ID, purpose=purpose, code=new_code())
 
     def paused_until(self, user: User, *, now: datetime) -> datetime | None:
         """When recovery for ``user`` resumes, or ``None`` if it is not paused."""
@@ -103,12 +106,19 @@ class OneTimeCodes:
         return until if now < until else None
 
     async def accept(
-        self, *, user_id: str | None, purpose: str, attempt_id: str | None, submitted: str
+        self,
+        *,
+        user_id: str | None,
+        purpose: str,
+        attempt_id: str | None,
+        submitted: str,
+        client: ClientInfo | None = None,
     ) -> str:
         """Consume the code if ``submitted`` is right; returns the code id.
 
         Raises :class:`InvalidCode` for every kind of failure alike (unknown account, no
-        code, another attempt's code, expired, used, burned, paused, wrong) (R21).
+        code, another attempt's code, expired, used, burned, paused, wrong) (R21); the
+        audit trail records which it was.
         """
         now = self._clock.now()
         accepted: str | None = None
@@ -118,32 +128,62 @@ class OneTimeCodes:
             # then touch the user and code rows in the same order (no deadlock).
             user = await users.get(user_id, for_update=True) if user_id else None
             stored = await codes.current(user_id=user.id, purpose=purpose) if user else None
-            mac_user = user.id if user else DECOY_USER
             # Always compute and compare a MAC, so every path costs the same.
             matches = self._keyring.codes_match(
                 stored.code_mac if stored else bytes(32),
-                user_id=mac_user,
+                user_id=user.id if user else DECOY_USER_ID,
                 purpose=purpose,
                 code=submitted,
             )
-            if user is None or self.paused_until(user, now=now) is not None:
-                pass
-            elif (
-                stored is None
-                or attempt_id is None
-                or not hmac.compare_digest(stored.attempt_hash, sha256_hex(attempt_id))
-                or stored.consumed_at is not None
-                or stored.failed_tries >= self._max_tries
-                or stored.expires_at <= now
-                or not matches
-            ):
+            reason = self._refusal(user, stored, attempt_id=attempt_id, matches=matches, now=now)
+            if user is not None and reason not in (None, "paused"):
                 await users.add_code_failure(user.id, now=now)
                 if stored is not None:
                     await codes.add_failed_try(stored.id)
-            elif await codes.consume(stored.id, max_tries=self._max_tries, now=now):
-                await users.clear_code_failures(user.id)
-                accepted = stored.id
+            elif user is not None and stored is not None and reason is None:
+                if await codes.consume(stored.id, max_tries=self._max_tries, now=now):
+                    await users.clear_code_failures(user.id)
+                    accepted = stored.id
+                else:
+                    reason = "used"
+            if self._audit is not None:
+                await self._audit.record(
+                    AuditEvent.CODE_ACCEPTED if accepted else AuditEvent.CODE_REJECTED,
+                    outcome=reason or "accepted",
+                    client=client,
+                    user_id=user.id if user else None,
+                    conn=conn,
+                    purpose=purpose,
+                )
         # Raised after the commit, so that the failure counts above are kept.
         if accepted is None:
             raise InvalidCode()
         return accepted
+
+    def _refusal(
+        self,
+        user: User | None,
+        stored: StoredCode | None,
+        *,
+        attempt_id: str | None,
+        matches: bool,
+        now: datetime,
+    ) -> str | None:
+        """Why a submission fails (for the audit trail), or ``None`` if it may succeed."""
+        if user is None:
+            return "unknown_account"
+        if self.paused_until(user, now=now) is not None:
+            return "paused"
+        if (
+            stored is None
+            or attempt_id is None
+            or not hmac.compare_digest(stored.attempt_hash, sha256_hex(attempt_id))
+        ):
+            return "no_code"
+        if stored.consumed_at is not None:
+            return "used"
+        if stored.failed_tries >= self._max_tries:
+            return "burned"
+        if stored.expires_at <= now:
+            return "expired"
+        return None if matches else "wrong"

@@ -6,24 +6,24 @@ service never sees cookies.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
+from resetflow.audit import AuditEvent, AuditLog
+from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.errors import InvalidInput, ResetNotAllowed
 from resetflow.notify.messages import Notification, Route
-from resetflow.notify.outbox import Outbox
+from resetflow.notify.outbox import DECOY_ROUTE, Outbox
+from resetflow.ratelimit import RateLimiter
 from resetflow.recovery.codes import RESET, OneTimeCodes
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.sessions import SessionStore
-from resetflow.storage.users import UserRepository
-
-log = logging.getLogger("resetflow.recovery")
+from resetflow.storage.users import DECOY_USER_ID, UserRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,8 @@ class RecoveryService:
         sessions: SessionStore,
         clock: Clock,
         base_url: str,
+        audit: AuditLog,
+        limiter: RateLimiter,
         grant_ttl_seconds: int = 600,
     ) -> None:
         self._db = database
@@ -58,55 +60,95 @@ class RecoveryService:
         self._clock = clock
         self._base_url = base_url
         self._grant_ttl = timedelta(seconds=grant_ttl_seconds)
+        self._audit = audit
+        self._limiter = limiter
 
     async def request_reset(
-        self, *, email: str | None, phone: str | None, attempt_id: str
+        self,
+        *,
+        email: str | None,
+        phone: str | None,
+        attempt_id: str,
+        client: ClientInfo | None = None,
     ) -> str | None:
         """Queue a code for the account with this (normalised) contact, if there is one.
 
         Returns the account id for the caller's session, or ``None``; the caller must
         answer the same either way (R19). Nothing about the account changes (R8). Only
-        verified contacts receive the code, the preferred one first (R42).
+        verified contacts receive the code, the preferred one first (R42). At most
+        ``RESETFLOW_LIMIT_DESTINATION`` codes go to one contact, known or not (R15, R17).
+
+        Unknown, unverified and rate-limited requests do the same database work as a
+        real one, on the decoy account and a decoy job that no worker sends (R20).
         """
         now = self._clock.now()
+        destination = email or phone or ""
+        allowed = await self._limiter.allow_destination(destination)
         async with self._db.write() as conn:
             users = UserRepository(conn)
             user = await (users.by_email(email) if email else users.by_phone(phone or ""))
             routes = _routes(user, user.verified_channels) if user else []
-            if user is None or not routes:
-                self._codes.decoy(purpose=RESET)
-                log.info("reset_requested", extra={"outcome": "no_verified_account"})
-                return user.id if user else None
+            real = user is not None and bool(routes) and allowed
+            target = user if real and user is not None else None
             issued = await self._codes.issue(
-                conn, user_id=user.id, purpose=RESET, attempt_id=attempt_id
+                conn,
+                user_id=target.id if target else DECOY_USER_ID,
+                purpose=RESET,
+                attempt_id=attempt_id,
             )
             await self._outbox.enqueue(
                 conn,
                 notification=Notification.PASSWORD_RESET_TOKEN,
-                routes=routes,
-                context=self._context(user, token=issued.code),
-                locale=user.locale,
-                user_id=user.id,
+                routes=routes if target else [DECOY_ROUTE],
+                context=self._context(target or user or _DECOY_PROFILE, token=issued.code),
+                locale=(target or user or _DECOY_PROFILE).locale,
+                user_id=target.id if target else None,
                 now=now,
                 expires_at=issued.expires_at,
+                decoy=target is None,
             )
-        self._outbox.wake()
-        log.info("reset_requested", extra={"user_id": user.id, "outcome": "code_queued"})
-        return user.id
+            if not allowed:
+                outcome = "limited"
+            elif user is None:
+                outcome = "unknown_contact"
+            elif not routes:
+                outcome = "no_verified_contact"
+            else:
+                outcome = "code_queued"
+            await self._audit.record(
+                AuditEvent.RESET_REQUESTED,
+                outcome=outcome,
+                client=client,
+                user_id=user.id if user else None,
+                conn=conn,
+                destination=mask(destination),
+            )
+        if target is not None:
+            self._outbox.wake()
+        return user.id if user else None
 
     async def verify_code(
-        self, *, user_id: str | None, attempt_id: str | None, code: str
+        self,
+        *,
+        user_id: str | None,
+        attempt_id: str | None,
+        code: str,
+        client: ClientInfo | None = None,
     ) -> ResetGrant:
         """Accept the code of this attempt, or raise :class:`InvalidCode` (R5, R6, R11)."""
         code_id = await self._codes.accept(
-            user_id=user_id, purpose=RESET, attempt_id=attempt_id, submitted=code
+            user_id=user_id, purpose=RESET, attempt_id=attempt_id, submitted=code, client=client
         )
         assert user_id is not None
-        log.info("reset_code_accepted", extra={"user_id": user_id})
         return ResetGrant(user_id=user_id, code_id=code_id, granted_at=self._clock.now())
 
     async def reset_password(
-        self, *, grant: ResetGrant | None, new_password: str, confirmation: str
+        self,
+        *,
+        grant: ResetGrant | None,
+        new_password: str,
+        confirmation: str,
+        client: ClientInfo | None = None,
     ) -> None:
         """Set the new password once per grant, end every session, tell every contact."""
         now = self._clock.now()
@@ -141,11 +183,13 @@ class RecoveryService:
                     user_id=user.id,
                     now=now,
                 )
+            await self._audit.record(
+                AuditEvent.PASSWORD_CHANGED, outcome="ok", client=client, user_id=user.id, conn=conn
+            )
         self._outbox.wake()
         ended = await self._sessions.delete_user(user.id)
-        log.info(
-            "password_changed",
-            extra={"user_id": user.id, "sessions_ended": ended, "to": mask(user.email)},
+        await self._audit.record(
+            AuditEvent.SESSIONS_ENDED, outcome="ok", client=client, user_id=user.id, count=ended
         )
 
     def _context(self, user: User, **extra: str) -> dict[str, object]:
@@ -155,6 +199,23 @@ class RecoveryService:
             "ttl_minutes": int(self._codes.ttl.total_seconds() // 60),
             **extra,
         }
+
+
+# A stand-in with the shape of a real profile, so that decoy messages cost the same.
+_DECOY_PROFILE = User(
+    id=DECOY_USER_ID,
+    name="decoy",
+    email=DECOY_ROUTE.to,
+    phone=None,
+    password_hash="!",  # noqa: S106 - not a hash: never matches
+    preference=Channel.EMAIL,
+    locale="en",
+    email_verified_at=None,
+    phone_verified_at=None,
+    code_failures=0,
+    code_failure_at=None,
+    created_at=datetime(2026, 1, 1, tzinfo=UTC),
+)
 
 
 def _routes(user: User, channels: list[Channel]) -> list[Route]:

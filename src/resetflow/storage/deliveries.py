@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.tables import delivery_attempts, delivery_jobs
@@ -20,6 +20,8 @@ QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
+# Written for unknown accounts so that they cost what real requests cost; never claimed.
+DECOY = "decoy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,7 @@ class DeliveryRepository:
         sealed_payload: bytes,
         expires_at: datetime | None,
         now: datetime,
+        status: str = QUEUED,
     ) -> None:
         await self._conn.execute(
             insert(delivery_jobs).values(
@@ -73,7 +76,7 @@ class DeliveryRepository:
                 user_id=user_id,
                 notification=notification,
                 locale=locale,
-                status=QUEUED,
+                status=status,
                 sealed_payload=sealed_payload,
                 next_attempt_at=now,
                 expires_at=expires_at,
@@ -204,6 +207,14 @@ class DeliveryRepository:
         )
         return result.rowcount == 1
 
+    async def purge_decoys(self, *, before: datetime) -> int:
+        result = await self._conn.execute(
+            delete(delivery_jobs).where(
+                (delivery_jobs.c.status == DECOY) & (delivery_jobs.c.created_at < before)
+            )
+        )
+        return result.rowcount
+
     async def get(self, job_id: str) -> DeliveryJob | None:
         row = (
             await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id == job_id))
@@ -211,7 +222,12 @@ class DeliveryRepository:
         return _to_job(row._mapping) if row else None
 
     async def list_jobs(self, *, limit: int = 50, user_id: str | None = None) -> list[DeliveryJob]:
-        query = select(delivery_jobs).order_by(delivery_jobs.c.created_at.desc()).limit(limit)
+        query = (
+            select(delivery_jobs)
+            .where(delivery_jobs.c.status != DECOY)
+            .order_by(delivery_jobs.c.created_at.desc())
+            .limit(limit)
+        )
         if user_id is not None:
             query = query.where(delivery_jobs.c.user_id == user_id)
         return [_to_job(row._mapping) for row in await self._conn.execute(query)]

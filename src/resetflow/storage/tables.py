@@ -150,3 +150,16 @@ dev_outbox = Table(
     Column("notification", String(64), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
 )
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime(), nullable=False, index=True),
+    Column("event", String(32), nullable=False, index=True),
+    Column("outcome", String(32), nullable=False),
+    Column("user_id", String(32), nullable=True, index=True),
+    Column("ip", String(64), nullable=False),
+    Column("user_agent", String(256), nullable=False),
+    Column("detail", Text, nullable=False),
+)

@@ -11,6 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from resetflow.accounts.models import Channel, User
 from resetflow.storage.tables import users
 
+# The decoy account (migration 0003): requests for unknown addresses write to it, so that
+# they cost what real ones cost. It has no usable password and nothing verified.
+DECOY_USER_ID = "0" * 32
+
 
 class UserRepository:
     """Reads and writes ``users`` on the connection (and transaction) it is given."""
@@ -64,12 +68,17 @@ class UserRepository:
 
     async def list(self, *, limit: int = 100, offset: int = 0) -> list[User]:
         rows = await self._conn.execute(
-            select(users).order_by(users.c.created_at, users.c.id).limit(limit).offset(offset)
+            select(users)
+            .where(users.c.id != DECOY_USER_ID)
+            .order_by(users.c.created_at, users.c.id)
+            .limit(limit)
+            .offset(offset)
         )
         return [_to_user(row._mapping) for row in rows]
 
     async def count(self) -> int:
-        return int((await self._conn.execute(select(func.count()).select_from(users))).scalar_one())
+        query = select(func.count()).select_from(users).where(users.c.id != DECOY_USER_ID)
+        return int((await self._conn.execute(query)).scalar_one())
 
     async def set_password_hash(self, user_id: str, password_hash: str, *, now: datetime) -> None:
         await self._conn.execute(
@@ -82,6 +91,25 @@ class UserRepository:
         column = "email_verified_at" if channel is Channel.EMAIL else "phone_verified_at"
         await self._conn.execute(
             update(users).where(users.c.id == user_id).values({column: now, "updated_at": now})
+        )
+
+    async def set_contact(
+        self, user_id: str, channel: Channel, value: str, *, verified_at: datetime
+    ) -> None:
+        """Replace the ``channel`` contact with ``value``, verified at ``verified_at``."""
+        if channel is Channel.EMAIL:
+            values = {"email": value, "email_verified_at": verified_at}
+        else:
+            values = {"phone": value, "phone_verified_at": verified_at}
+        await self._conn.execute(
+            update(users).where(users.c.id == user_id).values({**values, "updated_at": verified_at})
+        )
+
+    async def set_preference(self, user_id: str, preference: Channel, *, now: datetime) -> None:
+        await self._conn.execute(
+            update(users)
+            .where(users.c.id == user_id)
+            .values(preference=preference.value, updated_at=now)
         )
 
     async def add_code_failure(self, user_id: str, *, now: datetime) -> None:

@@ -14,8 +14,10 @@ from starlette.responses import Response
 
 from resetflow.accounts.models import Channel
 from resetflow.accounts.service import NewAccount
-from resetflow.crypto import new_token
-from resetflow.errors import InvalidInput, NotSignedIn
+from resetflow.audit import AuditEvent
+from resetflow.client import MAX_USER_AGENT, ClientInfo, client_ip
+from resetflow.crypto import new_token, sha256_hex
+from resetflow.errors import InvalidInput, NotSignedIn, RateLimited
 from resetflow.recovery.service import ResetGrant
 from resetflow.services import Services
 from resetflow.web import schemas
@@ -42,11 +44,40 @@ def _services(request: Request) -> Services:
     return services
 
 
+def client_of(request: Request) -> ClientInfo:
+    """The client as the audit trail and limits see it (set by :func:`_read`)."""
+    client = request.scope["state"].get("client")
+    if client is None:
+        settings = _services(request).settings
+        peer = request.client.host if request.client else None
+        client = ClientInfo(
+            ip=client_ip(
+                peer,
+                request.headers.get("x-forwarded-for"),
+                trusted=settings.trusted_proxy_networks,
+            ),
+            user_agent=request.headers.get("user-agent", "")[:MAX_USER_AGENT],
+        )
+        request.scope["state"]["client"] = client
+    assert isinstance(client, ClientInfo)
+    return client
+
+
 async def _read(
     request: Request, model: type[ModelT], *, page: str, keep: tuple[str, ...] = ()
 ) -> ModelT:
     """Read the body; on error the form's ``page`` is shown again with the ``keep`` fields."""
     request.scope["state"]["form_page"] = page
+    # Every POST counts against its client's and the global limits (R16).
+    services = _services(request)
+    client = client_of(request)
+    try:
+        await services.limiter.check_request(action=request.url.path, ip=client.ip)
+    except RateLimited:
+        await services.audit.record(
+            AuditEvent.LIMIT_HIT, outcome="client", client=client, action=request.url.path
+        )
+        raise
     if keep and request.headers.get("content-type", "").startswith("application/x-www-form"):
         form = await request.form()
         request.scope["state"]["form_values"] = {k: form.get(k, "") for k in keep}
@@ -75,6 +106,7 @@ async def create_user(request: Request) -> Response:
             locale=data.locale,
         ),
         attempt_id=attempt_id,
+        client=client_of(request),
     )
     session = session_of(request)
     # Same session changes for a new and a taken address (R52).
@@ -106,6 +138,7 @@ async def verify_contact(request: Request) -> Response:
         channel=channel,
         attempt_id=pending.get("attempt"),
         code=data.token,
+        client=client_of(request),
     )
     session.pop("verify")
     session.rotate()
@@ -126,6 +159,7 @@ async def resend_verification(request: Request) -> Response:
         user_id=pending.get("user"),
         channel=Channel(pending.get("channel", "email")),
         attempt_id=attempt_id,
+        client=client_of(request),
     )
     if pending:
         session.set("verify", {**pending, "attempt": attempt_id})
@@ -144,7 +178,7 @@ async def verify_another_contact(request: Request) -> Response:
     channel = Channel(data.channel)
     attempt_id = new_token()
     await _services(request).accounts.request_verification(
-        user_id=session.user_id, channel=channel, attempt_id=attempt_id
+        user_id=session.user_id, channel=channel, attempt_id=attempt_id, client=client_of(request)
     )
     session.set(
         "verify", {"user": session.user_id, "attempt": attempt_id, "channel": channel.value}
@@ -167,9 +201,17 @@ async def send_token(request: Request) -> Response:
     mode = "email" if data.email is not None else "phone"
     email = services.accounts.parse_email(data.email) if data.email is not None else None
     phone = services.accounts.parse_phone(data.phone) if data.phone is not None else None
-    attempt_id = new_token()
-    user_id = await services.recovery.request_reset(email=email, phone=phone, attempt_id=attempt_id)
-    session_of(request).set("reset", {"user": user_id, "attempt": attempt_id, "mode": mode})
+    destination = sha256_hex(email or phone or "")
+    previous = session_of(request).get("reset") or {}
+    # Asking again for the same contact keeps the attempt: if this request is over the
+    # per-contact limit and sends nothing, the code already sent still works here.
+    attempt_id = previous["attempt"] if previous.get("to") == destination else new_token()
+    user_id = await services.recovery.request_reset(
+        email=email, phone=phone, attempt_id=attempt_id, client=client_of(request)
+    )
+    session_of(request).set(
+        "reset", {"user": user_id, "attempt": attempt_id, "mode": mode, "to": destination}
+    )
     session_of(request).pop("grant")
     return action_done(
         request,
@@ -184,7 +226,10 @@ async def verify_token(request: Request) -> Response:
     session = session_of(request)
     reset = session.get("reset") or {}
     grant = await _services(request).recovery.verify_code(
-        user_id=reset.get("user"), attempt_id=reset.get("attempt"), code=data.token
+        user_id=reset.get("user"),
+        attempt_id=reset.get("attempt"),
+        code=data.token,
+        client=client_of(request),
     )
     session.pop("reset")
     session.rotate()
@@ -209,7 +254,10 @@ async def reset_password(request: Request) -> Response:
         else None
     )
     await _services(request).recovery.reset_password(
-        grant=grant, new_password=data.newPassword, confirmation=data.newPasswordConfirm
+        grant=grant,
+        new_password=data.newPassword,
+        confirmation=data.newPasswordConfirm,
+        client=client_of(request),
     )
     # No automatic sign-in (R28): a fresh anonymous session, and off to /login.
     session.restart()
@@ -229,7 +277,9 @@ async def login(request: Request) -> Response:
     except InvalidInput:
         # Cannot be an account; answered like a wrong password, dummy hash included (R21, R38).
         email, phone = None, "+0"
-    user = await services.accounts.authenticate(email=email, phone=phone, password=data.password)
+    user = await services.accounts.authenticate(
+        email=email, phone=phone, password=data.password, client=client_of(request)
+    )
     session_of(request).sign_in(user.id)
     return action_done(request, status=200, body={"redirect": "/account"})
 
@@ -237,5 +287,10 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     await _read(request, schemas.Empty, page="index.html")
-    session_of(request).restart()
+    session = session_of(request)
+    if session.user_id is not None:
+        await _services(request).audit.record(
+            AuditEvent.SIGN_OUT, outcome="ok", client=client_of(request), user_id=session.user_id
+        )
+    session.restart()
     return action_done(request, status=200, body={"redirect": "/"}, flash="You are signed out.")

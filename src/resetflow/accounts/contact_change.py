@@ -1,0 +1,256 @@
+"""Changing a signed-in account's email address or phone number, and where codes go (R42).
+
+A change needs the current password, and the NEW contact must prove itself with a
+6-digit code before it replaces the old one: until then nothing on the account changes.
+The code's purpose is ``change-email`` / ``change-phone``, and it is bound to the
+browser's attempt *and* to the new value, so a code sent to one address can never
+confirm another. When the change completes, the contact is replaced and marked verified,
+the OLD contact is told, and every session of the account ends (the web layer keeps the
+current one signed in under a new id).
+
+A new contact that already belongs to another account is answered exactly like a free
+one (as sign-up does, R52): a code is issued in the same way, but bound to a throw-away
+attempt that nobody holds, so no submission can ever match it, and nothing is sent.
+Confirming checks again that the value is still free.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+
+from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
+from resetflow.accounts.models import Channel, User
+from resetflow.accounts.passwords import PasswordHasher
+from resetflow.clock import Clock
+from resetflow.crypto import new_token
+from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotSignedIn
+from resetflow.notify.messages import Notification, Route
+from resetflow.notify.outbox import Outbox
+from resetflow.recovery.codes import OneTimeCodes
+from resetflow.storage.database import Database
+from resetflow.storage.sessions import SessionStore
+from resetflow.storage.users import UserRepository
+
+log = logging.getLogger("resetflow.accounts")
+
+WRONG_PASSWORD = "That password is not right."
+
+
+def change_purpose(channel: Channel) -> str:
+    return "change-email" if channel is Channel.EMAIL else "change-phone"
+
+
+def contact_kind(channel: Channel) -> str:
+    return "email address" if channel is Channel.EMAIL else "phone number"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingChange:
+    """A requested change, kept in the requesting browser's server-side session."""
+
+    user_id: str
+    channel: Channel
+    value: str
+    attempt_id: str
+
+
+class ContactChangeService:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        codes: OneTimeCodes,
+        outbox: Outbox,
+        hasher: PasswordHasher,
+        sessions: SessionStore,
+        clock: Clock,
+        base_url: str,
+        default_phone_region: str | None = None,
+    ) -> None:
+        self._db = database
+        self._codes = codes
+        self._outbox = outbox
+        self._hasher = hasher
+        self._sessions = sessions
+        self._clock = clock
+        self._base_url = base_url
+        self._region = default_phone_region
+
+    def normalise(self, channel: Channel, raw: str) -> str:
+        """The new contact normalised (R47), or :class:`InvalidInput` on ``value``."""
+        try:
+            if channel is Channel.EMAIL:
+                return normalise_email(raw)
+            return normalise_phone(raw, default_region=self._region)
+        except ContactError as error:
+            raise InvalidInput(fields={"value": str(error)}) from None
+
+    async def request_change(
+        self, *, user_id: str, channel: Channel, value: str, password: str
+    ) -> PendingChange:
+        """Check the password, then send a code to the new contact; changes nothing yet.
+
+        Raises :class:`InvalidCredentials` for a wrong password (a vanished account costs
+        the same dummy hash check, R38). A value taken by another account gets the same
+        answer and the same writes, but no message and a code nobody can ever use.
+        """
+        new_value = self.normalise(channel, value)
+        async with self._db.read() as conn:
+            user = await UserRepository(conn).get(user_id)
+        if not await self._hasher.verify(user.password_hash if user else None, password):
+            log.info(
+                "contact_change_requested",
+                extra={"user_id": user_id, "channel": channel.value, "outcome": "bad_password"},
+            )
+            raise InvalidCredentials(WRONG_PASSWORD, fields={"password": WRONG_PASSWORD})
+        assert user is not None
+        if user.contact(channel) == new_value:
+            message = f"This is already your {contact_kind(channel)}."
+            raise InvalidInput(message, fields={"value": message})
+        attempt_id = new_token()
+        async with self._db.write() as conn:
+            users = UserRepository(conn)
+            owner = await (
+                users.by_email(new_value) if channel is Channel.EMAIL else users.by_phone(new_value)
+            )
+            taken = owner is not None
+            # A taken value's code is bound to an attempt nobody holds: it can never match.
+            bound_to = new_token() if taken else attempt_id
+            issued = await self._codes.issue(
+                conn,
+                user_id=user.id,
+                purpose=change_purpose(channel),
+                attempt_id=_binding(bound_to, channel, new_value),
+            )
+            if not taken:
+                await self._outbox.enqueue(
+                    conn,
+                    notification=Notification.VERIFY_CONTACT,
+                    routes=[Route(channel=channel, to=new_value)],
+                    context={
+                        "name": user.name,
+                        "token": issued.code,
+                        "contact_kind": f"new {contact_kind(channel)}",
+                        "base_url": self._base_url,
+                        "ttl_minutes": int(self._codes.ttl.total_seconds() // 60),
+                    },
+                    locale=user.locale,
+                    user_id=user.id,
+                    now=self._clock.now(),
+                    expires_at=issued.expires_at,
+                )
+        if not taken:
+            self._outbox.wake()
+        log.info(
+            "contact_change_requested",
+            extra={
+                "user_id": user.id,
+                "channel": channel.value,
+                "to": mask(new_value),
+                "outcome": "taken" if taken else "code_queued",
+            },
+        )
+        return PendingChange(
+            user_id=user.id, channel=channel, value=new_value, attempt_id=attempt_id
+        )
+
+    async def confirm_change(
+        self, *, user_id: str, pending: PendingChange | None, code: str
+    ) -> Channel:
+        """Accept the new contact's code, then replace the contact; returns its channel.
+
+        Raises :class:`InvalidCode` for a wrong, expired or used code, for no pending
+        change, and when the value belongs to another account (R21-style, one answer).
+        Ends every session of the account; the caller rotates its own.
+        """
+        valid = pending is not None and pending.user_id == user_id
+        channel = pending.channel if pending is not None else Channel.EMAIL
+        await self._codes.accept(
+            user_id=user_id,
+            purpose=change_purpose(channel),
+            attempt_id=(
+                _binding(pending.attempt_id, channel, pending.value)
+                if pending is not None and valid
+                else None
+            ),
+            submitted=code,
+        )
+        assert pending is not None
+        now = self._clock.now()
+        try:
+            async with self._db.write() as conn:
+                users = UserRepository(conn)
+                user = await users.get(user_id, for_update=True)
+                owner = await (
+                    users.by_email(pending.value)
+                    if channel is Channel.EMAIL
+                    else users.by_phone(pending.value)
+                )
+                if user is None or (owner is not None and owner.id != user.id):
+                    raise InvalidCode()
+                await users.set_contact(user.id, channel, pending.value, verified_at=now)
+                for route in _old_contact_routes(user, channel):
+                    await self._outbox.enqueue(
+                        conn,
+                        notification=Notification.CONTACT_CHANGED,
+                        routes=[route],
+                        context={
+                            "name": user.name,
+                            "contact_kind": contact_kind(channel),
+                            "other_kind": contact_kind(channel.other),
+                            "changed_at": now.strftime("%Y-%m-%d %H:%M"),
+                            "base_url": self._base_url,
+                        },
+                        locale=user.locale,
+                        user_id=user.id,
+                        now=now,
+                    )
+        except IntegrityError:
+            # Taken by a sign-up or another change since the check above (PostgreSQL).
+            log.info("contact_changed", extra={"user_id": user_id, "outcome": "taken"})
+            raise InvalidCode() from None
+        self._outbox.wake()
+        ended = await self._sessions.delete_user(user_id)
+        log.info(
+            "contact_changed",
+            extra={
+                "user_id": user_id,
+                "channel": channel.value,
+                "to": mask(pending.value),
+                "sessions_ended": ended,
+                "outcome": "changed",
+            },
+        )
+        return channel
+
+    async def set_preference(self, *, user_id: str, preference: Channel) -> None:
+        """Send codes to ``preference`` from now on; only a verified contact will do."""
+        async with self._db.write() as conn:
+            users = UserRepository(conn)
+            user = await users.get(user_id, for_update=True)
+            if user is None:
+                raise NotSignedIn()
+            if not user.is_verified(preference):
+                message = f"Verify your {contact_kind(preference)} before codes can go to it."
+                raise InvalidInput(message, fields={"preference": message})
+            await users.set_preference(user.id, preference, now=self._clock.now())
+        log.info("preference_changed", extra={"user_id": user_id, "channel": preference.value})
+
+
+def _binding(attempt_id: str, channel: Channel, value: str) -> str:
+    """What the code is bound to: the browser's attempt and the exact new value."""
+    return f"{attempt_id}:{channel.value}:{value}"
+
+
+def _old_contact_routes(user: User, channel: Channel) -> list[Route]:
+    """The old contact; an account that had none on this channel hears on the other one."""
+    old = user.contact(channel)
+    if old is not None:
+        return [Route(channel=channel, to=old)]
+    other = user.contact(channel.other)
+    if other is not None and user.is_verified(channel.other):
+        return [Route(channel=channel.other, to=other)]
+    return []

@@ -1,0 +1,129 @@
+"""The audit trail: an append-only record of every step of the flow (R43).
+
+Each record has the UTC time, the event, its outcome, the account (when known), the
+client's address and user agent, and a few safe details. Records never hold a code, a
+password, a session id or a secret, and contacts only masked (R44). The table refuses
+UPDATE and DELETE (database triggers, see migration 0003), and every record is also
+written to the structured log as ``audit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resetflow.client import ClientInfo
+from resetflow.clock import Clock
+from resetflow.storage.database import Database
+from resetflow.storage.tables import audit_events
+
+log = logging.getLogger("resetflow.audit")
+
+
+class AuditEvent(StrEnum):
+    SIGN_UP = "sign_up"
+    SIGN_IN = "sign_in"
+    SIGN_OUT = "sign_out"
+    CONTACT_VERIFICATION_SENT = "contact_verification_sent"
+    CONTACT_VERIFIED = "contact_verified"
+    RESET_REQUESTED = "reset_requested"
+    CODE_SENT = "code_sent"
+    CODE_ACCEPTED = "code_accepted"
+    CODE_REJECTED = "code_rejected"
+    LIMIT_HIT = "limit_hit"
+    PASSWORD_CHANGED = "password_changed"
+    SESSIONS_ENDED = "sessions_ended"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    id: int
+    at: datetime
+    event: str
+    outcome: str
+    user_id: str | None
+    ip: str
+    user_agent: str
+    detail: dict[str, Any]
+
+
+class AuditLog:
+    def __init__(self, *, database: Database, clock: Clock) -> None:
+        self._db = database
+        self._clock = clock
+
+    async def record(
+        self,
+        event: AuditEvent,
+        *,
+        outcome: str,
+        client: ClientInfo | None,
+        user_id: str | None = None,
+        conn: AsyncConnection | None = None,
+        **detail: str | int | None,
+    ) -> None:
+        """Append one record, in the caller's transaction when ``conn`` is given."""
+        client = client or ClientInfo.system()
+        values = {
+            "at": self._clock.now(),
+            "event": event.value,
+            "outcome": outcome,
+            "user_id": user_id,
+            "ip": client.ip[:64],
+            "user_agent": client.user_agent[:256],
+            "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
+        }
+        if conn is not None:
+            await conn.execute(insert(audit_events).values(**values))
+        else:
+            async with self._db.write() as own:
+                await own.execute(insert(audit_events).values(**values))
+        log.info(
+            "audit",
+            extra={
+                "audit_event": event.value,
+                "outcome": outcome,
+                "user_id": user_id,
+                "ip": client.ip,
+                **{f"detail_{k}": v for k, v in detail.items()},
+            },
+        )
+
+    async def recent(
+        self,
+        *,
+        limit: int = 100,
+        user_id: str | None = None,
+        event: str | None = None,
+        since: datetime | None = None,
+    ) -> list[AuditRecord]:
+        """Newest first."""
+        query = select(audit_events).order_by(audit_events.c.id.desc()).limit(limit)
+        if user_id is not None:
+            query = query.where(audit_events.c.user_id == user_id)
+        if event is not None:
+            query = query.where(audit_events.c.event == event)
+        if since is not None:
+            query = query.where(audit_events.c.at >= since)
+        async with self._db.read() as conn:
+            rows = await conn.execute(query)
+            return [
+                AuditRecord(
+                    id=m["id"],
+                    at=m["at"],
+                    event=m["event"],
+                    outcome=m["outcome"],
+                    user_id=m["user_id"],
+                    ip=m["ip"],
+                    user_agent=m["user_agent"],
+                    detail=json.loads(m["detail"]),
+                )
+                for m in (row._mapping for row in rows)
+            ]

@@ -1,0 +1,140 @@
+"""The signed-in account's own settings: change the email address or phone number (with
+the password, proven by a code sent to the new contact) and choose where codes go (R42).
+
+Input is read by the same :func:`resetflow.web.actions._read` as every other action
+(origin, CSRF, strict schema, and whatever else every POST must pass), so these routes
+cannot drift from the others.
+"""
+
+from __future__ import annotations
+
+import phonenumbers
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from resetflow.accounts.contact_change import PendingChange, contact_kind
+from resetflow.accounts.models import Channel
+from resetflow.errors import NotSignedIn
+from resetflow.web import account_schemas, schemas
+from resetflow.web.actions import _doc, _read, _services
+from resetflow.web.inputs import is_form, session_of
+from resetflow.web.render import action_done, page
+
+router = APIRouter()
+# The session key of a requested, not yet confirmed change.
+PENDING = "contact_change"
+
+
+def _not_signed_in(request: Request) -> Response:
+    """401 ``not_signed_in`` for JSON clients; a form is sent to /login instead."""
+    if not is_form(request):
+        raise NotSignedIn()
+    session_of(request).set("flash", "Please sign in first.")
+    return RedirectResponse("/login", status_code=303)
+
+
+@router.post(
+    "/account/contact", status_code=202, openapi_extra=_doc(account_schemas.ContactChange)
+)
+async def change_contact(request: Request) -> Response:
+    data = await _read(
+        request, account_schemas.ContactChange, page="account.html", keep=("channel", "value")
+    )
+    user_id = session_of(request).user_id
+    if user_id is None:
+        return _not_signed_in(request)
+    channel = Channel(data.channel)
+    pending = await _services(request).contact_change.request_change(
+        user_id=user_id, channel=channel, value=data.value, password=data.password
+    )
+    # The same session change whether the value was free or taken.
+    session_of(request).set(
+        PENDING,
+        {
+            "user": pending.user_id,
+            "channel": pending.channel.value,
+            "value": pending.value,
+            "attempt": pending.attempt_id,
+        },
+    )
+    return action_done(
+        request,
+        status=202,
+        body={"redirect": "/account/confirm-contact"},
+        flash=f"We sent a 6-digit code to your new {contact_kind(channel)}.",
+    )
+
+
+@router.post("/account/confirm-contact", openapi_extra=_doc(schemas.CodeSubmission))
+async def confirm_contact(request: Request) -> Response:
+    data = await _read(request, schemas.CodeSubmission, page="confirm_contact.html")
+    user_id = session_of(request).user_id
+    if user_id is None:
+        return _not_signed_in(request)
+    session = session_of(request)
+    stored = session.get(PENDING)
+    pending = (
+        PendingChange(
+            user_id=stored["user"],
+            channel=Channel(stored["channel"]),
+            value=stored["value"],
+            attempt_id=stored["attempt"],
+        )
+        if stored
+        else None
+    )
+    channel = await _services(request).contact_change.confirm_change(
+        user_id=user_id, pending=pending, code=data.token
+    )
+    session.pop(PENDING)
+    # Every other session of the account has ended; this one goes on under a new id (R24).
+    session.rotate()
+    what = contact_kind(channel)
+    message = f"Your {what} was changed. We told your old {what}, and signed out everywhere else."
+    return action_done(
+        request, status=200, body={"redirect": "/account", "message": message}, flash=message
+    )
+
+
+@router.post("/account/preference", openapi_extra=_doc(account_schemas.PreferenceChoice))
+async def change_preference(request: Request) -> Response:
+    data = await _read(request, account_schemas.PreferenceChoice, page="account.html")
+    user_id = session_of(request).user_id
+    if user_id is None:
+        return _not_signed_in(request)
+    preference = Channel(data.preference)
+    await _services(request).contact_change.set_preference(
+        user_id=user_id, preference=preference
+    )
+    where = "email" if preference is Channel.EMAIL else "SMS"
+    return action_done(
+        request, status=200, body={"redirect": "/account"}, flash=f"Codes now go by {where}."
+    )
+
+
+@router.get("/account/confirm-contact", include_in_schema=False)
+async def confirm_contact_page(request: Request) -> Response:
+    session = session_of(request)
+    if request.scope["state"].get("user") is None:
+        session.set("flash", "Please sign in first.")
+        return RedirectResponse("/login", status_code=303)
+    pending = session.get(PENDING)
+    if not pending or pending.get("user") != session.user_id:
+        session.set("flash", "Choose the new email address or phone number first.")
+        return RedirectResponse("/account", status_code=303)
+    channel = Channel(pending["channel"])
+    return page(
+        request,
+        "confirm_contact.html",
+        kind=contact_kind(channel),
+        destination=_display(channel, pending["value"]),
+    )
+
+
+def _display(channel: Channel, value: str) -> str:
+    if channel is Channel.EMAIL:
+        return value
+    return phonenumbers.format_number(
+        phonenumbers.parse(value), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )

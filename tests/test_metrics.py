@@ -60,7 +60,9 @@ def scrape_until(
         time.sleep(0.1)
 
 
-def test_metrics_after_a_whole_reset_flow(live_app: Callable[..., LiveApp]) -> None:
+def test_r44_metrics_after_a_whole_reset_flow_with_no_secret_in_labels(
+    live_app: Callable[..., LiveApp],
+) -> None:
     app = live_app()
     with app.client() as client:
         sign_up_verified(client)

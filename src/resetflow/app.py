@@ -19,7 +19,7 @@ from resetflow.config import Settings, load_settings
 from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryRepository
 from resetflow.storage.migrate import upgrade_async
-from resetflow.web import actions, pages
+from resetflow.web import account_actions, actions, pages
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
 from resetflow.web.metrics import MetricsMiddleware, metrics_router
@@ -73,6 +73,7 @@ def create_app(
     if not settings.is_prod:
         app.include_router(pages.dev_router, dependencies=[Depends(current_user)])
     app.include_router(actions.router)
+    app.include_router(account_actions.router, dependencies=[Depends(current_user)])
     app.include_router(
         metrics_router(
             metrics=services.metrics,

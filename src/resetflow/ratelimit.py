@@ -6,9 +6,9 @@ Three families (R15, R16):
 - per client address and action, on every POST (``RESETFLOW_LIMIT_IP``), and one global
   budget for all POSTs (``RESETFLOW_LIMIT_GLOBAL``): exceeding them is answered 429 with
   ``Retry-After`` and the generic body (R18);
-- per destination (an email address or phone number, whether or not it has an account):
-  codes sent to it (``RESETFLOW_LIMIT_DESTINATION``; the first rule is the resend
-  cooldown). Exceeding it is silent: the answer stays the generic one and nothing is
+- per destination (an email address or phone number, whether or not it has an account)
+  and purpose: codes sent to it (``RESETFLOW_LIMIT_DESTINATION``; the first rule is the
+  resend cooldown). Exceeding it is silent: the answer stays the generic one and nothing is
   sent, so the limit looks the same for known and unknown addresses (R17);
 - SMS: per number prefix and an hourly budget for all SMS (SMS pumping), checked by the
   delivery worker, which falls back to a verified email when SMS is refused.
@@ -75,9 +75,12 @@ class RateLimiter:
         if wait is not None:
             raise RateLimited(retry_after=wait)
 
-    async def allow_destination(self, destination: str) -> bool:
-        """Count one code sent to ``destination``; False (and nothing counted) when over."""
-        return await self._take(self._per_destination, "destination", destination) is None
+    async def allow_destination(self, destination: str, *, purpose: str = "verify") -> bool:
+        """Count one ``purpose`` code sent to ``destination``; False (and nothing counted)
+        when over. Purposes count apart, so that confirming a new contact does not eat
+        into the reset codes a person may need a minute later."""
+        key = ("destination", purpose, destination)
+        return await self._take(self._per_destination, *key) is None
 
     async def allow_sms(self, phone: str) -> str | None:
         """Count one SMS to ``phone``; the reason it may not be sent, or ``None``."""

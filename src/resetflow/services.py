@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from resetflow.accounts.contact_change import ContactChangeService
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.accounts.service import AccountService
 from resetflow.audit import AuditLog
@@ -36,6 +37,7 @@ class Services:
     mailbox: DevMailbox
     accounts: AccountService
     recovery: RecoveryService
+    contact_change: ContactChangeService
     worker: DeliveryWorker
     providers: list[Provider]
     metrics: Metrics
@@ -125,6 +127,19 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             grant_ttl_seconds=settings.reset_grant_ttl_seconds,
             audit=audit,
             limiter=limiter,
+        ),
+        contact_change=ContactChangeService(
+            database=database,
+            codes=codes,
+            outbox=outbox,
+            hasher=hasher,
+            sessions=sessions,
+            clock=clock,
+            base_url=settings.base_url,
+            audit=audit,
+            limiter=limiter,
+            default_phone_region=settings.default_phone_region,
+            sms_countries=settings.sms_countries,
         ),
         worker=worker,
         limiter=limiter,

@@ -9,9 +9,10 @@ the OLD contact is told, and every session of the account ends (the web layer ke
 current one signed in under a new id).
 
 A new contact that already belongs to another account is answered exactly like a free
-one (as sign-up does, R52): a code is issued in the same way, but bound to a throw-away
-attempt that nobody holds, so no submission can ever match it, and nothing is sent.
-Confirming checks again that the value is still free.
+one (as sign-up does, R52), and so is one over its destination limit (R15, R17): a code is
+issued in the same way, but bound to a throw-away attempt that nobody holds, so no
+submission can ever match it, and the message becomes a decoy job that no worker sends
+(the same writes, R20). Confirming checks again that the value is still free.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import phonenumbers
 from sqlalchemy.exc import IntegrityError
 
 from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher
+from resetflow.audit import AuditEvent, AuditLog
+from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.crypto import new_token
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotSignedIn
 from resetflow.notify.messages import Notification, Route
-from resetflow.notify.outbox import Outbox
+from resetflow.notify.outbox import DECOY_ROUTE, Outbox
+from resetflow.ratelimit import RateLimiter
 from resetflow.recovery.codes import OneTimeCodes
 from resetflow.storage.database import Database
 from resetflow.storage.sessions import SessionStore
@@ -68,7 +73,10 @@ class ContactChangeService:
         sessions: SessionStore,
         clock: Clock,
         base_url: str,
+        audit: AuditLog,
+        limiter: RateLimiter,
         default_phone_region: str | None = None,
+        sms_countries: frozenset[str] = frozenset(),
     ) -> None:
         self._db = database
         self._codes = codes
@@ -78,87 +86,121 @@ class ContactChangeService:
         self._clock = clock
         self._base_url = base_url
         self._region = default_phone_region
+        self._audit = audit
+        self._limiter = limiter
+        self._sms_countries = sms_countries
 
     def normalise(self, channel: Channel, raw: str) -> str:
-        """The new contact normalised (R47), or :class:`InvalidInput` on ``value``."""
+        """The new contact normalised (R47), or :class:`InvalidInput` on ``value``.
+
+        A phone must also be in a region that SMS may go to (SMS pumping), since its
+        code goes by SMS.
+        """
         try:
             if channel is Channel.EMAIL:
                 return normalise_email(raw)
-            return normalise_phone(raw, default_region=self._region)
+            phone = normalise_phone(raw, default_region=self._region)
         except ContactError as error:
             raise InvalidInput(fields={"value": str(error)}) from None
+        if self._sms_countries:
+            region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
+            if region not in self._sms_countries:
+                message = "We cannot send text messages to this country."
+                raise InvalidInput(fields={"value": message})
+        return phone
 
     async def request_change(
-        self, *, user_id: str, channel: Channel, value: str, password: str
+        self,
+        *,
+        user_id: str,
+        channel: Channel,
+        value: str,
+        password: str,
+        client: ClientInfo | None = None,
     ) -> PendingChange:
         """Check the password, then send a code to the new contact; changes nothing yet.
 
         Raises :class:`InvalidCredentials` for a wrong password (a vanished account costs
-        the same dummy hash check, R38). A value taken by another account gets the same
-        answer and the same writes, but no message and a code nobody can ever use.
+        the same dummy hash check, R38). A value taken by another account, or over its
+        destination limit, gets the same answer and the same writes, but no message and
+        a code nobody can ever use.
         """
         new_value = self.normalise(channel, value)
+        purpose = change_purpose(channel)
         async with self._db.read() as conn:
             user = await UserRepository(conn).get(user_id)
         if not await self._hasher.verify(user.password_hash if user else None, password):
-            log.info(
-                "contact_change_requested",
-                extra={"user_id": user_id, "channel": channel.value, "outcome": "bad_password"},
+            await self._audit.record(
+                AuditEvent.CONTACT_VERIFICATION_SENT,
+                outcome="wrong_password",
+                client=client,
+                user_id=user_id,
+                purpose=purpose,
             )
             raise InvalidCredentials(WRONG_PASSWORD, fields={"password": WRONG_PASSWORD})
         assert user is not None
         if user.contact(channel) == new_value:
             message = f"This is already your {contact_kind(channel)}."
             raise InvalidInput(message, fields={"value": message})
+        # Counted before the look-up, for taken and free contacts alike (R17); in the same
+        # bucket as sign-up's confirmation codes, so the two flows cannot double the spam.
+        allowed = await self._limiter.allow_destination(new_value, purpose="verify")
         attempt_id = new_token()
+        now = self._clock.now()
         async with self._db.write() as conn:
             users = UserRepository(conn)
             owner = await (
                 users.by_email(new_value) if channel is Channel.EMAIL else users.by_phone(new_value)
             )
-            taken = owner is not None
-            # A taken value's code is bound to an attempt nobody holds: it can never match.
-            bound_to = new_token() if taken else attempt_id
+            real = owner is None and allowed
+            # Otherwise the code is bound to an attempt nobody holds: it can never match.
             issued = await self._codes.issue(
                 conn,
                 user_id=user.id,
-                purpose=change_purpose(channel),
-                attempt_id=_binding(bound_to, channel, new_value),
+                purpose=purpose,
+                attempt_id=_binding(attempt_id if real else new_token(), channel, new_value),
             )
-            if not taken:
-                await self._outbox.enqueue(
-                    conn,
-                    notification=Notification.VERIFY_CONTACT,
-                    routes=[Route(channel=channel, to=new_value)],
-                    context={
-                        "name": user.name,
-                        "token": issued.code,
-                        "contact_kind": f"new {contact_kind(channel)}",
-                        "base_url": self._base_url,
-                        "ttl_minutes": int(self._codes.ttl.total_seconds() // 60),
-                    },
-                    locale=user.locale,
-                    user_id=user.id,
-                    now=self._clock.now(),
-                    expires_at=issued.expires_at,
-                )
-        if not taken:
+            await self._outbox.enqueue(
+                conn,
+                notification=Notification.VERIFY_CONTACT,
+                routes=[Route(channel=channel, to=new_value) if real else DECOY_ROUTE],
+                context={
+                    "name": user.name,
+                    "token": issued.code,
+                    "contact_kind": f"new {contact_kind(channel)}",
+                    "base_url": self._base_url,
+                    "ttl_minutes": int(self._codes.ttl.total_seconds() // 60),
+                },
+                locale=user.locale,
+                user_id=user.id,
+                now=now,
+                expires_at=issued.expires_at,
+                decoy=not real,
+            )
+            await self._audit.record(
+                AuditEvent.CONTACT_VERIFICATION_SENT,
+                outcome=(
+                    "code_queued" if real else "contact_taken" if owner is not None else "limited"
+                ),
+                client=client,
+                user_id=user.id,
+                conn=conn,
+                purpose=purpose,
+                destination=mask(new_value),
+            )
+        if real:
             self._outbox.wake()
-        log.info(
-            "contact_change_requested",
-            extra={
-                "user_id": user.id,
-                "channel": channel.value,
-                "to": mask(new_value),
-                "outcome": "taken" if taken else "code_queued",
-            },
-        )
         return PendingChange(
             user_id=user.id, channel=channel, value=new_value, attempt_id=attempt_id
         )
 
     async def confirm_change(
-        self, *, user_id: str, pending: PendingChange | None, code: str
+        self,
+        *,
+        user_id: str,
+        pending: PendingChange | None,
+        code: str,
+        client: ClientInfo | None = None,
     ) -> Channel:
         """Accept the new contact's code, then replace the contact; returns its channel.
 
@@ -177,6 +219,7 @@ class ContactChangeService:
                 else None
             ),
             submitted=code,
+            client=client,
         )
         assert pending is not None
         now = self._clock.now()
@@ -190,7 +233,7 @@ class ContactChangeService:
                     else users.by_phone(pending.value)
                 )
                 if user is None or (owner is not None and owner.id != user.id):
-                    raise InvalidCode()
+                    raise _Taken()
                 await users.set_contact(user.id, channel, pending.value, verified_at=now)
                 for route in _old_contact_routes(user, channel):
                     await self._outbox.enqueue(
@@ -208,21 +251,34 @@ class ContactChangeService:
                         user_id=user.id,
                         now=now,
                     )
-        except IntegrityError:
-            # Taken by a sign-up or another change since the check above (PostgreSQL).
-            log.info("contact_changed", extra={"user_id": user_id, "outcome": "taken"})
+                await self._audit.record(
+                    AuditEvent.CONTACT_VERIFIED,
+                    outcome="contact_changed",
+                    client=client,
+                    user_id=user.id,
+                    conn=conn,
+                    purpose=change_purpose(channel),
+                    destination=mask(pending.value),
+                )
+        except (_Taken, IntegrityError):
+            # Taken by a sign-up or another change since the code was sent (the unique
+            # index catches a race on PostgreSQL): answered like a wrong code.
+            await self._audit.record(
+                AuditEvent.CONTACT_VERIFIED,
+                outcome="contact_taken",
+                client=client,
+                user_id=user_id,
+                purpose=change_purpose(channel),
+            )
             raise InvalidCode() from None
         self._outbox.wake()
         ended = await self._sessions.delete_user(user_id)
-        log.info(
-            "contact_changed",
-            extra={
-                "user_id": user_id,
-                "channel": channel.value,
-                "to": mask(pending.value),
-                "sessions_ended": ended,
-                "outcome": "changed",
-            },
+        await self._audit.record(
+            AuditEvent.SESSIONS_ENDED,
+            outcome="contact_changed",
+            client=client,
+            user_id=user_id,
+            count=ended,
         )
         return channel
 
@@ -238,6 +294,10 @@ class ContactChangeService:
                 raise InvalidInput(message, fields={"preference": message})
             await users.set_preference(user.id, preference, now=self._clock.now())
         log.info("preference_changed", extra={"user_id": user_id, "channel": preference.value})
+
+
+class _Taken(Exception):
+    """The new value belongs to another account by now."""
 
 
 def _binding(attempt_id: str, channel: Channel, value: str) -> str:

@@ -111,7 +111,7 @@ class AccountService:
         self._policy.check(account.password, personal=(account.name, email, phone))
         contact = email if account.preference is Channel.EMAIL else phone
         # Counted before the look-up, for taken and free contacts alike (R17).
-        may_send = await self._limiter.allow_destination(contact)
+        may_send = await self._limiter.allow_destination(contact, purpose="verify")
         password_hash = await self._hasher.hash(account.password)
         now = self._clock.now()
         user_id = secrets.token_hex(16)
@@ -178,7 +178,7 @@ class AccountService:
                 return
             if channel is Channel.SMS:
                 self._check_sms_allowed(contact, channel)
-            if not await self._limiter.allow_destination(contact):
+            if not await self._limiter.allow_destination(contact, purpose="verify"):
                 outcome = "limited"
             else:
                 await self._send_verification(conn, user, channel, attempt_id=attempt_id)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from resetflow.cli import server, users
+from resetflow.cli import audit, server, users
 from resetflow.config import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -14,6 +14,7 @@ app.command()(server.serve)
 app.command()(server.migrate)
 app.command()(server.worker)
 app.add_typer(users.app, name="users", help="Create and inspect accounts.")
+app.command()(audit.audit)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ app = typer.Typer(no_args_is_help=True)
 T = TypeVar("T")
 
 
-def _run(work: Callable[[Services], Awaitable[T]]) -> T:
+def run_with_services(work: Callable[[Services], Awaitable[T]]) -> T:
     settings = load_settings()
     if not settings.is_prod:
         upgrade(settings.resolved_database_url)
@@ -37,7 +37,7 @@ def _run(work: Callable[[Services], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-async def _find(services: Services, who: str) -> User | None:
+async def find_user(services: Services, who: str) -> User | None:
     """By id, or by the email / phone as typed (normalised first)."""
     async with services.database.read() as conn:
         repo = UserRepository(conn)
@@ -81,7 +81,7 @@ def create(
         )
 
     try:
-        user_id = _run(work)
+        user_id = run_with_services(work)
     except ResetflowError as error:
         details = "; ".join(f"{k}: {v}" for k, v in error.fields.items())
         typer.echo(f"error: {error.message} {details}".strip(), err=True)
@@ -100,7 +100,7 @@ def list_users(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100) -> 
         async with services.database.read() as conn:
             return await UserRepository(conn).list(limit=limit)
 
-    for user in _run(work):
+    for user in run_with_services(work):
         typer.echo(_describe(user))
 
 
@@ -109,9 +109,9 @@ def show(who: Annotated[str, typer.Argument(help="Account id, email or phone.")]
     """Show one account."""
 
     async def work(services: Services) -> User | None:
-        return await _find(services, who)
+        return await find_user(services, who)
 
-    user = _run(work)
+    user = run_with_services(work)
     if user is None:
         typer.echo("no such account", err=True)
         raise typer.Exit(1)
@@ -123,12 +123,12 @@ def end_sessions(who: Annotated[str, typer.Argument(help="Account id, email or p
     """Sign an account out everywhere (every session of it ends at once)."""
 
     async def work(services: Services) -> int | None:
-        user = await _find(services, who)
+        user = await find_user(services, who)
         if user is None:
             return None
         return await services.sessions.delete_user(user.id)
 
-    ended = _run(work)
+    ended = run_with_services(work)
     if ended is None:
         typer.echo("no such account", err=True)
         raise typer.Exit(1)

@@ -83,7 +83,7 @@ class RecoveryService:
         """
         now = self._clock.now()
         destination = email or phone or ""
-        allowed = await self._limiter.allow_destination(destination)
+        allowed = await self._limiter.allow_destination(destination, purpose=RESET)
         async with self._db.write() as conn:
             users = UserRepository(conn)
             user = await (users.by_email(email) if email else users.by_phone(phone or ""))

@@ -17,7 +17,7 @@ from resetflow.accounts.contact_change import PendingChange, contact_kind
 from resetflow.accounts.models import Channel
 from resetflow.errors import NotSignedIn
 from resetflow.web import account_schemas, schemas
-from resetflow.web.actions import _doc, _read, _services
+from resetflow.web.actions import _doc, _read, _services, client_of
 from resetflow.web.inputs import is_form, session_of
 from resetflow.web.render import action_done, page
 
@@ -34,9 +34,7 @@ def _not_signed_in(request: Request) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-@router.post(
-    "/account/contact", status_code=202, openapi_extra=_doc(account_schemas.ContactChange)
-)
+@router.post("/account/contact", status_code=202, openapi_extra=_doc(account_schemas.ContactChange))
 async def change_contact(request: Request) -> Response:
     data = await _read(
         request, account_schemas.ContactChange, page="account.html", keep=("channel", "value")
@@ -46,7 +44,11 @@ async def change_contact(request: Request) -> Response:
         return _not_signed_in(request)
     channel = Channel(data.channel)
     pending = await _services(request).contact_change.request_change(
-        user_id=user_id, channel=channel, value=data.value, password=data.password
+        user_id=user_id,
+        channel=channel,
+        value=data.value,
+        password=data.password,
+        client=client_of(request),
     )
     # The same session change whether the value was free or taken.
     session_of(request).set(
@@ -85,7 +87,7 @@ async def confirm_contact(request: Request) -> Response:
         else None
     )
     channel = await _services(request).contact_change.confirm_change(
-        user_id=user_id, pending=pending, code=data.token
+        user_id=user_id, pending=pending, code=data.token, client=client_of(request)
     )
     session.pop(PENDING)
     # Every other session of the account has ended; this one goes on under a new id (R24).
@@ -104,9 +106,7 @@ async def change_preference(request: Request) -> Response:
     if user_id is None:
         return _not_signed_in(request)
     preference = Channel(data.preference)
-    await _services(request).contact_change.set_preference(
-        user_id=user_id, preference=preference
-    )
+    await _services(request).contact_change.set_preference(user_id=user_id, preference=preference)
     where = "email" if preference is Channel.EMAIL else "SMS"
     return action_done(
         request, status=200, body={"redirect": "/account"}, flash=f"Codes now go by {where}."

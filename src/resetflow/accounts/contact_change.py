@@ -208,20 +208,17 @@ class ContactChangeService:
         change, and when the value belongs to another account (R21-style, one answer).
         Ends every session of the account; the caller rotates its own.
         """
-        valid = pending is not None and pending.user_id == user_id
+        if pending is not None and pending.user_id != user_id:
+            pending = None  # another account's change: refused like a wrong code
         channel = pending.channel if pending is not None else Channel.EMAIL
         await self._codes.accept(
             user_id=user_id,
             purpose=change_purpose(channel),
-            attempt_id=(
-                _binding(pending.attempt_id, channel, pending.value)
-                if pending is not None and valid
-                else None
-            ),
+            attempt_id=(_binding(pending.attempt_id, channel, pending.value) if pending else None),
             submitted=code,
             client=client,
         )
-        assert pending is not None
+        assert pending is not None  # accept() refuses every submission without one
         now = self._clock.now()
         try:
             async with self._db.write() as conn:

@@ -282,10 +282,7 @@ class Server:
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise BenchError(
-                    f"the server exited at start-up (exit {self.process.returncode}):\n"
-                    + tail(self.log)
-                )
+                raise BenchError(f"the server exited at start-up (exit {self.process.returncode})")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.base_url}/readyz", timeout=1).status_code == 200:
                     return

@@ -102,10 +102,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--worker",
-        choices=("inprocess", "none"),
+        choices=("inprocess", "process", "none"),
         default="inprocess",
-        help="inprocess: the server delivers the queued messages itself (dev default); "
-        "none: no worker runs, jobs stay queued (isolates the worker's share of the cost)",
+        help="inprocess: the server delivers the queued messages itself (the dev default); "
+        "process: a separate `resetflow worker` process does (the prod topology); "
+        "none: nothing delivers, jobs stay queued (isolates the worker's share of the cost)",
     )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="hard limit for the whole run, seconds"
@@ -291,17 +292,54 @@ class Server:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
-def tail(path: Path, lines: int = 30) -> str:
+@dataclass
+class Worker:
+    """A separate ``resetflow worker`` process (``--worker process``)."""
+
+    env: dict[str, str]
+    cwd: Path
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(  # noqa: S603 (our own command, no shell)
+                [*resetflow_command(), "worker"],
+                env=self.env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        time.sleep(1.0)
+        if self.process.poll() is not None:
+            raise BenchError(f"the worker exited at start-up (exit {self.process.returncode})")
+
+    def check(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise BenchError(f"the worker died during the run (exit {self.process.returncode})")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM, then SIGKILL if it has not ended after 15 s."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -494,6 +532,7 @@ def run(args: argparse.Namespace, status: list[str]) -> dict[str, Any]:
     log = temp / "server.log"
     pg: PgDatabase | None = None
     server: Server | None = None
+    worker: Worker | None = None
     try:
         if args.database_url:
             pg = PgDatabase(args.database_url, f"resetflow_bench_{secrets.token_hex(6)}")
@@ -517,6 +556,10 @@ def run(args: argparse.Namespace, status: list[str]) -> dict[str, Any]:
         server = Server(env=env, cwd=temp, log=log)
         status.append(f"starting the server on port {server.port}")
         server.start()
+        if args.worker == "process":
+            worker = Worker(env=env, cwd=temp, log=temp / "worker.log")
+            status.append("starting the worker")
+            worker.start()
 
         warmup = plan_requests(rng, known[n_known:], args.warmup)
         measured = plan_requests(rng, known[:n_known], args.requests)
@@ -538,6 +581,8 @@ def run(args: argparse.Namespace, status: list[str]) -> dict[str, Any]:
             finally:
                 gc.enable()
             wall = time.monotonic() - started
+        if worker is not None:
+            worker.check()
 
         # A known request must have issued a code; if not, the run compared nothing.
         asked = set(_known(warmup)) | set(_known(measured))
@@ -575,6 +620,8 @@ def run(args: argparse.Namespace, status: list[str]) -> dict[str, Any]:
     finally:
         # No timeout may interrupt the clean-up: the server and the database must go.
         signal.setitimer(signal.ITIMER_REAL, 0)
+        if worker is not None:
+            worker.stop()
         if server is not None:
             server.stop()
         if pg is not None:

@@ -5,6 +5,7 @@ other sessions end. Also the code preference, which only a verified channel may 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,8 +38,8 @@ def _signed_in_ada(client: httpx.Client) -> None:
 def _verify_phone(client: httpx.Client) -> None:
     assert client.post("/account/verify", json={"channel": "sms"}).status_code == 202
     message = wait_for_dev_message(client, to="+14155550100", notification="verify-contact")
-    assert client.post("/verify-contact", json={"token": find_code(message["text"])}).status_code
-    assert client.post("/verify-contact", json={}).status_code == 422
+    verified = client.post("/verify-contact", json={"token": find_code(message["text"])})
+    assert verified.status_code == 200
 
 
 def _change(
@@ -62,8 +63,6 @@ def _quiet(client: httpx.Client) -> None:
     for _ in range(300):
         if client.get("/readyz").json()["outbox_pending"] == 0:
             return
-        import time
-
         time.sleep(0.05)
     raise AssertionError("the outbox did not drain")
 
@@ -85,9 +84,7 @@ def test_r42_a_wrong_password_changes_and_sends_nothing(live_app: Callable[..., 
         _quiet(client)
         assert _messages_to(client, NEW_EMAIL) == []
         # No change is pending: there is nothing to confirm.
-        assert (
-            client.post("/account/confirm-contact", json={"token": "123456"}).status_code == 400
-        )
+        assert client.post("/account/confirm-contact", json={"token": "123456"}).status_code == 400
         assert client.get("/account/confirm-contact", follow_redirects=False).status_code == 303
         assert "ada@example.com" in client.get("/account").text
 
@@ -166,9 +163,7 @@ def test_r42_the_old_email_is_told_with_links_from_the_base_url(
         # Nothing goes to the old address before the change is confirmed.
         assert not [m for m in _messages_to(client, "ada@example.com") if "changed" in m["text"]]
         assert (
-            client.post(
-                "/account/confirm-contact", json={"token": code}, headers=evil
-            ).status_code
+            client.post("/account/confirm-contact", json={"token": code}, headers=evil).status_code
             == 200
         )
         notice = wait_for_dev_message(client, to="ada@example.com", notification="contact-changed")
@@ -243,9 +238,6 @@ def test_r42_a_taken_email_answers_like_a_free_one_and_can_never_be_confirmed(
     # An address taken while its code is on the way cannot be confirmed either.
     with app.client() as client:
         _login(client)
-        code = find_code(
-            wait_for_dev_message(client, to=NEW_EMAIL, notification="verify-contact")["text"]
-        )
         assert _change(client, "late@example.com").status_code == 202
         late = find_code(
             wait_for_dev_message(client, to="late@example.com", notification="verify-contact")[
@@ -260,8 +252,6 @@ def test_r42_a_taken_email_answers_like_a_free_one_and_can_never_be_confirmed(
         assert refused.status_code == 400 and refused.json()["code"] == "invalid_code"
         account = client.get("/account").text
         assert "ada@example.com" in account and "late@example.com" not in account
-        # The first session's code was for another browser's attempt: it is no good here.
-        assert client.post("/account/confirm-contact", json={"token": code}).status_code == 400
 
 
 def test_r42_codes_go_only_to_a_verified_channel(live_app: Callable[..., LiveApp]) -> None:
@@ -326,7 +316,8 @@ def test_r42_the_html_forms_work_without_javascript_and_need_the_csrf_token(
         token = _csrf(client.get("/account"))
         form = {"channel": "email", "value": NEW_EMAIL, "password": PASSWORD}
         assert client.post("/account/contact", data=form).status_code == 403
-        assert client.post("/account/contact", data={**form, "csrf_token": "x" * 43}).status_code
+        foreign = client.post("/account/contact", data={**form, "csrf_token": "x" * 43})
+        assert foreign.status_code == 403
         wrong = client.post(
             "/account/contact", data={**form, "password": "a wrong password", "csrf_token": token}
         )

@@ -13,8 +13,10 @@ Three families (R15, R16):
 - SMS: per number prefix and an hourly budget for all SMS (SMS pumping), checked by the
   delivery worker, which falls back to a verified email when SMS is refused.
 
-Several rules on one key ("1/minute;3/15 minutes") must all pass; a refused request
-consumes none of them.
+Several rules on one key ("1/minute;3/15 minutes") must all pass. Each rule is taken
+with one atomic ``hit`` (a Lua script on Redis), so concurrent requests cannot both slip
+under a limit; a request refused by a later rule has still used up the earlier ones,
+which only errs on the strict side.
 """
 
 from __future__ import annotations
@@ -91,13 +93,12 @@ class RateLimiter:
         return None
 
     async def _take(self, rules: list[RateLimitItem], *key: str) -> int | None:
-        """Hit every rule if all allow it; else the seconds until the tightest one does."""
-        if not self._enabled or not rules:
+        """Take one unit of every rule; the seconds until the refusing rule allows, or
+        ``None`` if all allowed it."""
+        if not self._enabled:
             return None
         for rule in rules:
-            if not await self._limiter.test(rule, *key):
+            if not await self._limiter.hit(rule, *key):
                 stats = await self._limiter.get_window_stats(rule, *key)
                 return max(1, math.ceil(stats.reset_time - time.time()))
-        for rule in rules:
-            await self._limiter.hit(rule, *key)
         return None

@@ -16,6 +16,7 @@ from resetflow.metrics import Metrics
 from resetflow.notify.outbox import Outbox
 from resetflow.notify.providers.base import Provider
 from resetflow.notify.providers.registry import build_providers
+from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
 from resetflow.notify.worker import DeliveryWorker, WorkerPolicy
 from resetflow.ratelimit import RateLimiter, make_storage
@@ -94,6 +95,9 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             poll_seconds=settings.worker_poll_seconds,
         ),
         metrics=metrics,
+        sms_guard=SmsGuard(limiter=limiter, allowed_regions=settings.sms_countries),
+        audit=audit,
+        sessions=sessions,
     )
     return Services(
         settings=settings,

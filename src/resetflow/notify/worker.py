@@ -14,22 +14,31 @@ import logging
 import os
 import secrets
 import socket
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel
+from resetflow.audit import AuditEvent, AuditLog
 from resetflow.clock import Clock
 from resetflow.metrics import Metrics
-from resetflow.notify.messages import Route
+from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
 from resetflow.notify.providers.base import Provider, ProviderError
+from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
 from resetflow.storage import deliveries
+from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository
+from resetflow.storage.sessions import SessionStore
 
 log = logging.getLogger("resetflow.delivery")
+# Messages that carry a code: their sending is an audit event (R43).
+CODE_NOTIFICATIONS = frozenset(
+    {Notification.PASSWORD_RESET_TOKEN.value, Notification.VERIFY_CONTACT.value}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,7 @@ class WorkerPolicy:
     lease_seconds: int = 60
     poll_seconds: float = 1.0
     batch_size: int = 20
+    housekeeping_seconds: float = 60.0
 
 
 class DeliveryWorker:
@@ -52,6 +62,9 @@ class DeliveryWorker:
         clock: Clock,
         policy: WorkerPolicy | None = None,
         metrics: Metrics | None = None,
+        sms_guard: SmsGuard | None = None,
+        audit: AuditLog | None = None,
+        sessions: SessionStore | None = None,
     ) -> None:
         self._db = database
         self._outbox = outbox
@@ -60,6 +73,10 @@ class DeliveryWorker:
         self._clock = clock
         self._policy = policy or WorkerPolicy()
         self._metrics = metrics
+        self._sms_guard = sms_guard
+        self._audit = audit
+        self._sessions = sessions
+        self._next_housekeeping = 0.0
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stopping = asyncio.Event()
 
@@ -67,6 +84,9 @@ class DeliveryWorker:
         """Deliver until :meth:`stop`; wakes on :meth:`Outbox.wake` or every poll interval."""
         while not self._stopping.is_set():
             try:
+                if time.monotonic() >= self._next_housekeeping:
+                    await self.housekeeping()
+                    self._next_housekeeping = time.monotonic() + self._policy.housekeeping_seconds
                 handled = await self.run_once()
             except Exception:
                 # A database hiccup must not kill the worker; the jobs stay in the outbox.
@@ -74,6 +94,15 @@ class DeliveryWorker:
                 handled = 0
             if handled == 0:
                 await self._outbox.wait(self._policy.poll_seconds)
+
+    async def housekeeping(self) -> None:
+        """Delete what nobody needs any more: decoy jobs, long-expired codes and sessions."""
+        now = self._clock.now()
+        async with self._db.write() as conn:
+            await DeliveryRepository(conn).purge_decoys(before=now - timedelta(minutes=10))
+            await CodeRepository(conn).purge_expired(before=now - timedelta(days=1))
+        if self._sessions is not None:
+            await self._sessions.purge_expired(now=now)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -152,6 +181,12 @@ class DeliveryWorker:
             idempotency_key=job.id,
         )
         retryable, reason = False, f"no {route.channel.value} provider"
+        if route.channel is Channel.SMS and self._sms_guard is not None:
+            refusal = await self._sms_guard.refusal(route.to)
+            if refusal is not None:
+                # Not sent, not retried here: the next verified channel takes over.
+                await self._log_skip(job, route, reason=refusal)
+                return False, refusal
         for provider in self._providers.get(route.channel, []):
             try:
                 result = await provider.send(message)
@@ -187,6 +222,17 @@ class DeliveryWorker:
                     provider_message_id=result.provider_message_id,
                     now=self._clock.now(),
                 )
+                if self._audit is not None and job.notification in CODE_NOTIFICATIONS:
+                    await self._audit.record(
+                        AuditEvent.CODE_SENT,
+                        outcome="sent",
+                        client=None,
+                        user_id=job.user_id,
+                        conn=conn,
+                        notification=job.notification,
+                        channel=route.channel.value,
+                        provider=provider.name,
+                    )
             self._count_attempt(route, provider, deliveries.SENT)
             log.info(
                 "delivery_sent",
@@ -224,6 +270,22 @@ class DeliveryWorker:
                 "to": mask(route.to),
                 "reason": error,
             },
+        )
+
+    async def _log_skip(self, job: DeliveryJob, route: Route, *, reason: str) -> None:
+        async with self._db.write() as conn:
+            await DeliveryRepository(conn).record_attempt(
+                job_id=job.id,
+                channel=route.channel.value,
+                provider="policy",
+                destination=mask(route.to),
+                status="skipped",
+                provider_message_id=None,
+                error=reason,
+                now=self._clock.now(),
+            )
+        log.warning(
+            "delivery_skipped", extra={"job_id": job.id, "to": mask(route.to), "reason": reason}
         )
 
     def _count_attempt(self, route: Route, provider: Provider, status: str) -> None:

@@ -50,5 +50,10 @@ class SessionStore(ABC):
     async def delete_user(self, user_id: str) -> int:
         """End every session of ``user_id``; returns how many ended."""
 
+    async def purge_expired(self, *, now: datetime) -> int:
+        """Delete sessions that expired before ``now``; stores that expire keys by
+        themselves (Redis) need not do anything. Returns how many went."""
+        return 0
+
     async def close(self) -> None:  # noqa: B027 - optional hook with nothing to do by default
         """Release connections; the default has none."""

@@ -29,3 +29,9 @@ class MemorySessionStore(SessionStore):
         for key in doomed:
             del self._records[key]
         return len(doomed)
+
+    async def purge_expired(self, *, now: datetime) -> int:
+        doomed = [key for key, record in self._records.items() if record.expires_at <= now]
+        for key in doomed:
+            del self._records[key]
+        return len(doomed)

@@ -21,7 +21,7 @@ from prometheus_client import (
 )
 
 #: The code purposes counted by name (``recovery.codes``: ``RESET``, ``verify_purpose``).
-PURPOSES = ("reset", "verify-email", "verify-sms")
+PURPOSES = ("reset", "verify-email", "verify-sms", "change-email", "change-sms")
 CHANNELS = frozenset({"email", "sms"})
 #: Statuses of one delivery attempt, as written to the delivery log by the worker.
 DELIVERY_STATUSES = frozenset({"sent", "retry", "failed"})

@@ -69,6 +69,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         min_length=settings.password_min_length, max_length=settings.password_max_length
     )
     audit = AuditLog(database=database, clock=clock)
+    metrics = Metrics()
     codes = OneTimeCodes(
         database=database,
         keyring=keyring,
@@ -79,9 +80,9 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         pause_seconds=settings.recovery_pause_seconds,
         max_pause_seconds=settings.recovery_max_pause_seconds,
         audit=audit,
+        metrics=metrics,
     )
     providers = build_providers(settings, mailbox=mailbox, clock=clock)
-    metrics = Metrics()
     worker = DeliveryWorker(
         database=database,
         outbox=outbox,

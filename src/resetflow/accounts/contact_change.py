@@ -34,7 +34,8 @@ from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotS
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
 from resetflow.ratelimit import RateLimiter
-from resetflow.recovery.codes import OneTimeCodes
+from resetflow.recovery.codes import RESET, OneTimeCodes
+from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.sessions import SessionStore
 from resetflow.storage.users import UserRepository
@@ -232,6 +233,8 @@ class ContactChangeService:
                 if user is None or (owner is not None and owner.id != user.id):
                     raise _Taken()
                 await users.set_contact(user.id, channel, pending.value, verified_at=now)
+                # A reset code already sent to the old contact must not outlive the change.
+                await CodeRepository(conn).void(user_id=user.id, purpose=RESET)
                 for route in _old_contact_routes(user, channel):
                     await self._outbox.enqueue(
                         conn,

@@ -30,6 +30,7 @@ from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.crypto import Keyring, new_code, sha256_hex
 from resetflow.errors import InvalidCode
+from resetflow.metrics import Metrics
 from resetflow.storage.codes import CodeRepository, StoredCode
 from resetflow.storage.database import Database
 from resetflow.storage.users import DECOY_USER_ID, UserRepository
@@ -61,6 +62,7 @@ class OneTimeCodes:
         pause_seconds: int = 60,
         max_pause_seconds: int = 24 * 3600,
         audit: AuditLog | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if not 0 < ttl_seconds <= 600:
             raise ValueError("a code may live at most 10 minutes (R4)")
@@ -73,6 +75,7 @@ class OneTimeCodes:
         self._pause = timedelta(seconds=pause_seconds)
         self._max_pause = timedelta(seconds=max_pause_seconds)
         self._audit = audit
+        self._metrics = metrics
 
     async def issue(
         self, conn: AsyncConnection, *, user_id: str, purpose: str, attempt_id: str
@@ -90,6 +93,8 @@ class OneTimeCodes:
             now=now,
             expires_at=issued.expires_at,
         )
+        if self._metrics is not None and user_id != DECOY_USER_ID:
+            self._metrics.code_issued(purpose)
         return issued
 
     def decoy(self, *, purpose: str) -> None:
@@ -155,6 +160,9 @@ class OneTimeCodes:
                     conn=conn,
                     purpose=purpose,
                 )
+        if self._metrics is not None and user_id is not None:
+            count = self._metrics.code_accepted if accepted else self._metrics.code_rejected
+            count(purpose)
         # Raised after the commit, so that the failure counts above are kept.
         if accepted is None:
             raise InvalidCode()

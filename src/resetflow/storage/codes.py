@@ -56,6 +56,12 @@ class CodeRepository:
             )
         )
 
+    async def void(self, *, user_id: str, purpose: str) -> None:
+        """Forget the account's live code for ``purpose`` (it can no longer be used)."""
+        await self._conn.execute(
+            delete(codes).where((codes.c.user_id == user_id) & (codes.c.purpose == purpose))
+        )
+
     async def current(self, *, user_id: str, purpose: str) -> StoredCode | None:
         row = (
             await self._conn.execute(

@@ -1,7 +1,7 @@
 """The signed-in account's own settings: change the email address or phone number (with
 the password, proven by a code sent to the new contact) and choose where codes go (R42).
 
-Input is read by the same :func:`resetflow.web.actions._read` as every other action
+Input is read by the same :func:`resetflow.web.edge.read_action` as every other action
 (origin, CSRF, strict schema, and whatever else every POST must pass), so these routes
 cannot drift from the others.
 """
@@ -15,9 +15,10 @@ from starlette.responses import RedirectResponse, Response
 
 from resetflow.accounts.contact_change import PendingChange, contact_kind
 from resetflow.accounts.models import Channel
+from resetflow.crypto import new_token
 from resetflow.errors import NotSignedIn
 from resetflow.web import account_schemas, schemas
-from resetflow.web.actions import _doc, _read, _services, client_of
+from resetflow.web.edge import client_of, openapi_body, read_action, services_of
 from resetflow.web.inputs import is_form, session_of
 from resetflow.web.render import action_done, page
 
@@ -34,16 +35,18 @@ def _not_signed_in(request: Request) -> Response:
     return RedirectResponse("/login", status_code=303)
 
 
-@router.post("/account/contact", status_code=202, openapi_extra=_doc(account_schemas.ContactChange))
+@router.post(
+    "/account/contact", status_code=202, openapi_extra=openapi_body(account_schemas.ContactChange)
+)
 async def change_contact(request: Request) -> Response:
-    data = await _read(
+    data = await read_action(
         request, account_schemas.ContactChange, page="account.html", keep=("channel", "value")
     )
     user_id = session_of(request).user_id
     if user_id is None:
         return _not_signed_in(request)
     channel = Channel(data.channel)
-    pending = await _services(request).contact_change.request_change(
+    pending = await services_of(request).contact_change.request_change(
         user_id=user_id,
         channel=channel,
         value=data.value,
@@ -68,9 +71,9 @@ async def change_contact(request: Request) -> Response:
     )
 
 
-@router.post("/account/confirm-contact", openapi_extra=_doc(schemas.CodeSubmission))
+@router.post("/account/confirm-contact", openapi_extra=openapi_body(schemas.CodeSubmission))
 async def confirm_contact(request: Request) -> Response:
-    data = await _read(request, schemas.CodeSubmission, page="confirm_contact.html")
+    data = await read_action(request, schemas.CodeSubmission, page="confirm_contact.html")
     user_id = session_of(request).user_id
     if user_id is None:
         return _not_signed_in(request)
@@ -86,7 +89,7 @@ async def confirm_contact(request: Request) -> Response:
         if stored
         else None
     )
-    channel = await _services(request).contact_change.confirm_change(
+    channel = await services_of(request).contact_change.confirm_change(
         user_id=user_id, pending=pending, code=data.token, client=client_of(request)
     )
     session.pop(PENDING)
@@ -99,14 +102,14 @@ async def confirm_contact(request: Request) -> Response:
     )
 
 
-@router.post("/account/preference", openapi_extra=_doc(account_schemas.PreferenceChoice))
+@router.post("/account/preference", openapi_extra=openapi_body(account_schemas.PreferenceChoice))
 async def change_preference(request: Request) -> Response:
-    data = await _read(request, account_schemas.PreferenceChoice, page="account.html")
+    data = await read_action(request, account_schemas.PreferenceChoice, page="account.html")
     user_id = session_of(request).user_id
     if user_id is None:
         return _not_signed_in(request)
     preference = Channel(data.preference)
-    await _services(request).contact_change.set_preference(user_id=user_id, preference=preference)
+    await services_of(request).contact_change.set_preference(user_id=user_id, preference=preference)
     where = "email" if preference is Channel.EMAIL else "SMS"
     return action_done(
         request, status=200, body={"redirect": "/account"}, flash=f"Codes now go by {where}."
@@ -137,4 +140,28 @@ def _display(channel: Channel, value: str) -> str:
         return value
     return phonenumbers.format_number(
         phonenumbers.parse(value), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+
+
+@router.post("/account/verify", status_code=202, openapi_extra=openapi_body(schemas.ChannelChoice))
+async def verify_another_contact(request: Request) -> Response:
+    """Send a code to one of the signed-in account's unverified contacts."""
+    data = await read_action(request, schemas.ChannelChoice, page="account.html")
+    session = session_of(request)
+    if session.user_id is None:
+        raise NotSignedIn()
+    channel = Channel(data.channel)
+    attempt_id = new_token()
+    await services_of(request).accounts.request_verification(
+        user_id=session.user_id, channel=channel, attempt_id=attempt_id, client=client_of(request)
+    )
+    session.set(
+        "verify", {"user": session.user_id, "attempt": attempt_id, "channel": channel.value}
+    )
+    where = "email address" if channel is Channel.EMAIL else "phone"
+    return action_done(
+        request,
+        status=202,
+        body={"redirect": "/verify-contact"},
+        flash=f"We sent a 6-digit code to your {where}.",
     )

@@ -5,90 +5,28 @@ in :mod:`resetflow.web.errors`."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, TypeVar
 
 from fastapi import APIRouter
-from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import Response
 
 from resetflow.accounts.models import Channel
 from resetflow.accounts.service import NewAccount
 from resetflow.audit import AuditEvent
-from resetflow.client import MAX_USER_AGENT, ClientInfo, client_ip
 from resetflow.crypto import new_token, sha256_hex
-from resetflow.errors import InvalidInput, NotSignedIn, RateLimited
+from resetflow.errors import InvalidInput
 from resetflow.recovery.service import ResetGrant
-from resetflow.services import Services
 from resetflow.web import schemas
-from resetflow.web.inputs import read_input, session_of
+from resetflow.web.edge import client_of, openapi_body, read_action, services_of
+from resetflow.web.inputs import session_of
 from resetflow.web.render import action_done
 
 router = APIRouter()
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def _doc(model: type[BaseModel]) -> dict[str, Any]:
-    """Describe the JSON body in /openapi.json; the route reads the body itself."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": model.model_json_schema()}},
-        }
-    }
-
-
-def _services(request: Request) -> Services:
-    services = request.app.state.services
-    assert isinstance(services, Services)
-    return services
-
-
-def client_of(request: Request) -> ClientInfo:
-    """The client as the audit trail and limits see it (set by :func:`_read`)."""
-    client = request.scope["state"].get("client")
-    if client is None:
-        settings = _services(request).settings
-        peer = request.client.host if request.client else None
-        client = ClientInfo(
-            ip=client_ip(
-                peer,
-                request.headers.get("x-forwarded-for"),
-                trusted=settings.trusted_proxy_networks,
-            ),
-            user_agent=request.headers.get("user-agent", "")[:MAX_USER_AGENT],
-        )
-        request.scope["state"]["client"] = client
-    assert isinstance(client, ClientInfo)
-    return client
-
-
-async def _read(
-    request: Request, model: type[ModelT], *, page: str, keep: tuple[str, ...] = ()
-) -> ModelT:
-    """Read the body; on error the form's ``page`` is shown again with the ``keep`` fields."""
-    request.scope["state"]["form_page"] = page
-    # Every POST counts against its client's and the global limits (R16).
-    services = _services(request)
-    client = client_of(request)
-    try:
-        await services.limiter.check_request(action=request.url.path, ip=client.ip)
-    except RateLimited:
-        await services.audit.record(
-            AuditEvent.LIMIT_HIT, outcome="client", client=client, action=request.url.path
-        )
-        raise
-    if keep and request.headers.get("content-type", "").startswith("application/x-www-form"):
-        form = await request.form()
-        request.scope["state"]["form_values"] = {k: form.get(k, "") for k in keep}
-    return await read_input(
-        request, model, allowed_origins=_services(request).settings.origin_allow_list
-    )
-
-
-@router.post("/create-user", status_code=201, openapi_extra=_doc(schemas.CreateUser))
+@router.post("/create-user", status_code=201, openapi_extra=openapi_body(schemas.CreateUser))
 async def create_user(request: Request) -> Response:
-    data = await _read(
+    data = await read_action(
         request,
         schemas.CreateUser,
         page="new_user.html",
@@ -96,7 +34,7 @@ async def create_user(request: Request) -> Response:
     )
     preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
     attempt_id = new_token()
-    user_id = await _services(request).accounts.sign_up(
+    user_id = await services_of(request).accounts.sign_up(
         NewAccount(
             name=data.name,
             email=data.email,
@@ -127,13 +65,13 @@ async def create_user(request: Request) -> Response:
     )
 
 
-@router.post("/verify-contact", openapi_extra=_doc(schemas.CodeSubmission))
+@router.post("/verify-contact", openapi_extra=openapi_body(schemas.CodeSubmission))
 async def verify_contact(request: Request) -> Response:
-    data = await _read(request, schemas.CodeSubmission, page="verify_contact.html")
+    data = await read_action(request, schemas.CodeSubmission, page="verify_contact.html")
     session = session_of(request)
     pending = session.get("verify") or {}
     channel = Channel(pending.get("channel", "email"))
-    await _services(request).accounts.verify_contact(
+    await services_of(request).accounts.verify_contact(
         user_id=pending.get("user"),
         channel=channel,
         attempt_id=pending.get("attempt"),
@@ -151,11 +89,11 @@ async def verify_contact(request: Request) -> Response:
 
 @router.post("/verify-contact/resend", status_code=202)
 async def resend_verification(request: Request) -> Response:
-    await _read(request, schemas.Empty, page="verify_contact.html")
+    await read_action(request, schemas.Empty, page="verify_contact.html")
     session = session_of(request)
     pending = session.get("verify") or {}
     attempt_id = new_token()
-    await _services(request).accounts.request_verification(
+    await services_of(request).accounts.request_verification(
         user_id=pending.get("user"),
         channel=Channel(pending.get("channel", "email")),
         attempt_id=attempt_id,
@@ -168,36 +106,12 @@ async def resend_verification(request: Request) -> Response:
     )
 
 
-@router.post("/account/verify", status_code=202, openapi_extra=_doc(schemas.ChannelChoice))
-async def verify_another_contact(request: Request) -> Response:
-    """Send a code to one of the signed-in account's unverified contacts."""
-    data = await _read(request, schemas.ChannelChoice, page="account.html")
-    session = session_of(request)
-    if session.user_id is None:
-        raise NotSignedIn()
-    channel = Channel(data.channel)
-    attempt_id = new_token()
-    await _services(request).accounts.request_verification(
-        user_id=session.user_id, channel=channel, attempt_id=attempt_id, client=client_of(request)
-    )
-    session.set(
-        "verify", {"user": session.user_id, "attempt": attempt_id, "channel": channel.value}
-    )
-    where = "email address" if channel is Channel.EMAIL else "phone"
-    return action_done(
-        request,
-        status=202,
-        body={"redirect": "/verify-contact"},
-        flash=f"We sent a 6-digit code to your {where}.",
-    )
-
-
-@router.post("/send-token", status_code=202, openapi_extra=_doc(schemas.EmailOrPhone))
+@router.post("/send-token", status_code=202, openapi_extra=openapi_body(schemas.EmailOrPhone))
 async def send_token(request: Request) -> Response:
-    data = await _read(
+    data = await read_action(
         request, schemas.EmailOrPhone, page="forgot_password.html", keep=("email", "phone")
     )
-    services = _services(request)
+    services = services_of(request)
     mode = "email" if data.email is not None else "phone"
     email = services.accounts.parse_email(data.email) if data.email is not None else None
     phone = services.accounts.parse_phone(data.phone) if data.phone is not None else None
@@ -220,12 +134,12 @@ async def send_token(request: Request) -> Response:
     )
 
 
-@router.post("/verify-token", openapi_extra=_doc(schemas.CodeSubmission))
+@router.post("/verify-token", openapi_extra=openapi_body(schemas.CodeSubmission))
 async def verify_token(request: Request) -> Response:
-    data = await _read(request, schemas.CodeSubmission, page="enter_token.html")
+    data = await read_action(request, schemas.CodeSubmission, page="enter_token.html")
     session = session_of(request)
     reset = session.get("reset") or {}
-    grant = await _services(request).recovery.verify_code(
+    grant = await services_of(request).recovery.verify_code(
         user_id=reset.get("user"),
         attempt_id=reset.get("attempt"),
         code=data.token,
@@ -239,9 +153,9 @@ async def verify_token(request: Request) -> Response:
     return action_done(request, status=200, body={"redirect": "/new-password"})
 
 
-@router.post("/reset-password", openapi_extra=_doc(schemas.ResetPassword))
+@router.post("/reset-password", openapi_extra=openapi_body(schemas.ResetPassword))
 async def reset_password(request: Request) -> Response:
-    data = await _read(request, schemas.ResetPassword, page="new_password.html")
+    data = await read_action(request, schemas.ResetPassword, page="new_password.html")
     session = session_of(request)
     stored = session.get("grant")
     grant = (
@@ -253,7 +167,7 @@ async def reset_password(request: Request) -> Response:
         if stored
         else None
     )
-    await _services(request).recovery.reset_password(
+    await services_of(request).recovery.reset_password(
         grant=grant,
         new_password=data.newPassword,
         confirmation=data.newPasswordConfirm,
@@ -267,10 +181,10 @@ async def reset_password(request: Request) -> Response:
     )
 
 
-@router.post("/login", openapi_extra=_doc(schemas.Login))
+@router.post("/login", openapi_extra=openapi_body(schemas.Login))
 async def login(request: Request) -> Response:
-    data = await _read(request, schemas.Login, page="login.html", keep=("email", "phone"))
-    services = _services(request)
+    data = await read_action(request, schemas.Login, page="login.html", keep=("email", "phone"))
+    services = services_of(request)
     try:
         email = services.accounts.parse_email(data.email) if data.email is not None else None
         phone = services.accounts.parse_phone(data.phone) if data.phone is not None else None
@@ -286,10 +200,10 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    await _read(request, schemas.Empty, page="index.html")
+    await read_action(request, schemas.Empty, page="index.html")
     session = session_of(request)
     if session.user_id is not None:
-        await _services(request).audit.record(
+        await services_of(request).audit.record(
             AuditEvent.SIGN_OUT, outcome="ok", client=client_of(request), user_id=session.user_id
         )
     session.restart()

@@ -1,0 +1,76 @@
+"""What every action shares: the services, the client, reading and limiting input, and
+the OpenAPI description of a body. One place, so that no action can skip a check."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from starlette.requests import Request
+
+from resetflow.audit import AuditEvent
+from resetflow.client import MAX_USER_AGENT, ClientInfo, client_ip
+from resetflow.errors import RateLimited
+from resetflow.services import Services
+from resetflow.web.inputs import read_input
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """Describe the JSON body in /openapi.json; the route reads the body itself."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+def services_of(request: Request) -> Services:
+    services = request.app.state.services
+    assert isinstance(services, Services)
+    return services
+
+
+def client_of(request: Request) -> ClientInfo:
+    """The client as the audit trail and the limits see it (computed once per request)."""
+    client = request.scope["state"].get("client")
+    if client is None:
+        settings = services_of(request).settings
+        peer = request.client.host if request.client else None
+        client = ClientInfo(
+            ip=client_ip(
+                peer,
+                request.headers.get("x-forwarded-for"),
+                trusted=settings.trusted_proxy_networks,
+            ),
+            user_agent=request.headers.get("user-agent", "")[:MAX_USER_AGENT],
+        )
+        request.scope["state"]["client"] = client
+    assert isinstance(client, ClientInfo)
+    return client
+
+
+async def read_action(
+    request: Request, model: type[ModelT], *, page: str, keep: tuple[str, ...] = ()
+) -> ModelT:
+    """Count the POST against the limits, then read and check its body.
+
+    On an error, a form's ``page`` is shown again with the ``keep`` fields as typed.
+    """
+    request.scope["state"]["form_page"] = page
+    # Every POST counts against its client's and the global limits (R16).
+    services = services_of(request)
+    client = client_of(request)
+    try:
+        await services.limiter.check_request(action=request.url.path, ip=client.ip)
+    except RateLimited:
+        await services.audit.record(
+            AuditEvent.LIMIT_HIT, outcome="client", client=client, action=request.url.path
+        )
+        raise
+    if keep and request.headers.get("content-type", "").startswith("application/x-www-form"):
+        form = await request.form()
+        request.scope["state"]["form_values"] = {k: form.get(k, "") for k in keep}
+    return await read_input(request, model, allowed_origins=services.settings.origin_allow_list)

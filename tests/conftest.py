@@ -158,3 +158,34 @@ def _asyncpg_dsn(url: str) -> str:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+# Redis -----------------------------------------------------------------------------------
+
+REDIS_URL = os.environ.get("RESETFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    """The Redis server's URL; skipped (failed in CI) when it cannot be reached. Tests use
+    their own key prefixes and never flush: the server may be shared."""
+    import asyncio
+
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    async def probe() -> None:
+        client = Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, RedisError) as error:
+        message = f"Redis not reachable at {REDIS_URL}: {error}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return REDIS_URL

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from resetflow.storage.database import Database
 from resetflow.storage.sessions import SessionRecord, SessionStore
 from resetflow.storage.sessions.memory import MemorySessionStore
+from resetflow.storage.sessions.redis import RedisSessionStore
 from resetflow.storage.sessions.sql import SqlSessionStore
 from tests.conftest import migrated_database
 
@@ -18,11 +20,14 @@ pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "redis"])
 def store_kind(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """ "memory", or the URL of a migrated database (prepared outside the event loop)."""
+    """``memory``, a Redis URL, or the URL of a migrated database (all prepared outside
+    the event loop)."""
     if request.param == "memory":
         return "memory"
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_server"))
     return migrated_database(request.param, request, tmp_path)
 
 
@@ -30,6 +35,12 @@ def store_kind(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 async def store(store_kind: str) -> AsyncIterator[SessionStore]:
     if store_kind == "memory":
         yield MemorySessionStore()
+        return
+    if store_kind.startswith("redis"):
+        prefix = f"resetflow-test:{secrets.token_hex(6)}:"
+        redis_store = RedisSessionStore.from_url(store_kind, prefix=prefix)
+        yield redis_store
+        await redis_store.close()
         return
     database = Database(store_kind)
     yield SqlSessionStore(database=database)

@@ -90,12 +90,20 @@ def create_app(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
+        """Ready when the database and the session store answer; reports the outbox."""
+        report: dict[str, object] = {"status": "ok"}
         try:
             async with services.database.read() as conn:
-                pending = await DeliveryRepository(conn).count_pending()
+                report["outbox_pending"] = await DeliveryRepository(conn).count_pending()
+            report["database"] = "up"
         except Exception:
-            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "up", "outbox_pending": pending})
+            report.update(status="unavailable", database="down")
+        try:
+            await services.sessions.ping()
+            report["sessions"] = "up"
+        except Exception:
+            report.update(status="unavailable", sessions="down")
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     # Outermost first at run time: security checks and headers wrap everything.
     app.add_middleware(

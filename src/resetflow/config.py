@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     database_url: str | None = None
     redis_url: str | None = None
+    # Keys in Redis start with this, so that several deployments can share one server.
+    redis_prefix: str = Field(default="resetflow", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     base_url: str = "http://127.0.0.1:8000"
     allowed_origins: str = ""
     trusted_proxies: str = ""

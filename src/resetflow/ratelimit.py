@@ -51,10 +51,10 @@ def parse_rules(value: str) -> list[RateLimitItem]:
     return list(items)
 
 
-def make_storage(redis_url: str | None) -> Storage:
+def make_storage(redis_url: str | None, *, prefix: str = "resetflow") -> Storage:
     if redis_url:
         uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
-        return RedisStorage(uri, implementation="redispy", key_prefix="resetflow")
+        return RedisStorage(uri, implementation="redispy", key_prefix=f"{prefix}:limits")
     return MemoryStorage()
 
 

@@ -25,6 +25,7 @@ from resetflow.recovery.service import RecoveryService
 from resetflow.storage.database import Database
 from resetflow.storage.dev_outbox import DevMailbox
 from resetflow.storage.sessions import SessionStore
+from resetflow.storage.sessions.redis import RedisSessionStore
 from resetflow.storage.sessions.sql import SqlSessionStore
 
 
@@ -56,12 +57,16 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     clock = clock or Clock()
     database = Database(settings.resolved_database_url)
     limiter = RateLimiter(
-        storage=make_storage(settings.redis_url),
+        storage=make_storage(settings.redis_url, prefix=settings.redis_prefix),
         rules=settings.limit_rules,
         enabled=settings.limits_enabled,
     )
     keyring = Keyring(settings.secret())
-    sessions = SqlSessionStore(database=database)
+    sessions: SessionStore = (
+        RedisSessionStore.from_url(settings.redis_url, prefix=f"{settings.redis_prefix}:")
+        if settings.redis_url
+        else SqlSessionStore(database=database)
+    )
     outbox = Outbox(keyring=keyring)
     mailbox = DevMailbox(database=database)
     hasher = PasswordHasher()

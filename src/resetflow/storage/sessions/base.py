@@ -55,5 +55,8 @@ class SessionStore(ABC):
         themselves (Redis) need not do anything. Returns how many went."""
         return 0
 
+    async def ping(self) -> None:  # noqa: B027 - optional hook, nothing to check by default
+        """Raise if the store cannot be reached (readiness checks); the default can."""
+
     async def close(self) -> None:  # noqa: B027 - optional hook with nothing to do by default
         """Release connections; the default has none."""

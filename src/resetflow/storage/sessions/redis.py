@@ -1,0 +1,113 @@
+"""Sessions in Redis: what every web process shares in production.
+
+Layout, under a key prefix: ``<prefix>session:<id hash>`` holds the record as JSON and
+expires with it; ``<prefix>user:<user id>`` is the set of that user's session hashes, so
+that :meth:`delete_user` can end them all. Both writes happen in one Lua script, so a
+session can never exist without its index entry.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from resetflow.storage.sessions.base import SessionRecord, SessionStore
+
+# KEYS[1] session key, KEYS[2] new user set (or ""), ARGV[1] JSON, ARGV[2] ttl ms,
+# ARGV[3] prefix for user sets, ARGV[4] id hash.
+_SAVE = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  local previous = cjson.decode(old)['user_id']
+  if previous and previous ~= cjson.null and (ARGV[3] .. previous) ~= KEYS[2] then
+    redis.call('SREM', ARGV[3] .. previous, ARGV[4])
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if KEYS[2] ~= '' then
+  redis.call('SADD', KEYS[2], ARGV[4])
+  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  end
+end
+return 1
+"""
+
+# KEYS[1] user set, ARGV[1] prefix for session keys.
+_DELETE_USER = """
+local members = redis.call('SMEMBERS', KEYS[1])
+local ended = 0
+for _, id_hash in ipairs(members) do
+  ended = ended + redis.call('DEL', ARGV[1] .. id_hash)
+end
+redis.call('DEL', KEYS[1])
+return ended
+"""
+
+
+class RedisSessionStore(SessionStore):
+    def __init__(self, *, client: Redis, prefix: str = "resetflow:") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._save = client.register_script(_SAVE)
+        self._delete_user = client.register_script(_DELETE_USER)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str = "resetflow:") -> RedisSessionStore:
+        return cls(client=Redis.from_url(url, decode_responses=True), prefix=prefix)
+
+    async def load(self, id_hash: str, *, now: datetime) -> SessionRecord | None:
+        raw = await self._redis.get(self._session_key(id_hash))
+        if raw is None:
+            return None
+        stored: dict[str, Any] = json.loads(raw)
+        record = SessionRecord(
+            user_id=stored["user_id"],
+            data=stored["data"],
+            created_at=datetime.fromisoformat(stored["created_at"]),
+            expires_at=datetime.fromisoformat(stored["expires_at"]),
+        )
+        # Redis expires the key by its own clock; the record's time is checked too, so
+        # that expiry follows the service's clock (and a frozen clock in tests).
+        return record if record.expires_at > now else None
+
+    async def save(self, id_hash: str, record: SessionRecord) -> None:
+        payload = json.dumps(
+            {
+                "user_id": record.user_id,
+                "data": record.data,
+                "created_at": record.created_at.isoformat(),
+                "expires_at": record.expires_at.isoformat(),
+            },
+            separators=(",", ":"),
+        )
+        ttl_ms = max(1000, int((record.expires_at - record.created_at).total_seconds() * 1000))
+        user_key = self._user_key(record.user_id) if record.user_id else ""
+        await self._save(
+            keys=[self._session_key(id_hash), user_key],
+            args=[payload, ttl_ms, f"{self._prefix}user:", id_hash],
+        )
+
+    async def delete(self, id_hash: str) -> None:
+        await self._redis.delete(self._session_key(id_hash))
+
+    async def delete_user(self, user_id: str) -> int:
+        ended = await self._delete_user(
+            keys=[self._user_key(user_id)], args=[f"{self._prefix}session:"]
+        )
+        return int(ended)
+
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def _session_key(self, id_hash: str) -> str:
+        return f"{self._prefix}session:{id_hash}"
+
+    def _user_key(self, user_id: str) -> str:
+        return f"{self._prefix}user:{user_id}"

@@ -24,12 +24,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from resetflow.errors import RateLimited
+from resetflow.storage.redis import client_options
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +56,8 @@ def parse_rules(value: str) -> list[RateLimitItem]:
 def make_storage(redis_url: str | None, *, prefix: str = "resetflow") -> Storage:
     if redis_url:
         uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
-        return RedisStorage(uri, implementation="redispy", key_prefix=f"{prefix}:limits")
+        options: dict[str, Any] = client_options()
+        return RedisStorage(uri, implementation="redispy", key_prefix=f"{prefix}:limits", **options)
     return MemoryStorage()
 
 

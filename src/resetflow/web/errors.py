@@ -6,6 +6,8 @@ import logging
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from limits.errors import StorageError
+from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
@@ -40,8 +42,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers=error.headers,
         )
 
-    async def on_database_down(request: Request, error: Exception) -> Response:
-        log.error("database_unavailable", extra={"error": type(error).__name__})
+    async def on_backend_down(request: Request, error: Exception) -> Response:
+        # The database or Redis is unreachable: a clean 503 that the client may retry;
+        # nothing was half-written (each change is one transaction or one Lua script).
+        log.error("backend_unavailable", extra={"error": type(error).__name__})
         response = error_answer(request, ServiceUnavailable())
         response.headers["Retry-After"] = "5"
         return response
@@ -49,6 +53,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ResetflowError, on_domain_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
-    app.add_exception_handler(DBAPIError, on_database_down)
-    app.add_exception_handler(PoolTimeout, on_database_down)
-    app.add_exception_handler(OSError, on_database_down)
+    for backend_error in (DBAPIError, PoolTimeout, OSError, RedisError, StorageError):
+        app.add_exception_handler(backend_error, on_backend_down)

@@ -97,7 +97,7 @@ class SessionMiddleware:
         self._ttl = timedelta(seconds=ttl_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith("/static/"):
+        if scope["type"] != "http" or _sessionless(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
@@ -168,6 +168,12 @@ class SessionMiddleware:
         if self._secure:
             parts.append("Secure")
         return "; ".join(parts)
+
+
+def _sessionless(path: str) -> bool:
+    """Probes, metrics and static files neither need nor touch a session, so that they
+    keep answering while the session store is down."""
+    return path in ("/healthz", "/readyz", "/metrics") or path.startswith("/static/")
 
 
 async def _send_unavailable(send: Send) -> None:

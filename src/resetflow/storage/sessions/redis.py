@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from resetflow.storage.redis import client_options
 from resetflow.storage.sessions.base import SessionRecord, SessionStore
 
 # KEYS[1] session key, KEYS[2] new user set (or ""), ARGV[1] JSON, ARGV[2] ttl ms,
@@ -57,7 +58,8 @@ class RedisSessionStore(SessionStore):
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "resetflow:") -> RedisSessionStore:
-        return cls(client=Redis.from_url(url, decode_responses=True), prefix=prefix)
+        client = Redis.from_url(url, decode_responses=True, **client_options())
+        return cls(client=client, prefix=prefix)
 
     async def load(self, id_hash: str, *, now: datetime) -> SessionRecord | None:
         raw = await self._redis.get(self._session_key(id_hash))

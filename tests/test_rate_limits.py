@@ -257,3 +257,33 @@ def sign_up_verified_without_worker(client: httpx.Client, app: LiveApp) -> None:
             await services.close()
 
     asyncio.run(create())
+
+
+def test_r20_the_worker_renders_decoy_jobs_and_drops_them_unsent(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    """Unknown contacts leave a decoy job that the worker handles like a real one (so the
+    work after the answer is alike too), then deletes without sending anything."""
+    app = live_app()
+    with app.client() as client:
+        for i in range(5):
+            assert (
+                client.post("/send-token", json={"email": f"nobody{i}@example.com"}).status_code
+                == 202
+            )
+
+        async def jobs_left() -> int:
+            services = build_services(app.settings)
+            try:
+                async with services.database.read() as conn:
+                    rows = await conn.exec_driver_sql("SELECT count(*) FROM delivery_jobs")
+                    return int(rows.scalar_one())
+            finally:
+                await services.close()
+
+        for _ in range(200):
+            if asyncio.run(jobs_left()) == 0:
+                break
+            asyncio.run(asyncio.sleep(0.05))
+        assert asyncio.run(jobs_left()) == 0
+        assert dev_outbox(client) == []

@@ -30,6 +30,7 @@ from limits import RateLimitItem, parse_many
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
+from resetflow.crypto import sha256_hex
 from resetflow.errors import RateLimited
 from resetflow.storage.redis import client_options
 
@@ -84,7 +85,8 @@ class RateLimiter:
         """Count one ``purpose`` code sent to ``destination``; False (and nothing counted)
         when over. Purposes count apart, so that confirming a new contact does not eat
         into the reset codes a person may need a minute later."""
-        key = ("destination", purpose, destination)
+        # Hashed: the counters live in Redis, where contacts in clear do not belong (R44).
+        key = ("destination", purpose, sha256_hex(destination)[:32])
         return await self._take(self._per_destination, *key) is None
 
     async def allow_sms(self, phone: str) -> str | None:

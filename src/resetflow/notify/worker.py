@@ -24,7 +24,7 @@ from resetflow.audit import AuditEvent, AuditLog
 from resetflow.clock import Clock
 from resetflow.metrics import Metrics
 from resetflow.notify.messages import Notification, Route
-from resetflow.notify.outbox import Outbox
+from resetflow.notify.outbox import DECOY_ROUTE, Outbox
 from resetflow.notify.providers.base import Provider, ProviderError
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
@@ -142,6 +142,18 @@ class DeliveryWorker:
             log.info("delivery_expired", extra={"job_id": job.id})
             return
         routes, context = self._outbox.open_payload(job.id, job.sealed_payload)
+        if routes == [DECOY_ROUTE]:
+            # A decoy: the same rendering work as a real job, then gone, never sent.
+            self._renderer.render(
+                job.notification,
+                channel=DECOY_ROUTE.channel,
+                to=DECOY_ROUTE.to,
+                locale=job.locale,
+                context=context,
+            )
+            async with self._db.write() as conn:
+                await DeliveryRepository(conn).discard(job.id, owner=self.owner)
+            return
         route_index, tries = job.route_index, job.tries
         last_error = "no provider for channel"
         while route_index < len(routes):

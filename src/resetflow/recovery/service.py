@@ -6,6 +6,7 @@ service never sees cookies.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -79,7 +80,8 @@ class RecoveryService:
         ``RESETFLOW_LIMIT_DESTINATION`` codes go to one contact, known or not (R15, R17).
 
         Unknown, unverified and rate-limited requests do the same database work as a
-        real one, on the decoy account and a decoy job that no worker sends (R20).
+        real one, on the decoy account and a decoy job that the worker renders and
+        drops without sending (R20).
         """
         now = self._clock.now()
         destination = email or phone or ""
@@ -93,7 +95,9 @@ class RecoveryService:
             issued = await self._codes.issue(
                 conn,
                 user_id=target.id if target else DECOY_USER_ID,
-                purpose=RESET,
+                # Decoys spread over many rows, so that concurrent unknown requests do not
+                # queue on one row lock while real ones touch different accounts.
+                purpose=RESET if target else f"{RESET}#{secrets.randbelow(DECOY_SLOTS)}",
                 attempt_id=attempt_id,
             )
             await self._outbox.enqueue(
@@ -123,8 +127,9 @@ class RecoveryService:
                 conn=conn,
                 destination=mask(destination),
             )
-        if target is not None:
-            self._outbox.wake()
+        # The worker treats decoy jobs like real ones (it renders them, then drops them),
+        # so waking it for both keeps the work after the answer alike too.
+        self._outbox.wake()
         return user.id if user else None
 
     async def verify_code(
@@ -200,6 +205,8 @@ class RecoveryService:
             **extra,
         }
 
+
+DECOY_SLOTS = 64
 
 # A stand-in with the shape of a real profile, so that decoy messages cost the same.
 _DECOY_PROFILE = User(

@@ -20,7 +20,8 @@ QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
-# Written for unknown accounts so that they cost what real requests cost; never claimed.
+# Written for unknown accounts so that they cost what real requests cost; a worker claims
+# and renders them like real jobs, then drops them unsent.
 DECOY = "decoy"
 
 
@@ -90,13 +91,14 @@ class DeliveryRepository:
     ) -> list[DeliveryJob]:
         """Lease up to ``limit`` due jobs to ``owner`` and return them.
 
-        Due: queued with ``next_attempt_at <= now``, or sending with an expired lease.
+        Due: queued (or decoy) with ``next_attempt_at <= now``, or sending with an
+        expired lease.
         On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED`` so
         concurrent workers take different jobs; SQLite serialises writers anyway.
         """
-        due = ((delivery_jobs.c.status == QUEUED) & (delivery_jobs.c.next_attempt_at <= now)) | (
-            (delivery_jobs.c.status == SENDING) & (delivery_jobs.c.lease_until <= now)
-        )
+        due = (
+            (delivery_jobs.c.status.in_([QUEUED, DECOY])) & (delivery_jobs.c.next_attempt_at <= now)
+        ) | ((delivery_jobs.c.status == SENDING) & (delivery_jobs.c.lease_until <= now))
         candidates = (
             select(delivery_jobs.c.id)
             .where(due)
@@ -206,6 +208,14 @@ class DeliveryRepository:
             .values(**values)
         )
         return result.rowcount == 1
+
+    async def discard(self, job_id: str, *, owner: str) -> None:
+        """Drop a decoy job its worker has finished pretending to send."""
+        await self._conn.execute(
+            delete(delivery_jobs).where(
+                (delivery_jobs.c.id == job_id) & (delivery_jobs.c.lease_owner == owner)
+            )
+        )
 
     async def purge_decoys(self, *, before: datetime) -> int:
         result = await self._conn.execute(

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from resetflow import __version__
 from resetflow.clock import Clock
 from resetflow.config import Settings, load_settings
+from resetflow.notify.listener import OutboxListener
 from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryRepository
 from resetflow.storage.migrate import upgrade_async
@@ -23,6 +24,7 @@ from resetflow.web import account_actions, actions, pages
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
 from resetflow.web.metrics import MetricsMiddleware, metrics_router
+from resetflow.web.request_id import RequestIdMiddleware
 from resetflow.web.security import SecurityMiddleware
 from resetflow.web.sessions import SessionMiddleware
 
@@ -44,11 +46,20 @@ def create_app(
         if run_migrations:
             await upgrade_async(settings.resolved_database_url)
         worker_task = None
+        listener = None
         if settings.run_worker_in_process:
             worker_task = asyncio.create_task(services.worker.run(), name="resetflow-delivery")
+            if services.database.url.startswith("postgresql"):
+                # Jobs written by other web processes wake this worker too.
+                listener = OutboxListener(
+                    database_url=services.database.url, outbox=services.outbox
+                )
+                listener.start()
         try:
             yield
         finally:
+            if listener is not None:
+                await listener.stop()
             if worker_task is not None:
                 services.worker.stop()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -90,12 +101,20 @@ def create_app(
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        """Ready when the database and the session store answer; reports the outbox."""
+        """Ready when the database and the session store answer and the outbox is not
+        lagging behind (oldest waiting job under RESETFLOW_READY_MAX_OUTBOX_LAG_SECONDS)."""
         report: dict[str, object] = {"status": "ok"}
         try:
             async with services.database.read() as conn:
-                report["outbox_pending"] = await DeliveryRepository(conn).count_pending()
+                repo = DeliveryRepository(conn)
+                report["outbox_pending"] = await repo.count_pending()
+                oldest = await repo.oldest_queued_at()
             report["database"] = "up"
+            lag = (services.clock.now() - oldest).total_seconds() if oldest else 0.0
+            report["outbox_lag_seconds"] = round(max(lag, 0.0), 3)
+            if lag > settings.ready_max_outbox_lag_seconds:
+                # Messages wait too long: no worker runs, or too few for the load.
+                report.update(status="unavailable", outbox="lagging")
         except Exception:
             report.update(status="unavailable", database="down")
         try:
@@ -114,6 +133,7 @@ def create_app(
         secure=settings.is_prod,
         ttl_seconds=settings.session_ttl_seconds,
     )
+    app.add_middleware(RequestIdMiddleware)
     app.add_middleware(
         SecurityMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     sms_hourly_budget: int = Field(default=500, ge=1, le=1_000_000)
     sms_allowed_countries: str = ""
 
+    ready_max_outbox_lag_seconds: float = Field(default=300.0, gt=0, le=86400)
+
     inprocess_worker: bool | None = None
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     delivery_max_tries: int = Field(default=4, ge=1, le=20)

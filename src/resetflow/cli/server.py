@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from resetflow.config import Settings, load_settings
-from resetflow.logs import configure_logging
+from resetflow.logs import configure_logging, logging_config
+from resetflow.notify.listener import OutboxListener
 from resetflow.services import build_services
 from resetflow.storage.migrate import upgrade
 
@@ -17,6 +18,9 @@ from resetflow.storage.migrate import upgrade
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Web processes (each with its own event loop).")
+    ] = 1,
 ) -> None:
     """Run the web service (and, in dev, the in-process delivery worker)."""
     import uvicorn
@@ -24,17 +28,27 @@ def serve(
     from resetflow.app import create_app
 
     settings = load_settings()
-    configure_logging()
-    app = create_app(settings)
+    if not settings.is_prod:
+        upgrade(settings.resolved_database_url)  # once, before any web process starts
     typer.echo(
-        f"resetflow ({settings.env.value}) on http://{host}:{port}  data: {settings.data_dir}"
+        f"resetflow ({settings.env.value}) on http://{host}:{port} with {workers} process(es); "
+        f"data: {settings.data_dir}"
     )
     if not settings.is_prod:
         typer.echo(f"dev outbox: http://{host}:{port}/dev/outbox (messages are also printed here)")
-    # proxy_headers off: X-Forwarded-* are believed only from RESETFLOW_TRUSTED_PROXIES.
-    uvicorn.run(
-        app, host=host, port=port, proxy_headers=False, server_header=False, log_level="info"
-    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        # X-Forwarded-* are believed only from RESETFLOW_TRUSTED_PROXIES, by resetflow.
+        "proxy_headers": False,
+        "server_header": False,
+        "log_config": logging_config(),
+    }
+    if workers == 1:
+        uvicorn.run(create_app(settings, migrate=False), **options)
+    else:
+        # Each process builds its own app (and reads the same settings).
+        uvicorn.run("resetflow.app:create_app", factory=True, workers=workers, **options)
 
 
 def migrate() -> None:
@@ -61,8 +75,17 @@ async def _work(settings: Settings, *, drain: bool) -> None:
             typer.echo(f"delivered or settled {handled} job(s)")
             return
         loop = asyncio.get_running_loop()
+        # SIGTERM: finish the jobs in hand (their leases cover them), claim no more, exit.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, services.worker.stop)
-        await services.worker.run()
+        listener = None
+        if services.database.url.startswith("postgresql"):
+            listener = OutboxListener(database_url=services.database.url, outbox=services.outbox)
+            listener.start()
+        try:
+            await services.worker.run()
+        finally:
+            if listener is not None:
+                await listener.stop()
     finally:
         await services.close()

@@ -15,12 +15,16 @@ import secrets
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel
 from resetflow.crypto import Keyring
 from resetflow.notify.messages import Notification, Route
 from resetflow.storage.deliveries import DECOY, QUEUED, DeliveryRepository
+
+# PostgreSQL channel that wakes workers in other processes (notify/listener.py).
+NOTIFY_CHANNEL = "resetflow_outbox"
 
 # Where decoy jobs pretend to go; the reserved .invalid domain never resolves.
 DECOY_ROUTE = Route(channel=Channel.EMAIL, to="decoy@resetflow.invalid")
@@ -68,6 +72,9 @@ class Outbox:
             now=now,
             status=DECOY if decoy else QUEUED,
         )
+        if conn.dialect.name == "postgresql":
+            # Delivered at commit, to every listening worker process.
+            await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
         return job_id
 
     def open_payload(self, job_id: str, sealed: bytes) -> tuple[list[Route], dict[str, Any]]:

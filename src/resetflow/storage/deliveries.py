@@ -262,6 +262,12 @@ class DeliveryRepository:
             for m in (row._mapping for row in rows)
         ]
 
+    async def oldest_queued_at(self) -> datetime | None:
+        """When the oldest job still waiting to be sent was written (outbox lag)."""
+        query = select(func.min(delivery_jobs.c.created_at)).where(delivery_jobs.c.status == QUEUED)
+        oldest: datetime | None = (await self._conn.execute(query)).scalar_one_or_none()
+        return oldest
+
     async def count_pending(self) -> int:
         query = select(func.count()).where(delivery_jobs.c.status.in_([QUEUED, SENDING]))
         return int((await self._conn.execute(query)).scalar_one())

@@ -19,7 +19,6 @@ import time
 
 from fastapi import APIRouter
 from pydantic import SecretStr
-from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Router
@@ -28,10 +27,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from resetflow.clock import Clock
 from resetflow.errors import ErrorCode
 from resetflow.metrics import UNMATCHED, Metrics
-from resetflow.storage import deliveries
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryRepository
-from resetflow.storage.tables import delivery_jobs
 
 log = logging.getLogger("resetflow.metrics")
 
@@ -131,14 +128,9 @@ async def _read_outbox(database: Database, clock: Clock) -> tuple[float, float]:
     """(jobs queued or sending, age of the oldest queued job); NaNs if the read fails."""
     try:
         async with database.read() as conn:
-            depth = await DeliveryRepository(conn).count_pending()
-            oldest = (
-                await conn.execute(
-                    select(func.min(delivery_jobs.c.created_at)).where(
-                        delivery_jobs.c.status == deliveries.QUEUED
-                    )
-                )
-            ).scalar_one_or_none()
+            repo = DeliveryRepository(conn)
+            depth = await repo.count_pending()
+            oldest = await repo.oldest_queued_at()
     except Exception:
         # The other metrics are worth most while the database is down: still answer.
         log.warning("metrics_outbox_unreadable", exc_info=True)

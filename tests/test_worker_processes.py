@@ -1,0 +1,169 @@
+"""Separate worker and web processes: LISTEN/NOTIFY wake-ups on PostgreSQL, SIGTERM, and
+``serve --workers N``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from resetflow.accounts.models import Channel
+from resetflow.accounts.service import NewAccount
+from resetflow.services import build_services
+from tests.conftest import LiveApp
+from tests.support.flow import PASSWORD, find_code
+from tests.support.servers import SmtpSink, free_port
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESETFLOW_")}
+    env.update(values)
+    return env
+
+
+def _listening(database_url: str) -> bool:
+    async def check() -> bool:
+        conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+        try:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %resetflow_outbox%'"
+            )
+        finally:
+            await conn.close()
+        return bool(count)
+
+    return asyncio.run(check())
+
+
+def test_a_worker_in_another_process_wakes_on_notify_not_on_its_poll(
+    live_app: Callable[..., LiveApp], postgres_url: str, smtp: tuple[SmtpSink, int], tmp_path: Path
+) -> None:
+    sink, port = smtp
+    app = live_app(
+        database_url=postgres_url,
+        inprocess_worker=False,
+        email_provider="smtp",
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+    )
+
+    async def create() -> None:
+        services = build_services(app.settings)
+        try:
+            await services.accounts.sign_up(
+                NewAccount(
+                    name="Ada",
+                    email="ada@example.com",
+                    phone="+14155550100",
+                    password=PASSWORD,
+                    preference=Channel.EMAIL,
+                ),
+                attempt_id="setup",
+                verify=False,
+            )
+        finally:
+            await services.close()
+
+    asyncio.run(create())
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "resetflow", "worker"],
+        env=_env(
+            RESETFLOW_DATA_DIR=str(app.settings.data_dir),
+            RESETFLOW_DATABASE_URL=postgres_url,
+            RESETFLOW_EMAIL_PROVIDER="smtp",
+            RESETFLOW_SMTP_HOST="127.0.0.1",
+            RESETFLOW_SMTP_PORT=str(port),
+            RESETFLOW_WORKER_POLL_SECONDS="60",  # only a NOTIFY can wake it in time
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(postgres_url):
+            assert time.monotonic() < deadline, "the worker never listened"
+            time.sleep(0.1)
+        with app.client() as client:
+            sent_at = time.monotonic()
+            assert client.post("/send-token", json={"email": "ada@example.com"}).status_code == 202
+            mail = sink.wait_for("ada@example.com", timeout=20)[0]
+            assert time.monotonic() - sent_at < 10  # far below the 60 s poll
+            assert (
+                client.post("/verify-token", json={"token": find_code(mail.text)}).status_code
+                == 200
+            )
+        # SIGTERM: the worker finishes what it holds and exits cleanly.
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        log.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_serve_with_two_web_processes(tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "resetflow", "serve", "--port", str(port), "--workers", "2"],
+        env=_env(RESETFLOW_DATA_DIR=str(tmp_path / "data"), RESETFLOW_LIMIT_IP="10000/minute"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
+            time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=30) as client:
+            answer = client.post(
+                "/create-user",
+                json={
+                    "name": "Ada",
+                    "email": "ada@example.com",
+                    "phone": "+14155550100",
+                    "password": PASSWORD,
+                    "preference": "email",
+                },
+            )
+            assert answer.status_code == 201
+            # Many requests, so that both processes answer some; the session holds in all.
+            pages = {client.get("/verify-contact").status_code for _ in range(20)}
+            assert pages == {200}
+        assert len(_children(server.pid)) >= 2
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()

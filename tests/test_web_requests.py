@@ -310,3 +310,56 @@ def test_r31_own_forms_with_origin_null_are_accepted_but_not_cross_site_ones(
                 "/send-token", json=body, headers={"Origin": "null", "Sec-Fetch-Site": site}
             )
             assert refused.status_code == 403, site
+
+
+def test_every_answer_has_a_request_id_that_the_logs_carry(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    import io
+    import logging
+
+    from resetflow.logs import JsonFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)  # formats at once, as in production
+    handler.setFormatter(JsonFormatter())
+    audit_log = logging.getLogger("resetflow.audit")
+    audit_log.addHandler(handler)
+    previous_level = audit_log.level
+    audit_log.setLevel(logging.INFO)
+    app = live_app()
+    with app.client() as client:
+        generated = client.post("/send-token", json={"email": "a@example.com"})
+        assert re.fullmatch(r"[0-9a-f]{16}", generated.headers["x-request-id"])
+        kept = client.get("/", headers={"X-Request-ID": "lb-0123456789"})
+        assert kept.headers["x-request-id"] == "lb-0123456789"
+        forged = client.get("/", headers={"X-Request-ID": 'x" {"event": "forged"}'})
+        assert re.fullmatch(r"[0-9a-f]{16}", forged.headers["x-request-id"])
+    audit_log.removeHandler(handler)
+    audit_log.setLevel(previous_level)
+    lines = stream.getvalue().splitlines()
+    assert any(generated.headers["x-request-id"] in line for line in lines)
+
+
+def test_readyz_fails_when_the_outbox_lags(live_app: Callable[..., LiveApp]) -> None:
+    from resetflow.clock import FrozenClock
+
+    clock = FrozenClock()
+    app = live_app(clock=clock, inprocess_worker=False, ready_max_outbox_lag_seconds=120)
+    with app.client() as client:
+        client.post(
+            "/create-user",
+            json={
+                "name": "Ada",
+                "email": "ada@example.com",
+                "phone": "+14155550100",
+                "password": PASSWORD,
+                "preference": "email",
+            },
+        )
+        assert client.get("/readyz").status_code == 200
+        clock.advance(121)
+        lagging = client.get("/readyz")
+    assert lagging.status_code == 503
+    assert lagging.json()["outbox"] == "lagging"
+    assert lagging.json()["outbox_lag_seconds"] >= 121

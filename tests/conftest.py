@@ -55,9 +55,10 @@ def smtp() -> Iterator[tuple[SmtpSink, int]]:
 class LiveApp:
     """A running resetflow: its URL, settings and a JSON client with a cookie jar."""
 
-    def __init__(self, url: str, settings: Settings) -> None:
+    def __init__(self, url: str, settings: Settings, stop: Callable[[], None]) -> None:
         self.url = url
         self.settings = settings
+        self.stop = stop  # shut the server (and its in-process worker) down now
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30)
@@ -74,12 +75,19 @@ def live_app(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., L
         settings = make_settings(**overrides)
         context = serve_in_thread(create_app(settings, clock=clock, migrate=migrate), port=port)
         url = context.__enter__()
-        started.append(context)
-        return LiveApp(url, settings)
+        running = [True]
+
+        def stop() -> None:
+            if running:
+                running.clear()
+                context.__exit__(None, None, None)
+
+        started.append(stop)
+        return LiveApp(url, settings, stop)
 
     yield start
-    for context in reversed(started):
-        context.__exit__(None, None, None)
+    for stop in reversed(started):
+        stop()
 
 
 # PostgreSQL ------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from tests.support.flow import (
     NEW_PASSWORD,
     PASSWORD,
     find_code,
+    sign_up,
     sign_up_verified,
     wait_for_dev_message,
 )
@@ -133,16 +134,7 @@ def test_50_requests_for_one_address_in_a_minute_send_at_most_3_messages(
         email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port, **PRODUCTION_LIMITS
     )
     with app.client() as client:
-        client.post(
-            "/create-user",
-            json={
-                "name": "Ada",
-                "email": "ada@example.com",
-                "phone": "+14155550100",
-                "password": PASSWORD,
-                "preference": "email",
-            },
-        )
+        sign_up(client, name="Ada")
         code = find_code(sink.wait_for("ada@example.com")[0].text)
         assert client.post("/verify-contact", json={"token": code}).status_code == 200
     answers = []

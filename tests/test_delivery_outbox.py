@@ -15,7 +15,13 @@ from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryRepository
 from resetflow.storage.tables import delivery_jobs
 from tests.conftest import LiveApp
-from tests.support.flow import PASSWORD, find_code, sign_up_verified
+from tests.support.flow import (
+    PASSWORD,
+    create_verified_account,
+    find_code,
+    sign_up,
+    sign_up_verified,
+)
 from tests.support.servers import SmtpSink, run
 
 
@@ -53,19 +59,11 @@ def test_a_code_requested_while_no_worker_runs_is_delivered_by_a_worker_started_
     sink, port = smtp
     with_worker = live_app(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port)
     with with_worker.client() as client:
-        client.post(
-            "/create-user",
-            json={
-                "name": "Ada",
-                "email": "ada@example.com",
-                "phone": "+14155550100",
-                "password": PASSWORD,
-                "preference": "email",
-            },
-        )
+        sign_up(client, name="Ada")
         code = find_code(sink.wait_for("ada@example.com")[0].text)
         assert client.post("/verify-contact", json={"token": code}).status_code == 200
 
+    with_worker.stop()
     # The same data, served by a process without any delivery worker.
     without_worker = live_app(
         email_provider="smtp",
@@ -117,23 +115,11 @@ def test_an_expired_code_is_never_sent(
         smtp_port=port,
     )
 
+    create_verified_account(app.settings, clock=clock)
+
     async def prepare_and_deliver() -> list[str]:
         services = build_services(app.settings, clock=clock)
         try:
-            from resetflow.accounts.models import Channel
-            from resetflow.accounts.service import NewAccount
-
-            await services.accounts.sign_up(
-                NewAccount(
-                    name="Ada",
-                    email="ada@example.com",
-                    phone="+14155550100",
-                    password=PASSWORD,
-                    preference=Channel.EMAIL,
-                ),
-                attempt_id="setup",
-                verify=False,
-            )
             await services.recovery.request_reset(
                 email="ada@example.com", phone=None, attempt_id="a"
             )
@@ -171,16 +157,7 @@ def test_dev_providers_print_the_message_to_the_console(
 ) -> None:
     app = live_app(email_provider=provider)
     with app.client() as client:
-        client.post(
-            "/create-user",
-            json={
-                "name": "Ada",
-                "email": "ada@example.com",
-                "phone": "+14155550100",
-                "password": PASSWORD,
-                "preference": "email",
-            },
-        )
+        sign_up(client, name="Ada")
         import time
 
         deadline = time.monotonic() + 10

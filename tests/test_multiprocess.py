@@ -78,12 +78,56 @@ class Deployment:
     sink: SlowSmtpSink
     processes: ProcessSet
     workers_started: int = 0
+    live_workers: list[str] = field(default_factory=list)
 
     def start_worker(self) -> str:
+        """Start ``resetflow worker`` and wait until it listens for new jobs (so that it
+        is past start-up, its SIGTERM handler in place)."""
         self.workers_started += 1
         name = f"worker-{self.workers_started}"
         self.processes.start(name, "worker")
+        self.live_workers.append(name)
+        self.wait_listeners()
         return name
+
+    def stop_worker(self, name: str) -> None:
+        """SIGTERM: the worker finishes what it holds and exits cleanly."""
+        self.live_workers.remove(name)
+        assert self.processes.stop(name) == 0, self.processes.log(name)
+
+    def stop_workers(self) -> None:
+        """Whatever workers still run (clean-up after a failure: no checks)."""
+        while self.live_workers:
+            self.processes.stop(self.live_workers.pop())
+
+    def kill_worker(self, name: str) -> None:
+        self.live_workers.remove(name)
+        self.processes.kill(name)
+
+    def wait_listeners(self, *, timeout: float = 30) -> None:
+        """Until every running worker holds its LISTEN connection, and no dead one does."""
+        expected = len(self.live_workers)
+        deadline = time.monotonic() + timeout
+        listening = -1
+        while time.monotonic() < deadline:
+            for name in self.live_workers:
+                assert self.processes.alive(name), self.processes.log(name)
+            listening = run(self._count_listeners())
+            if listening == expected:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{listening} worker(s) listening, expected {expected}")
+
+    async def _count_listeners(self) -> int:
+        conn = await asyncpg.connect(_asyncpg_dsn(self.database_url))
+        try:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND query LIKE 'LISTEN %resetflow_outbox%'"
+            )
+        finally:
+            await conn.close()
+        return int(count)
 
     def create_users(self, emails: list[str], *, first_phone: int) -> None:
         """Accounts with both contacts verified, written straight to the database (one
@@ -297,9 +341,10 @@ def test_200_resets_over_two_web_processes_and_two_workers_are_each_sent_once(
             assert duplicates == {}
             assert set(counts) == set(emails)
             assert deployment.job_statuses(emails) == {"sent": 200}
-        finally:
             for worker in workers:
-                assert processes.stop(worker) == 0, processes.log(worker)
+                deployment.stop_worker(worker)
+        finally:
+            deployment.stop_workers()
 
 
 def test_a_session_and_a_reset_started_on_one_web_process_continue_on_the_other(
@@ -345,9 +390,10 @@ def test_a_session_and_a_reset_started_on_one_web_process_continue_on_the_other(
                 assert old.status_code == 401
                 new = fresh.post(f"{web1}/login", json={"email": email, "password": NEW_PASSWORD})
                 assert new.status_code == 200, new.text
-        finally:
             for worker in workers:
-                assert processes.stop(worker) == 0, processes.log(worker)
+                deployment.stop_worker(worker)
+        finally:
+            deployment.stop_workers()
 
 
 def test_a_worker_killed_mid_batch_loses_no_message(
@@ -372,13 +418,13 @@ def test_a_worker_killed_mid_batch_loses_no_message(
                 assert time.monotonic() < deadline, "the first worker never got going"
                 assert processes.alive(doomed), processes.log(doomed)
                 time.sleep(0.01)
-            processes.kill(doomed)
+            deployment.kill_worker(doomed)
             received_at_kill = sum(sink.resets(emails).values())
             # What it still held: leased to it, neither sent-and-recorded nor released.
             held = deployment.held_by(doomed_pid)
             assert 0 < len(held) <= BATCH_SIZE, held
 
-            rescuer = deployment.start_worker()
+            rescuer = deployment.start_worker()  # also waits for the dead one's LISTEN to go
             deployment.wait_all_received(emails, timeout=60)
             deployment.wait_outbox_settled(timeout=30)
             counts = sink.resets(emails)
@@ -394,6 +440,7 @@ def test_a_worker_killed_mid_batch_loses_no_message(
             assert all(extra == 1 for extra in duplicates.values())
             assert sum(duplicates.values()) <= BATCH_SIZE
             assert deployment.job_statuses(emails) == {"sent": 150}
-            assert processes.stop(rescuer) == 0, processes.log(rescuer)
+            deployment.stop_worker(rescuer)
         finally:
             sink.delay = 0.0
+            deployment.stop_workers()

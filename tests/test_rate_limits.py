@@ -15,7 +15,13 @@ from resetflow.config import Settings, load_settings
 from resetflow.services import build_services
 from resetflow.storage.migrate import upgrade
 from tests.conftest import LiveApp
-from tests.support.flow import PASSWORD, dev_outbox, sign_up_verified, wait_for_dev_message
+from tests.support.flow import (
+    PASSWORD,
+    create_verified_account,
+    dev_outbox,
+    sign_up_verified,
+    wait_for_dev_message,
+)
 
 TRUSTED = {"trusted_proxies": "127.0.0.1/32"}
 
@@ -232,31 +238,10 @@ def test_r20_delivery_happens_off_the_request_path(live_app: Callable[..., LiveA
     request still answers at once and leaves a queued job."""
     app = live_app(inprocess_worker=False)
     with app.client() as client:
-        sign_up_verified_without_worker(client, app)
+        create_verified_account(app.settings)
         assert client.post("/send-token", json={"email": "ada@example.com"}).status_code == 202
         assert client.get("/readyz").json()["outbox_pending"] >= 1
         assert not [m for m in dev_outbox(client) if m["notification"] == "password-reset-token"]
-
-
-def sign_up_verified_without_worker(client: httpx.Client, app: LiveApp) -> None:
-    async def create() -> None:
-        services = build_services(app.settings)
-        try:
-            await services.accounts.sign_up(
-                NewAccount(
-                    name="Ada",
-                    email="ada@example.com",
-                    phone="+14155550100",
-                    password=PASSWORD,
-                    preference=Channel.EMAIL,
-                ),
-                attempt_id="setup",
-                verify=False,
-            )
-        finally:
-            await services.close()
-
-    asyncio.run(create())
 
 
 def test_r20_the_worker_renders_decoy_jobs_and_drops_them_unsent(

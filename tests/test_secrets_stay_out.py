@@ -13,7 +13,7 @@ from resetflow.logs import QUIET_LOGGERS, JsonFormatter
 from tests.conftest import LiveApp
 from tests.standins.fixtures import twilio_fixture  # noqa: F401
 from tests.standins.twilio import TwilioStandIn
-from tests.support.flow import NEW_PASSWORD, PASSWORD, find_code
+from tests.support.flow import NEW_PASSWORD, PASSWORD, find_code, sign_up
 from tests.support.servers import SmtpSink
 
 
@@ -27,16 +27,7 @@ def test_r44_a_full_flow_leaves_no_secret_in_logs_or_tables(
     app = live_app(email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port)
     secrets_seen: list[str] = [PASSWORD, NEW_PASSWORD, app.settings.secret().decode()]
     with app.client() as client:
-        client.post(
-            "/create-user",
-            json={
-                "name": "Ada",
-                "email": "ada@example.com",
-                "phone": "+14155550100",
-                "password": PASSWORD,
-                "preference": "email",
-            },
-        )
+        sign_up(client, name="Ada")
         secrets_seen.append(client.cookies["resetflow_session"])
         code = find_code(sink.wait_for("ada@example.com")[0].text)
         secrets_seen.append(code)
@@ -104,16 +95,7 @@ def test_r44_sms_and_email_flow_leaves_no_secret_in_logs_audit_deliveries_or_met
     )
     secrets_seen = [PASSWORD, NEW_PASSWORD, app.settings.secret().decode(), twilio.auth_token]
     with app.client() as client:
-        client.post(
-            "/create-user",
-            json={
-                "name": "Ada",
-                "email": "ada@example.com",
-                "phone": "+14155550100",
-                "password": PASSWORD,
-                "preference": "sms",
-            },
-        )
+        sign_up(client, name="Ada", preference="sms")
         secrets_seen.append(client.cookies["resetflow_session"])
         code = find_code(twilio.wait_for("+14155550100")[0].body)
         secrets_seen.append(code)

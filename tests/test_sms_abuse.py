@@ -10,13 +10,12 @@ from collections.abc import Callable
 from typing import Any
 
 from resetflow.accounts.models import Channel
-from resetflow.accounts.service import NewAccount
 from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryAttempt, DeliveryRepository
 from tests.conftest import LiveApp
 from tests.standins.fixtures import twilio_fixture  # noqa: F401
 from tests.standins.twilio import TwilioStandIn
-from tests.support.flow import PASSWORD, find_code
+from tests.support.flow import PASSWORD, create_verified_account, find_code
 from tests.support.servers import SmtpSink
 
 
@@ -35,21 +34,7 @@ def _app(
 def _add_user(app: LiveApp, *, email: str, phone: str) -> None:
     """An account made before any SMS restriction, with both contacts verified."""
     settings = app.settings.model_copy(update={"sms_allowed_countries": ""})
-
-    async def create() -> None:
-        services = build_services(settings)
-        try:
-            await services.accounts.sign_up(
-                NewAccount(
-                    name="Ada", email=email, phone=phone, password=PASSWORD, preference=Channel.SMS
-                ),
-                attempt_id="setup",
-                verify=False,
-            )
-        finally:
-            await services.close()
-
-    asyncio.run(create())
+    create_verified_account(settings, email=email, phone=phone, preference=Channel.SMS)
 
 
 def _attempts(app: LiveApp) -> list[DeliveryAttempt]:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveApp
-from tests.support.flow import PASSWORD, find_code, sign_up_verified, wait_for_dev_message
+from tests.support.flow import PASSWORD, find_code, sign_up, sign_up_verified, wait_for_dev_message
 
 PAGES = [
     "/",
@@ -347,16 +347,7 @@ def test_readyz_fails_when_the_outbox_lags(live_app: Callable[..., LiveApp]) -> 
     clock = FrozenClock()
     app = live_app(clock=clock, inprocess_worker=False, ready_max_outbox_lag_seconds=120)
     with app.client() as client:
-        client.post(
-            "/create-user",
-            json={
-                "name": "Ada",
-                "email": "ada@example.com",
-                "phone": "+14155550100",
-                "password": PASSWORD,
-                "preference": "email",
-            },
-        )
+        sign_up(client, name="Ada")
         assert client.get("/readyz").status_code == 200
         clock.advance(121)
         lagging = client.get("/readyz")

@@ -15,11 +15,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from resetflow.accounts.models import Channel
-from resetflow.accounts.service import NewAccount
-from resetflow.services import build_services
 from tests.conftest import LiveApp
-from tests.support.flow import PASSWORD, find_code
+from tests.support.flow import create_verified_account, find_code, sign_up
 from tests.support.servers import SmtpSink, free_port
 
 
@@ -55,24 +52,7 @@ def test_a_worker_in_another_process_wakes_on_notify_not_on_its_poll(
         smtp_port=port,
     )
 
-    async def create() -> None:
-        services = build_services(app.settings)
-        try:
-            await services.accounts.sign_up(
-                NewAccount(
-                    name="Ada",
-                    email="ada@example.com",
-                    phone="+14155550100",
-                    password=PASSWORD,
-                    preference=Channel.EMAIL,
-                ),
-                attempt_id="setup",
-                verify=False,
-            )
-        finally:
-            await services.close()
-
-    asyncio.run(create())
+    create_verified_account(app.settings)
     log = (tmp_path / "worker.log").open("w")
     worker = subprocess.Popen(
         [sys.executable, "-m", "resetflow", "worker"],
@@ -144,16 +124,7 @@ def test_serve_with_two_web_processes(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
             time.sleep(0.2)
         with httpx.Client(base_url=base, timeout=30) as client:
-            answer = client.post(
-                "/create-user",
-                json={
-                    "name": "Ada",
-                    "email": "ada@example.com",
-                    "phone": "+14155550100",
-                    "password": PASSWORD,
-                    "preference": "email",
-                },
-            )
+            answer = sign_up(client, name="Ada")
             assert answer.status_code == 201
             # Many requests, so that both processes answer some; the session holds in all.
             pages = {client.get("/verify-contact").status_code for _ in range(20)}

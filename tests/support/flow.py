@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
 
 import httpx
+
+from resetflow.accounts.models import Channel
+from resetflow.accounts.service import NewAccount
+from resetflow.clock import Clock
+from resetflow.config import Settings
+from resetflow.services import build_services
 
 CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 PASSWORD = "correct horse battery staple"
@@ -78,3 +85,33 @@ def sign_up_verified(client: httpx.Client, **details: Any) -> None:
     verified = client.post("/verify-contact", json={"token": find_code(message["text"])})
     assert verified.status_code == 200, verified.text
     assert client.post("/logout", json={}).status_code == 200
+
+
+def create_verified_account(
+    settings: Settings,
+    *,
+    name: str = "Ada",
+    email: str = "ada@example.com",
+    phone: str = "+14155550100",
+    preference: Channel = Channel.EMAIL,
+    clock: Clock | None = None,
+) -> str:
+    """An account with both contacts verified, written straight through the services
+    (as ``resetflow users create`` does); returns its id."""
+
+    async def create() -> str | None:
+        services = build_services(settings, clock=clock)
+        try:
+            return await services.accounts.sign_up(
+                NewAccount(
+                    name=name, email=email, phone=phone, password=PASSWORD, preference=preference
+                ),
+                attempt_id="setup",
+                verify=False,
+            )
+        finally:
+            await services.close()
+
+    user_id = asyncio.run(create())
+    assert user_id is not None
+    return user_id

@@ -1,5 +1,5 @@
 # Convenience wrappers; the README's two commands are scripts/serve and scripts/test.
-.PHONY: serve test lint fmt bench-timing
+.PHONY: serve test lint fmt bench-timing bench
 serve:
 	./scripts/serve
 test:
@@ -12,3 +12,11 @@ fmt:
 bench-timing:
 	@.venv/bin/python -c "import scipy" 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[bench]"
 	.venv/bin/python scripts/bench_timing.py $(BENCH_ARGS)
+# Load benchmark (docs/performance.md): /send-token throughput, latency and delivery under
+# load, SQLite and PostgreSQL + Redis, 1k/100k/1M users, ~10-15 minutes. Not part of `make
+# test`. Needs wrk (apt-get install -y wrk), PostgreSQL and Redis on 127.0.0.1 for the
+# PostgreSQL runs; e.g. BENCH_LOAD_ARGS="--stores sqlite --users 100000 --duration 10"
+bench:
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench: wrk is missing (it generates the load): apt-get install -y wrk" >&2; exit 2; }
+	@.venv/bin/python -c "import aiosmtpd" 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[bench]"
+	.venv/bin/python scripts/bench_load.py $(BENCH_LOAD_ARGS)

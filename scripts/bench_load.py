@@ -237,6 +237,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with --profile: sample only threads holding the GIL (Python CPU time)",
     )
+    parser.add_argument(
+        "--profile-native",
+        action="store_true",
+        help="with --profile: include C frames (py-spy --native; pauses the process at "
+        "each sample, 100 Hz, so it slows the server more)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=60.0,
+        help="before each run, wait up to this many seconds for the machine to be idle "
+        f"(≤ {0.25} cores busy with anything else); a run on a busy machine is flagged",
+    )
+    parser.add_argument(
+        "--no-delivery",
+        action="store_true",
+        help="diagnosis: nobody delivers (no in-process worker, no worker process), so the "
+        "request path is measured alone; no delivery figures",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="hard limit for the whole benchmark, s"
@@ -274,6 +293,9 @@ class Spec:
     users: int
     provider: str = "smtp"  # smtp (the sink) | outbox (the dev outbox table)
     workers: int = 1
+    # inprocess (the server's own loop: SQLite, the dev default) | process (a separate
+    # `resetflow worker`: PostgreSQL) | none (nobody delivers: the request path alone)
+    delivery: str = "inprocess"
 
     @property
     def label(self) -> str:
@@ -282,11 +304,13 @@ class Spec:
             name += ", dev outbox"
         if self.workers > 1:
             name += f", {self.workers} workers"
+        if self.delivery == "none":
+            name += ", no delivery"
         return name
 
     @property
     def slug(self) -> str:
-        return f"{self.store}-{self.users}-{self.provider}-w{self.workers}"
+        return f"{self.store}-{self.users}-{self.provider}-w{self.workers}-{self.delivery}"
 
 
 def serve_has_workers() -> bool:
@@ -308,9 +332,12 @@ def plan(args: argparse.Namespace) -> list[Spec]:
     else:
         pg_workers = [int(w) for w in args.pg_workers.split(",") if w.strip()]
     for store in args.stores:
+        delivery = "none" if args.no_delivery else "inprocess" if store == "sqlite" else "process"
         for workers in pg_workers if store == "postgres" else [1]:
-            specs += [Spec(store=store, users=n, workers=workers) for n in args.users]
-    if "sqlite" in args.stores and args.outbox_run:
+            specs += [
+                Spec(store=store, users=n, workers=workers, delivery=delivery) for n in args.users
+            ]
+    if "sqlite" in args.stores and args.outbox_run and not args.no_delivery:
         specs.append(Spec(store="sqlite", users=args.outbox_run, provider="outbox"))
     return specs
 
@@ -367,27 +394,109 @@ class Proc:
             os.killpg(process.pid, signal.SIGKILL)
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` and its descendants (from /proc)."""
+@dataclass(frozen=True)
+class ProcStat:
+    ppid: int
+    comm: str
+    user: float  # CPU seconds
+    system: float
+    title: str = ""  # PostgreSQL's process title ("postgres: user db host state")
+
+
+def proc_snapshot() -> dict[int, ProcStat]:
+    """Every process's parent, name and CPU seconds (user, system), from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
-    children: dict[int, list[int]] = collections.defaultdict(list)
-    times: dict[int, float] = {}
+    snapshot: dict[int, ProcStat] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            text = (entry / "stat").read_text()
         except OSError:
             continue
-        # fields[0] is the state; ppid, utime, stime are fields 4, 14, 15 of stat(5).
-        children[int(fields[1])].append(int(entry.name))
-        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    total, todo = 0.0, [pid]
-    while todo:
-        current = todo.pop()
-        total += times.get(current, 0.0)
-        todo += children.get(current, [])
-    return total
+        comm = text[text.find("(") + 1 : text.rfind(")")]
+        fields = text.rpartition(")")[2].split()
+        # After the name: state, ppid, ... utime and stime are fields 14 and 15 of stat(5).
+        title = ""
+        if comm == "postgres":
+            with contextlib.suppress(OSError):
+                title = (
+                    (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                )
+        snapshot[int(entry.name)] = ProcStat(
+            int(fields[1]), comm, int(fields[11]) / ticks, int(fields[12]) / ticks, title
+        )
+    return snapshot
+
+
+def cpu_groups(
+    procs: list[Proc],
+    before: dict[int, ProcStat],
+    after: dict[int, ProcStat],
+    pg_database: str | None = None,
+) -> dict[str, tuple[float, float]]:
+    """(user, system) CPU seconds used between two snapshots, by group: each of
+    ``procs`` with its children, then PostgreSQL, Redis, wrk, and this process (the
+    SMTP sink and the probes). Per process, so that processes of others that end in
+    between do not count; a process that ended in between is missing (its last share)."""
+
+    def used(pid: int) -> tuple[float, float]:
+        stat, old = after[pid], before.get(pid)
+        if old is None or old.comm != stat.comm:
+            return stat.user, stat.system
+        return stat.user - old.user, stat.system - old.system
+
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    for pid, stat in after.items():
+        children[stat.ppid].append(pid)
+    members: dict[str, list[int]] = {}
+    for proc in procs:
+        tree, todo = [], [proc.pid]
+        while todo:
+            current = todo.pop()
+            if current in after:
+                tree.append(current)
+            todo += children.get(current, [])
+        members[proc.name] = tree
+    for name, comm in (("redis", "redis-server"), ("wrk", "wrk")):
+        members[name] = [pid for pid, stat in after.items() if stat.comm == comm]
+    # PostgreSQL: the backends of the run's own database and the shared background
+    # processes (WAL writer, checkpointer, ...), not other databases' backends.
+    members["postgres"] = [
+        pid
+        for pid, stat in after.items()
+        if stat.comm == "postgres"
+        and (
+            (pg_database is not None and f" {pg_database} " in stat.title)
+            or PG_SHARED.search(stat.title) is not None
+        )
+    ]
+    members["bench (sink, probes)"] = [os.getpid()] if os.getpid() in after else []
+    groups: dict[str, tuple[float, float]] = {}
+    for name, pids in members.items():
+        pairs = [used(pid) for pid in pids]
+        groups[name] = (sum(u for u, _ in pairs), sum(s for _, s in pairs))
+    return groups
+
+
+PG_SHARED = re.compile(
+    r"^/\S*postgres |: (checkpointer|background writer|walwriter|logical replication"
+    r"|autovacuum launcher|archiver|stats collector)"
+)
+QUIET_CORES = 0.25
+
+
+def wait_quiet(seconds: float) -> float:
+    """Cores busy on the machine over 2 s (our own processes idle); while that is more
+    than QUIET_CORES, measure again, for up to ``seconds``. Returns the last figure."""
+    deadline = time.monotonic() + seconds
+    while True:
+        busy0, total0 = machine_busy()
+        time.sleep(2.0)
+        busy1, total1 = machine_busy()
+        cores = (busy1 - busy0) / max(1.0, total1 - total0) * (os.cpu_count() or 1)
+        if cores <= QUIET_CORES or time.monotonic() >= deadline:
+            return cores
 
 
 def machine_busy() -> tuple[float, float]:
@@ -398,22 +507,34 @@ def machine_busy() -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def cpu_meter(procs: list[Proc], into: dict[str, Any]) -> Iterator[None]:
-    """Cores used by each of ``procs`` (with children) and by the whole machine."""
-    before = [tree_cpu_seconds(p.pid) for p in procs]
+def cpu_meter(
+    procs: list[Proc], into: dict[str, Any], pg_database: str | None = None
+) -> Iterator[None]:
+    """Cores used (user + system) by each of ``procs`` (with children), by PostgreSQL,
+    Redis, wrk and this process, and by the whole machine, while the block runs."""
+    before = proc_snapshot()
     busy0, total0 = machine_busy()
     started = time.monotonic()
     try:
         yield
     finally:
         wall = time.monotonic() - started
-        after = [tree_cpu_seconds(p.pid) for p in procs]
+        groups = cpu_groups(procs, before, proc_snapshot(), pg_database)
         busy1, total1 = machine_busy()
-        into["cpu_cores"] = {
-            p.name: (a - b) / wall for p, a, b in zip(procs, after, before, strict=True)
-        }
+        cores: dict[str, float] = {}
+        system: dict[str, float] = {}
+        for name, (user, sys_) in groups.items():
+            if (user + sys_) / wall >= 0.005:
+                cores[name] = (user + sys_) / wall
+                system[name] = sys_ / wall
         share = (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
-        into["cpu_cores"]["machine"] = share * (os.cpu_count() or 1)
+        cores["machine"] = share * (os.cpu_count() or 1)
+        # Anything else on the machine (another program's load spoils the figures).
+        cores["other"] = max(
+            0.0, cores["machine"] - sum(v for k, v in cores.items() if k != "machine")
+        )
+        into["cpu_cores"] = cores
+        into["cpu_cores_system"] = system
 
 
 def wait_ready(base_url: str, proc: Proc, seconds: float = 60.0) -> None:
@@ -703,8 +824,9 @@ class Probe:
 
 
 class Prober(threading.Thread):
-    """One request every ``interval`` for a known probe account (each used once), from a
-    keep-alive client without cookies, until stopped."""
+    """Open loop: one request every ``interval`` for a known probe account (each used
+    once), whatever the answers take, from a client that keeps no cookies (every request
+    a first visit), until stopped; then waits for the answers still due."""
 
     def __init__(self, base_url: str, addresses: list[str], interval: float) -> None:
         super().__init__(name="bench-probe", daemon=True)
@@ -717,25 +839,43 @@ class Prober(threading.Thread):
 
     def run(self) -> None:
         try:
-            with httpx.Client(base_url=self.base_url, timeout=60) as client:
-                next_at = time.monotonic()
-                for address in self.addresses:
-                    if self.stopping.wait(max(0.0, next_at - time.monotonic())):
-                        return
-                    next_at += self.interval
-                    client.cookies.clear()
-                    sent = time.time()
-                    response = client.post("/send-token", json={"email": address})
-                    self.probes.append(Probe(address, sent, time.time(), response.status_code))
+            asyncio.run(self._main())
         except BaseException as error:
             self.error = error
+
+    async def _main(self) -> None:
+        from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+        jar = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))  # accepts none
+        async with httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=60,
+            cookies=jar,
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=200),
+        ) as client:
+            tasks: list[asyncio.Task[None]] = []
+            next_at = time.monotonic()
+            for address in self.addresses:
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                if self.stopping.is_set():
+                    break
+                next_at += self.interval
+                tasks.append(asyncio.create_task(self._one(client, address)))
+            await asyncio.gather(*tasks)
+            if len(jar):
+                raise BenchError("the probe client kept a cookie")
+
+    async def _one(self, client: httpx.AsyncClient, address: str) -> None:
+        sent = time.time()
+        response = await client.post("/send-token", json={"email": address})
+        self.probes.append(Probe(address, sent, time.time(), response.status_code))
 
 
 # Profiles -----------------------------------------------------------------------------
 
 
 def start_profiler(
-    pid: int, seconds: int, output: Path, *, gil: bool = False
+    pid: int, seconds: int, output: Path, *, gil: bool = False, native: bool = False
 ) -> subprocess.Popen[bytes]:
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(py_spy).exists():
@@ -749,11 +889,11 @@ def start_profiler(
             "--duration",
             str(seconds),
             "--rate",
-            "200",
+            "100" if native else "200",
             "--format",
             "raw",
             "--subprocesses",
-            "--nonblocking",
+            *(["--native"] if native else ["--nonblocking"]),
             *(["--gil"] if gil else []),
             "--output",
             str(output),
@@ -790,18 +930,40 @@ BUCKETS: list[tuple[str, str]] = [
 ]
 
 
-def summarise_profile(path: Path, top: int = 15) -> dict[str, Any]:
-    """Self time by function and by bucket, from py-spy's raw (collapsed) output."""
+IDLE_LINE = re.compile(r"\.(get|select|poll|wait|acquire|recv_into|accept)\(|sleep\(")
+
+
+def _is_idle(frame: str, cache: dict[str, bool]) -> bool:
+    """Is this leaf frame a thread waiting (a queue get, select, a lock, a sleep)? py-spy
+    counts such threads as active when they wait in C; the source line tells."""
+    if frame not in cache:
+        match = re.match(r".* \((.*?):(\d+)\)$", frame.strip())
+        line = ""
+        if match:
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                line = Path(match.group(1)).read_text().splitlines()[int(match.group(2)) - 1]
+        cache[frame] = bool(IDLE_LINE.search(line))
+    return cache[frame]
+
+
+def summarise_profile(path: Path, *, rate: int, seconds: float, top: int = 15) -> dict[str, Any]:
+    """Where the busy samples go, from py-spy's raw (collapsed) output: waiting threads
+    dropped, then self time by function, inclusive time of resetflow's functions, and
+    buckets (the first library found from the leaf up)."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     buckets: collections.Counter[str] = collections.Counter()
-    total = 0
+    cache: dict[str, bool] = {}
+    total = idle = 0
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = stack.split(";")
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames or _is_idle(frames[-1], cache):
+            idle += count
+            continue
         total += count
         own[_frame(frames[-1])] += count
         for name in {_frame(f) for f in frames if "resetflow/" in f}:
@@ -821,7 +983,10 @@ def summarise_profile(path: Path, top: int = 15) -> dict[str, Any]:
         return [(name, 100.0 * c / total) for name, c in counter.most_common(n)] if total else []
 
     return {
-        "samples": total,
+        "busy_samples": total,
+        "idle_samples": idle,
+        # Threads busy on average (1.0 = one thread running all the time).
+        "busy_threads": total / (rate * seconds) if seconds else 0.0,
         "self": share(own, top),
         "inclusive_resetflow": share(inclusive, top),
         "buckets": share(buckets, len(buckets)),
@@ -859,7 +1024,7 @@ def server_env(spec: Spec, data_dir: Path, store: Store, sink: SmtpSink) -> dict
             "RESETFLOW_SMS_PROVIDER": "outbox",
             "RESETFLOW_SMTP_HOST": "127.0.0.1",
             "RESETFLOW_SMTP_PORT": str(sink.port),
-            "RESETFLOW_INPROCESS_WORKER": "true" if spec.store == "sqlite" else "false",
+            "RESETFLOW_INPROCESS_WORKER": "true" if spec.delivery == "inprocess" else "false",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -933,7 +1098,7 @@ def run_one(
         server.start()
         wait_ready(base_url, server)
         worker: Proc | None = None
-        if spec.store == "postgres":
+        if spec.delivery == "process":
             worker = Proc(
                 "worker", [*resetflow_command(), "worker"], env, temp, temp / "worker.log"
             )
@@ -948,13 +1113,23 @@ def run_one(
                 answer = client.post("/send-token", json={"email": a})
                 if answer.status_code != 202:
                     raise BenchError(f"warm-up: /send-token answered {answer.status_code}")
-        wait_for(lambda: count_delivered(spec, store, sink) >= len(warm), 30, "warm-up mail")
+        if spec.delivery != "none":
+            wait_for(lambda: count_delivered(spec, store, sink) >= len(warm), 30, "warm-up mail")
         wrk_run(args, base_url, script, "healthz", duration=2)
         sink.clear()
         baseline = count_delivered(spec, store, sink) if spec.provider == "outbox" else 0
 
+        pg_name = store.db.name if isinstance(store, PgStore) else None
+        status.append(f"{spec.slug}: waiting for a quiet machine")
+        result["background_cores"] = wait_quiet(args.wait_quiet)
+        if result["background_cores"] > QUIET_CORES:
+            print(
+                f"bench: WARNING: {result['background_cores']:.2f} cores busy with something "
+                "else before this run; its figures are spoiled",
+                file=sys.stderr,
+            )
         status.append(f"{spec.slug}: /healthz for {args.duration} s")
-        with cpu_meter(procs, cpu := {}):
+        with cpu_meter(procs, cpu := {}, pg_name):
             result["healthz"] = wrk_run(args, base_url, script, "healthz")
         result["healthz"].update(cpu)
         for proc in procs:
@@ -969,6 +1144,7 @@ def run_one(
                     args.duration,
                     args.profile / f"{spec.slug}-server.txt",
                     gil=args.profile_gil,
+                    native=args.profile_native,
                 )
             )
             if worker is not None:
@@ -978,12 +1154,13 @@ def run_one(
                         args.duration,
                         args.profile / f"{spec.slug}-worker.txt",
                         gil=args.profile_gil,
+                        native=args.profile_native,
                     )
                 )
         prober = Prober(base_url, probes, args.probe_interval)
         prober.start()
         load_started = time.monotonic()
-        with cpu_meter(procs, cpu := {}):
+        with cpu_meter(procs, cpu := {}, pg_name):
             result["send_token"] = wrk_run(args, base_url, script, "send-token", str(listing))
         result["send_token"].update(cpu)
         load_ended = time.monotonic()
@@ -998,16 +1175,8 @@ def run_one(
 
         # Drain: every job written must be delivered (or settle), within the limit.
         status.append(f"{spec.slug}: draining the outbox")
-        time.sleep(1.0)  # requests still in flight when wrk stopped
-        jobs = {row[0]: (int(row[1]), int(row[2] or 0)) for row in store.query(JOBS_SQL)}
-        all_jobs = sum(n for n, _ in jobs.values()) - len(warm)
-        drained = wait_for(
-            lambda: (
-                count_delivered(spec, store, sink) - baseline >= all_jobs
-                and int(store.query(PENDING_SQL)[0][0]) == 0
-            ),
-            args.drain_timeout,
-            None,
+        drained = spec.delivery != "none" and drain(
+            spec, store, sink, baseline=baseline, warm=len(warm), seconds=args.drain_timeout
         )
         result["drain_seconds_after_load"] = time.monotonic() - load_ended
         result["drained"] = drained
@@ -1019,15 +1188,19 @@ def run_one(
         )
         result["send_token"]["connections"] = args.connections
         if args.profile:
+            rate = 100 if args.profile_native else 200
             result["profile"] = {
-                p.stem: summarise_profile(p) for p in sorted(args.profile.glob(f"{spec.slug}-*"))
+                p.stem: summarise_profile(p, rate=rate, seconds=args.duration)
+                for p in sorted(args.profile.glob(f"{spec.slug}-*"))
             }
         return result
     except BenchError as error:
         error.args = (f"{error}\n--- server log (tail) ---\n{tail(log)}",)
         raise
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        # The hard timeout waits while the run cleans up (processes, database, keys).
+        left, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+        cleanup_started = time.monotonic()
         if prober is not None:
             prober.stopping.set()
             prober.join(timeout=60)
@@ -1045,6 +1218,29 @@ def run_one(
             print(f"bench: kept {temp}", file=sys.stderr)
         else:
             shutil.rmtree(temp, ignore_errors=True)
+        if left:
+            spent = time.monotonic() - cleanup_started
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, left - spent))
+
+
+def drain(
+    spec: Spec, store: Store, sink: SmtpSink, *, baseline: int, warm: int, seconds: float
+) -> bool:
+    """Wait until every delivery job written so far has been delivered and none is
+    pending, the same on two looks 1 s apart (requests that were still in flight when
+    wrk stopped may write theirs a little later); False after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    previous: tuple[int, int] | None = None
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        jobs = sum(int(r[1]) for r in store.query(JOBS_SQL)) - warm
+        delivered = count_delivered(spec, store, sink) - baseline
+        pending = int(store.query(PENDING_SQL)[0][0])
+        done = delivered >= jobs and pending == 0
+        if done and previous == (jobs, delivered):
+            return True
+        previous = (jobs, delivered) if done else None
+    return False
 
 
 def count_delivered(spec: Spec, store: Store, sink: SmtpSink) -> int:
@@ -1127,7 +1323,9 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
         "delivery_p99_s": delivery["latency_s"]["p99"],
         "delivered": delivery["delivered"],
         "expected": delivery["expected"],
-        "complete": delivery["delivered"] == delivery["expected"]
+        "complete": None
+        if result["spec"]["delivery"] == "none"
+        else delivery["delivered"] == delivery["expected"]
         and delivery["duplicates"] == 0
         and delivery["stray"] == 0
         and send["bad"] == 0
@@ -1137,6 +1335,14 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
 
 def _s(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f} s"
+
+
+def disturbed(result: dict[str, Any]) -> bool:
+    """Was something else busy on the machine before or during the measurements?"""
+    during = [
+        result[part].get("cpu_cores", {}).get("other", 0.0) for part in ("healthz", "send_token")
+    ]
+    return max([result.get("background_cores", 0.0), *during]) > QUIET_CORES
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -1151,8 +1357,26 @@ def table(results: list[dict[str, Any]]) -> str:
             f"| {r['store']} | {r['users']:,} | {r['rps']:,.0f} | {r['p50_ms']:.1f} ms | "
             f"{r['p99_ms']:.1f} ms | {r['ceiling_rps']:,.0f} | {100 * r['ratio']:.0f} % | "
             f"{_s(r['delivery_p50_s'])} | {_s(r['delivery_p99_s'])} | "
-            f"{r['delivered']:,} / {r['expected']:,}{'' if r['complete'] else ' **!**'} |"
+            + (
+                "not delivered (--no-delivery)"
+                if r["complete"] is None
+                else f"{r['delivered']:,} / {r['expected']:,}{'' if r['complete'] else ' **!**'}"
+            )
+            + (" †" if disturbed(result) else "")
+            + " |"
         )
+    if any(disturbed(result) for result in results):
+        lines += [
+            "",
+            f"† something else used more than {QUIET_CORES} cores of the machine before or "
+            "during this run: its figures are low.",
+        ]
+    if any(row(result)["complete"] is False for result in results):
+        lines += [
+            "",
+            "**!** not every message arrived exactly once, a message went to an unknown "
+            "address, or an answer was not 202 (see the details).",
+        ]
     return "\n".join(lines)
 
 
@@ -1162,7 +1386,10 @@ def details(results: list[dict[str, Any]]) -> str:
         send, delivery = result["send_token"], result["delivery"]
         lines.append(
             f"- {result['spec']['label']}, {result['spec']['users']:,} users: "
-            f"insert {result['insert_seconds']:.1f} s; CPU cores used during /send-token "
+            f"insert {result['insert_seconds']:.1f} s; background before the run "
+            f"{result['background_cores']:.2f} cores; CPU per /send-token request "
+            f"{_cpu_ms(send)}, per /healthz request {_cpu_ms(result['healthz'])}; "
+            "CPU cores used during /send-token "
             f"{_cores(send)}, during /healthz {_cores(result['healthz'])}; "
             f"wrk sent {send['known_sent']:,} known + "
             f"{send['unknown_sent']:,} unknown, answered {send['answered']:,} "
@@ -1174,13 +1401,28 @@ def details(results: list[dict[str, Any]]) -> str:
             f"p50/p99 {_ms(delivery['probe_answer_s']['p50'])}/"
             f"{_ms(delivery['probe_answer_s']['p99'])}; outbox drained "
             f"{result['drain_seconds_after_load']:.1f} s after the load"
-            + ("" if result["drained"] else " (NOT drained within --drain-timeout)")
+            + (
+                ""
+                if result["drained"] or result["spec"]["delivery"] == "none"
+                else " (NOT drained within --drain-timeout)"
+            )
         )
     return "\n".join(lines)
 
 
+def _cpu_ms(run: dict[str, Any]) -> str:
+    """resetflow's own CPU (server + worker) per answered request."""
+    cores = run.get("cpu_cores", {})
+    own = cores.get("server", 0.0) + cores.get("worker", 0.0)
+    return f"{1000 * own / run['rps']:.2f} ms" if run["rps"] else "—"
+
+
 def _cores(run: dict[str, Any]) -> str:
-    return ", ".join(f"{name} {value:.2f}" for name, value in run.get("cpu_cores", {}).items())
+    system = run.get("cpu_cores_system", {})
+    return ", ".join(
+        f"{name} {value:.2f}" + (f" ({system[name]:.2f} sys)" if name in system else "")
+        for name, value in run.get("cpu_cores", {}).items()
+    )
 
 
 def _ms(value: float | None) -> str:
@@ -1219,6 +1461,7 @@ def targets(results: list[dict[str, Any]]) -> list[tuple[str, bool | None, str]]
         if res["spec"]["store"] == "sqlite"
         and r["users"] == 100_000
         and res["spec"]["workers"] == 1
+        and res["spec"]["delivery"] == "inprocess"
     ]
     out.append(
         (
@@ -1257,7 +1500,25 @@ def machine() -> dict[str, Any]:
                 model = text.split(":", 1)[1].strip()
                 break
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)  # noqa: S607
+    import resetflow
+
+    source = Path(resetflow.__file__).resolve().parent
+    git = shutil.which("git") or "/usr/bin/git"
+    head = subprocess.run(  # noqa: S603 (read-only git)
+        [git, "-C", str(source), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    dirty = subprocess.run(  # noqa: S603 (read-only git)
+        [git, "-C", str(source), "status", "--porcelain", "--", "."],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     return {
+        "resetflow_source": str(source),
+        "git_head": (head + (" (src/ has uncommitted changes)" if dirty else "")) or None,
         "nproc": os.cpu_count(),
         "cpu": model,
         "python": platform.python_version(),
@@ -1270,7 +1531,8 @@ def report(results: list[dict[str, Any]], info: dict[str, Any], args: argparse.N
     lines = [
         f"resetflow load benchmark: {info['nproc']} CPUs ({info['cpu']}), Python "
         f"{info['python']}, {info['wrk']}; wrk -t{args.threads} -c{args.connections} "
-        f"-d{args.duration}s per run",
+        f"-d{args.duration}s per run; resetflow from {info['resetflow_source']}"
+        + (f" at {info['git_head']}" if info.get("git_head") else ""),
         "",
         table(results),
         "",
@@ -1283,7 +1545,12 @@ def report(results: list[dict[str, Any]], info: dict[str, Any], args: argparse.N
         lines.append(f"- {name}: {verdict} ({detail})")
     for result in results:
         for name, profile in result.get("profile", {}).items():
-            lines += ["", f"Profile {name} ({profile['samples']} samples), by bucket:"]
+            lines += [
+                "",
+                f"Profile {name}: {profile['busy_samples']} busy samples "
+                f"({profile['busy_threads']:.2f} threads busy on average; "
+                f"{profile['idle_samples']} waiting samples dropped); busy samples by bucket:",
+            ]
             lines += [f"  {share:5.1f} %  {bucket}" for bucket, share in profile["buckets"]]
             lines.append("  top self time:")
             lines += [f"  {share:5.1f} %  {fn}" for fn, share in profile["self"]]
@@ -1293,6 +1560,30 @@ def report(results: list[dict[str, Any]], info: dict[str, Any], args: argparse.N
 
 
 # Main ---------------------------------------------------------------------------------
+
+
+def preflight_postgres(args: argparse.Namespace) -> None:
+    """PostgreSQL and Redis must answer before any PostgreSQL run starts."""
+    try:
+        asyncio.run(PgDatabase(args.database_url, "unused")._execute("SELECT 1"))
+    except Exception as error:
+        raise BenchError(
+            f"PostgreSQL at {args.database_url} does not answer ({type(error).__name__}: "
+            f"{error}); start it, pass --database-url, or run --stores sqlite"
+        ) from None
+    try:
+        import redis
+
+        client = redis.Redis.from_url(args.redis_url, socket_connect_timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as error:
+        raise BenchError(
+            f"Redis at {args.redis_url} does not answer ({type(error).__name__}: {error}); "
+            "start it, pass --redis-url, or run --stores sqlite"
+        ) from None
 
 
 def preflight() -> None:
@@ -1326,6 +1617,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preflight()
         with hard_timeout(args.timeout):
+            if "postgres" in args.stores:
+                preflight_postgres(args)
             specs = plan(args)
             print(
                 "bench: runs: " + ", ".join(f"{s.label} × {s.users:,}" for s in specs),

@@ -20,7 +20,7 @@ from resetflow.notify.listener import OutboxListener
 from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryRepository
 from resetflow.storage.migrate import upgrade_async
-from resetflow.web import account_actions, actions, pages
+from resetflow.web import account_actions, actions, admin, pages, webhooks
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
 from resetflow.web.metrics import MetricsMiddleware, metrics_router
@@ -85,6 +85,8 @@ def create_app(
         app.include_router(pages.dev_router, dependencies=[Depends(current_user)])
     app.include_router(actions.router)
     app.include_router(account_actions.router, dependencies=[Depends(current_user)])
+    app.include_router(admin.router, dependencies=[Depends(current_user)])
+    app.include_router(webhooks.router)
     app.include_router(
         metrics_router(
             metrics=services.metrics,

@@ -40,6 +40,7 @@ class AuditEvent(StrEnum):
     LIMIT_HIT = "limit_hit"
     PASSWORD_CHANGED = "password_changed"
     SESSIONS_ENDED = "sessions_ended"
+    ROLE_CHANGED = "role_changed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from resetflow.ratelimit import LimitRules
 
+EMAIL_PROVIDERS = frozenset({"smtp", "postmark", "courier", "outbox", "console"})
+SMS_PROVIDERS = frozenset({"twilio", "courier", "outbox", "console"})
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "xxx"})
 MIN_SECRET_LENGTH = 32
+MIN_WEBHOOK_SECRET_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -54,6 +57,9 @@ class Settings(BaseSettings):
 
     email_provider: str = "outbox"
     sms_provider: str = "outbox"
+    # Failover order within a channel, e.g. "postmark,smtp"; empty: just the provider above.
+    email_providers: str = ""
+    sms_providers: str = ""
     email_from: str = "resetflow@localhost"
     smtp_host: str = "localhost"
     smtp_port: int = Field(default=25, ge=1, le=65535)
@@ -67,6 +73,7 @@ class Settings(BaseSettings):
     twilio_base_url: str = "https://api.twilio.com"
     postmark_server_token: SecretStr | None = None
     postmark_base_url: str = "https://api.postmarkapp.com"
+    postmark_message_stream: str = "outbound"
     courier_auth_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("RESETFLOW_COURIER_AUTH_TOKEN", "COURIER_AUTH_TOKEN"),
@@ -77,6 +84,11 @@ class Settings(BaseSettings):
     )
     courier_base_url: str = "https://api.courier.com"
     provider_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # A directory laid out like notify/templates (<locale>/<notification>/<file>); its
+    # files win over the shipped ones, file by file.
+    templates_dir: Path | None = None
+    # End SMS that carry a code with the WebOTP line "@<host> #<code>" (phones autofill).
+    sms_webotp: bool = False
 
     code_ttl_seconds: int = Field(default=300, ge=30, le=600)
     code_max_tries: int = Field(default=5, ge=1, le=5)
@@ -90,6 +102,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     # Bearer token for GET /metrics; unset (or empty): open, to be restricted at the proxy.
     metrics_token: SecretStr | None = None
+    # Provider webhooks (web/webhooks.py). Twilio's status callbacks are signed with the
+    # auth token; with an https base URL, messages ask Twilio for them. Postmark's are let
+    # in by basic auth (user + password) or the X-Resetflow-Webhook-Secret header.
+    twilio_status_callback: bool = True
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password: SecretStr | None = None
+    postmark_webhook_secret: SecretStr | None = None
 
     limits_enabled: bool = True
     limit_ip: str = "20/minute;300/hour"
@@ -115,6 +134,18 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
 
+    @field_validator("templates_dir", mode="before")
+    @classmethod
+    def _empty_templates_dir_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _templates_dir_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError("no such directory")
+        return value.resolve() if value is not None else None
+
     @field_validator("metrics_token")
     @classmethod
     def _empty_metrics_token_is_unset(cls, value: SecretStr | None) -> SecretStr | None:
@@ -123,12 +154,22 @@ class Settings(BaseSettings):
     @field_validator("email_provider")
     @classmethod
     def _known_email_provider(cls, value: str) -> str:
-        return _one_of(value, {"smtp", "postmark", "courier", "outbox", "console"})
+        return _one_of(value, EMAIL_PROVIDERS)
 
     @field_validator("sms_provider")
     @classmethod
     def _known_sms_provider(cls, value: str) -> str:
-        return _one_of(value, {"twilio", "courier", "outbox", "console"})
+        return _one_of(value, SMS_PROVIDERS)
+
+    @field_validator("email_providers")
+    @classmethod
+    def _known_email_providers(cls, value: str) -> str:
+        return _list_of(value, EMAIL_PROVIDERS)
+
+    @field_validator("sms_providers")
+    @classmethod
+    def _known_sms_providers(cls, value: str) -> str:
+        return _list_of(value, SMS_PROVIDERS)
 
     @field_validator("limit_ip", "limit_global", "limit_destination", "limit_sms_prefix")
     @classmethod
@@ -189,6 +230,16 @@ class Settings(BaseSettings):
         )
 
     @property
+    def email_provider_chain(self) -> list[str]:
+        """The email providers in failover order."""
+        return _split(self.email_providers) or [self.email_provider]
+
+    @property
+    def sms_provider_chain(self) -> list[str]:
+        """The SMS providers in failover order."""
+        return _split(self.sms_providers) or [self.sms_provider]
+
+    @property
     def sms_countries(self) -> frozenset[str]:
         """Regions SMS may go to; empty means every region."""
         return frozenset(_split(self.sms_allowed_countries))
@@ -218,11 +269,22 @@ def _split(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _one_of(value: str, allowed: set[str]) -> str:
+def _one_of(value: str, allowed: frozenset[str]) -> str:
     value = value.strip().lower()
     if value not in allowed:
         raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
     return value
+
+
+def _list_of(value: str, allowed: frozenset[str]) -> str:
+    """A comma-separated list of distinct names from ``allowed``, normalised."""
+    names = [name.lower() for name in _split(value)]
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"{name!r} is not one of {', '.join(sorted(allowed))}")
+        if names.count(name) > 1:
+            raise ValueError(f"lists {name} twice")
+    return ",".join(names)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -237,6 +299,7 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as error:
         raise ConfigError(_first_problem(error)) from None
     _check_providers(settings)
+    _check_webhook_secrets(settings)
     if settings.secret_key is None or not settings.secret_key.get_secret_value():
         if settings.is_prod:
             raise ConfigError("RESETFLOW_SECRET_KEY: required when RESETFLOW_ENV=prod")
@@ -263,17 +326,40 @@ def _first_problem(error: ValidationError) -> str:
 def _check_providers(settings: Settings) -> None:
     required: dict[str, tuple[str, ...]] = {
         "twilio": ("twilio_account_sid", "twilio_auth_token", "twilio_from"),
+        "postmark": ("postmark_server_token",),
+        "courier": ("courier_auth_token",),
     }
-    for provider in {settings.email_provider, settings.sms_provider}:
+    in_use = dict.fromkeys([*settings.email_provider_chain, *settings.sms_provider_chain])
+    for provider in in_use:
         for field in required.get(provider, ()):
-            if not getattr(settings, field):
+            value = getattr(settings, field)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if not value:
                 raise ConfigError(
                     f"RESETFLOW_{field.upper()}: required when the {provider} provider is used"
                 )
-    if settings.email_provider in {"postmark", "courier"} or settings.sms_provider == "courier":
+
+
+def _check_webhook_secrets(settings: Settings) -> None:
+    """Webhook credentials: empty means unset; set ones must be long (the endpoints have
+    no rate limit to slow guessing down); user and password come together. The values
+    never appear in the message."""
+    for field in ("postmark_webhook_password", "postmark_webhook_secret"):
+        value: SecretStr | None = getattr(settings, field)
+        if value is not None and not value.get_secret_value():
+            setattr(settings, field, None)
+        elif value is not None and len(value.get_secret_value()) < MIN_WEBHOOK_SECRET_LENGTH:
+            raise ConfigError(
+                f"RESETFLOW_{field.upper()}: must be at least {MIN_WEBHOOK_SECRET_LENGTH} "
+                "random characters"
+            )
+    if not (settings.postmark_webhook_user or "").strip():
+        settings.postmark_webhook_user = None
+    if (settings.postmark_webhook_user is None) != (settings.postmark_webhook_password is None):
         raise ConfigError(
-            "RESETFLOW_EMAIL_PROVIDER/RESETFLOW_SMS_PROVIDER: postmark and courier are not "
-            "available in this version; use smtp, twilio, outbox or console"
+            "RESETFLOW_POSTMARK_WEBHOOK_USER/RESETFLOW_POSTMARK_WEBHOOK_PASSWORD: set both or "
+            "neither"
         )
 
 

@@ -13,6 +13,7 @@
     ├── NotSignedIn (401)
     ├── ResetNotAllowed (403)      /reset-password without a fresh verified code
     ├── Forbidden (403)            CSRF or cross-site request
+    ├── WebhookRefused (403)       a provider webhook without a valid signature or secret
     ├── RateLimited (429)          too many requests from this client or overall
     └── ServiceUnavailable (503)
 """
@@ -40,6 +41,7 @@ class ErrorCode(StrEnum):
     SERVICE_UNAVAILABLE = "service_unavailable"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    WEBHOOK_REFUSED = "webhook_refused"
 
 
 class ResetflowError(Exception):
@@ -120,6 +122,14 @@ class Forbidden(ResetflowError):
 class CrossSiteRequest(Forbidden):
     code = ErrorCode.CROSS_SITE
     message = "Cross-site requests are not allowed."
+
+
+class WebhookRefused(ResetflowError):
+    """A provider webhook whose signature, credentials or secret header is wrong."""
+
+    status = 403
+    code = ErrorCode.WEBHOOK_REFUSED
+    message = "The webhook could not be authenticated."
 
 
 class RateLimited(ResetflowError):

@@ -17,7 +17,7 @@ from resetflow.notify.outbox import Outbox
 from resetflow.notify.providers.base import Provider
 from resetflow.notify.providers.registry import build_providers
 from resetflow.notify.sms_guard import SmsGuard
-from resetflow.notify.templates import TemplateRenderer
+from resetflow.notify.templates import TemplateRenderer, webotp_host
 from resetflow.notify.worker import DeliveryWorker, WorkerPolicy
 from resetflow.ratelimit import RateLimiter, make_storage
 from resetflow.recovery.codes import OneTimeCodes
@@ -51,6 +51,15 @@ class Services:
             await provider.close()
         await self.sessions.close()
         await self.database.close()
+
+
+def make_renderer(settings: Settings) -> TemplateRenderer:
+    """Templates from RESETFLOW_TEMPLATES_DIR first (file by file), then the shipped ones;
+    with RESETFLOW_SMS_WEBOTP, SMS codes end with the WebOTP line for the base URL's host."""
+    return TemplateRenderer(
+        directories=[settings.templates_dir] if settings.templates_dir else None,
+        webotp_host=webotp_host(settings.base_url) if settings.sms_webotp else None,
+    )
 
 
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
@@ -92,7 +101,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         database=database,
         outbox=outbox,
         providers=providers,
-        renderer=TemplateRenderer(),
+        renderer=make_renderer(settings),
         clock=clock,
         policy=WorkerPolicy(
             max_tries=settings.delivery_max_tries,

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.standins.courier import CourierStandIn, running_courier
+from tests.standins.postmark import PostmarkStandIn, running_postmark
 from tests.standins.twilio import TwilioStandIn, running_twilio
 
 
@@ -20,4 +22,20 @@ def twilio_fixture() -> Iterator[TwilioStandIn]:
     """Twilio's Messages API on loopback, for one fresh account (``.account_sid``,
     ``.auth_token``); ``.url`` is its base URL, ``.settings()`` the resetflow overrides."""
     with running_twilio() as standin:
+        yield standin
+
+
+@pytest.fixture(name="postmark")
+def postmark_fixture() -> Iterator[PostmarkStandIn]:
+    """Postmark's Email API on loopback, for one fresh server (``.server_token``, the
+    confirmed sender ``.sender``); ``.settings()`` the resetflow overrides."""
+    with running_postmark() as standin:
+        yield standin
+
+
+@pytest.fixture(name="courier")
+def courier_fixture() -> Iterator[CourierStandIn]:
+    """Courier's profile and send API on loopback, for one fresh workspace
+    (``.auth_token``); ``.settings()`` the resetflow overrides."""
+    with running_courier() as standin:
         yield standin

@@ -6,6 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
+# The role that may see the operators' pages (/admin/...).
+ADMIN_ROLE = "admin"
+USER_ROLE = "user"
+
 
 class Channel(StrEnum):
     EMAIL = "email"
@@ -32,6 +36,12 @@ class User:
     code_failures: int
     code_failure_at: datetime | None
     created_at: datetime
+    # "user", or "admin" for operators (``resetflow users grant-admin``).
+    role: str = "user"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN_ROLE
 
     def contact(self, channel: Channel) -> str | None:
         return self.email if channel is Channel.EMAIL else self.phone

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from resetflow.cli import audit, server, users
+from resetflow.cli import audit, deliveries, send_test, server, templates, users
 from resetflow.config import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -15,6 +15,9 @@ app.command()(server.migrate)
 app.command()(server.worker)
 app.add_typer(users.app, name="users", help="Create and inspect accounts.")
 app.command()(audit.audit)
+app.add_typer(deliveries.app, name="deliveries", help="The delivery log: list, show, retry.")
+app.add_typer(templates.app, name="templates", help="Preview notification templates.")
+app.command("send-test")(send_test.send_test)
 
 
 def main() -> None:

@@ -9,14 +9,15 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from resetflow.accounts.models import Channel, User
+from resetflow.accounts.models import ADMIN_ROLE, USER_ROLE, Channel, User
 from resetflow.accounts.service import NewAccount
+from resetflow.audit import AuditEvent
 from resetflow.config import load_settings
 from resetflow.crypto import new_token
 from resetflow.errors import ResetflowError
 from resetflow.services import Services, build_services
 from resetflow.storage.migrate import upgrade
-from resetflow.storage.users import UserRepository
+from resetflow.storage.users import DECOY_USER_ID, UserRepository
 
 app = typer.Typer(no_args_is_help=True)
 T = TypeVar("T")
@@ -54,6 +55,7 @@ def _describe(user: User) -> str:
     return (
         f"{user.id}  {user.name!r}  {user.email}  {user.phone or '-'}  "
         f"prefers={user.preference.value}  verified={verified}"
+        + ("  role=admin" if user.is_admin else "")
     )
 
 
@@ -133,3 +135,36 @@ def end_sessions(who: Annotated[str, typer.Argument(help="Account id, email or p
         typer.echo("no such account", err=True)
         raise typer.Exit(1)
     typer.echo(f"ended {ended} session(s)")
+
+
+def _set_role(who: str, role: str) -> None:
+    async def work(services: Services) -> tuple[User | None, bool]:
+        user = await find_user(services, who)
+        if user is None or user.id == DECOY_USER_ID:
+            return None, False
+        async with services.database.write() as conn:
+            changed = await UserRepository(conn).set_role(user.id, role, now=services.clock.now())
+            if changed:
+                await services.audit.record(
+                    AuditEvent.ROLE_CHANGED, outcome=role, client=None, user_id=user.id, conn=conn
+                )
+        return user, changed
+
+    user, changed = run_with_services(work)
+    if user is None:
+        typer.echo("no such account", err=True)
+        raise typer.Exit(1)
+    what = "an operator (admin)" if role == ADMIN_ROLE else "not an operator"
+    typer.echo(f"{user.id} is {'now' if changed else 'already'} {what}")
+
+
+@app.command("grant-admin")
+def grant_admin(who: Annotated[str, typer.Argument(help="Account id, email or phone.")]) -> None:
+    """Make an account an operator: it sees /admin/deliveries once signed in."""
+    _set_role(who, ADMIN_ROLE)
+
+
+@app.command("revoke-admin")
+def revoke_admin(who: Annotated[str, typer.Argument(help="Account id, email or phone.")]) -> None:
+    """Take the operator role away (effective on the account's next request)."""
+    _set_role(who, USER_ROLE)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from resetflow.accounts.models import Channel
@@ -16,6 +17,8 @@ class Notification(StrEnum):
     PASSWORD_CHANGED = "password-changed"
     ACCOUNT_EXISTS = "account-exists"
     CONTACT_CHANGED = "contact-changed"
+    # Sent only by `resetflow send-test`, straight to a provider; carries no code.
+    TEST_MESSAGE = "test-message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +41,8 @@ class RenderedMessage:
     html: str | None = None
     # Stable per job, so a provider that supports idempotency keys can drop repeats.
     idempotency_key: str = ""
+    # The account it is for (None: no account) and the values the templates were rendered
+    # with, for providers that keep profiles and render their own templates (Courier).
+    # ``variables`` may hold the code, just as ``text`` does: never log it.
+    recipient_id: str | None = None
+    variables: Mapping[str, object] = field(default_factory=dict)

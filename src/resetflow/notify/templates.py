@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
@@ -22,7 +23,12 @@ DEFAULT_LOCALE = "en"
 
 
 class TemplateRenderer:
-    def __init__(self, *, directories: list[Path] | None = None) -> None:
+    def __init__(
+        self, *, directories: list[Path] | None = None, webotp_host: str | None = None
+    ) -> None:
+        # With webotp_host, an SMS whose context holds a ``token`` ends with the WebOTP
+        # line ``@host #code`` (see :func:`webotp_line`).
+        self._webotp_host = webotp_host
         search_path = [str(d) for d in (directories or [])] + [str(SHIPPED_TEMPLATES)]
         self._env = SandboxedEnvironment(
             loader=FileSystemLoader(search_path),
@@ -42,11 +48,14 @@ class TemplateRenderer:
         idempotency_key: str = "",
     ) -> RenderedMessage:
         if channel is Channel.SMS:
+            text = self._render(notification, "sms.txt", locale, context).strip()
+            if self._webotp_host and context.get("token"):
+                text = f"{text}\n\n{webotp_line(self._webotp_host, str(context['token']))}"
             return RenderedMessage(
                 notification=notification,
                 channel=channel,
                 to=to,
-                text=self._render(notification, "sms.txt", locale, context).strip(),
+                text=text,
                 idempotency_key=idempotency_key,
             )
         return RenderedMessage(
@@ -71,3 +80,17 @@ class TemplateRenderer:
                 continue
             return template.render(**context)
         raise LookupError(f"no template {notification}/{filename} for locale {locale}")
+
+
+def webotp_host(base_url: str) -> str:
+    """The host of ``base_url`` as the WebOTP line names it: no scheme and no port (the
+    format binds the code to the origin ``("https", host, null, null)``, so a port cannot
+    be expressed), lowercase, internationalised names in their ASCII (IDNA) form."""
+    host = urlsplit(base_url).hostname or ""
+    return host.encode("idna").decode("ascii") if not host.isascii() else host
+
+
+def webotp_line(host: str, code: str) -> str:
+    """The last line of an origin-bound one-time code message
+    (https://wicg.github.io/sms-one-time-codes/): ``@host #code``, one space between."""
+    return f"@{host} #{code}"

@@ -4,7 +4,9 @@ Order of attempts for one job: its routes in order (preferred channel, then the 
 verified one); on each route, the channel's providers in order. A retryable failure on
 every provider of a route puts the job back with exponential backoff, up to
 ``max_tries`` times on that route; a permanent failure, or running out of tries, moves on
-to the next route. Every attempt is written to the delivery log, without the message.
+to the next route. A failure about the recipient (``ProviderError.recipient``: an inactive
+address, an unsubscribed number) skips the route's other providers and moves on at once.
+Every attempt is written to the delivery log, without the message.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import secrets
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from resetflow.accounts.contacts import mask
@@ -192,6 +194,7 @@ class DeliveryWorker:
             context=context,
             idempotency_key=job.id,
         )
+        message = replace(message, recipient_id=job.user_id, variables=context)
         retryable, reason = False, f"no {route.channel.value} provider"
         if route.channel is Channel.SMS and self._sms_guard is not None:
             refusal = await self._sms_guard.refusal(route.to)
@@ -212,6 +215,9 @@ class DeliveryWorker:
                     status="retry" if error.retryable else "failed",
                     error=reason,
                 )
+                if error.recipient:
+                    # No other provider of this channel would do better: next route, now.
+                    return False, reason
                 continue
             async with self._db.write() as conn:
                 repo = DeliveryRepository(conn)

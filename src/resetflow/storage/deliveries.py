@@ -20,6 +20,15 @@ QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
+# Set by provider webhooks (web/webhooks.py), only ever on a job that is ``sent``.
+DELIVERED = "delivered"
+UNDELIVERABLE = "undeliverable"
+# Every status a real job can have, in the order of its life (the delivery log's filters).
+JOB_STATUSES = (QUEUED, SENDING, SENT, DELIVERED, FAILED, UNDELIVERABLE)
+# The providers a job can name (notify/providers/), for the delivery log's filters.
+PROVIDERS = ("console", "courier", "outbox", "postmark", "smtp", "twilio")
+# The attempt status of a provider's report; what it said is in the attempt's ``error``.
+WEBHOOK = "webhook"
 # Written for unknown accounts so that they cost what real requests cost; a worker claims
 # and renders them like real jobs, then drops them unsent.
 DECOY = "decoy"
@@ -41,6 +50,18 @@ class DeliveryJob:
     provider_message_id: str | None
     last_error: str | None
     created_at: datetime
+    next_attempt_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportOutcome:
+    """What a provider's report did: the job's status before and after it."""
+
+    job_id: str
+    previous: str
+    status: str
+    moved: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,16 +252,139 @@ class DeliveryRepository:
         ).first()
         return _to_job(row._mapping) if row else None
 
-    async def list_jobs(self, *, limit: int = 50, user_id: str | None = None) -> list[DeliveryJob]:
+    async def list_jobs(
+        self,
+        *,
+        limit: int = 50,
+        user_id: str | None = None,
+        status: str | None = None,
+        channel: str | None = None,
+        provider: str | None = None,
+    ) -> list[DeliveryJob]:
+        """The newest jobs first (decoys never), optionally only those matching."""
         query = (
             select(delivery_jobs)
             .where(delivery_jobs.c.status != DECOY)
-            .order_by(delivery_jobs.c.created_at.desc())
+            .order_by(delivery_jobs.c.created_at.desc(), delivery_jobs.c.id)
             .limit(limit)
         )
         if user_id is not None:
             query = query.where(delivery_jobs.c.user_id == user_id)
+        if status is not None:
+            query = query.where(delivery_jobs.c.status == status)
+        if channel is not None:
+            query = query.where(delivery_jobs.c.channel == channel)
+        if provider is not None:
+            query = query.where(delivery_jobs.c.provider == provider)
         return [_to_job(row._mapping) for row in await self._conn.execute(query)]
+
+    async def count_by_status(self, *, since: datetime) -> dict[str, int]:
+        """Jobs created since ``since``, per status (decoys never counted)."""
+        query = (
+            select(delivery_jobs.c.status, func.count())
+            .where((delivery_jobs.c.created_at >= since) & (delivery_jobs.c.status != DECOY))
+            .group_by(delivery_jobs.c.status)
+        )
+        return {str(status): int(count) for status, count in await self._conn.execute(query)}
+
+    async def last_destinations(self, job_ids: list[str]) -> dict[str, str]:
+        """The (masked) destination of each job's latest attempt."""
+        if not job_ids:
+            return {}
+        rows = await self._conn.execute(
+            select(delivery_attempts.c.job_id, delivery_attempts.c.destination)
+            .where(delivery_attempts.c.job_id.in_(job_ids))
+            .order_by(delivery_attempts.c.id)
+        )
+        return {str(job_id): str(destination) for job_id, destination in rows}
+
+    async def apply_report(
+        self,
+        *,
+        provider: str,
+        provider_message_id: str,
+        status: str | None,
+        report: str,
+        now: datetime,
+    ) -> ReportOutcome | None:
+        """Apply a provider's report (a webhook) on the job it sent as
+        ``provider_message_id``; ``None`` when there is no such job.
+
+        ``status`` (``delivered`` or ``undeliverable``; ``None`` for a report that settles
+        nothing) is set only on a job that is ``sent``: reports move jobs forward, never
+        back, and the first final report wins. Every report on a known job is kept in
+        the delivery log as a ``webhook`` attempt whose ``error`` says what was reported.
+        """
+        row = (
+            await self._conn.execute(
+                select(delivery_jobs.c.id, delivery_jobs.c.status, delivery_jobs.c.channel)
+                .where(
+                    (delivery_jobs.c.provider_message_id == provider_message_id)
+                    & (delivery_jobs.c.provider == provider)
+                    & (delivery_jobs.c.status != DECOY)
+                )
+                .order_by(delivery_jobs.c.created_at.desc())
+                .limit(1)
+            )
+        ).first()
+        if row is None:
+            return None
+        job_id, previous, channel = str(row[0]), str(row[1]), row[2]
+        moved = False
+        if status is not None:
+            values: dict[str, Any] = {"status": status, "updated_at": now}
+            if status == UNDELIVERABLE:
+                values["last_error"] = report[:500]
+            result = await self._conn.execute(
+                update(delivery_jobs)
+                .where((delivery_jobs.c.id == job_id) & (delivery_jobs.c.status == SENT))
+                .values(**values)
+            )
+            moved = result.rowcount == 1
+        destination = (
+            await self._conn.execute(
+                select(delivery_attempts.c.destination)
+                .where(
+                    (delivery_attempts.c.job_id == job_id)
+                    & (delivery_attempts.c.provider_message_id == provider_message_id)
+                )
+                .order_by(delivery_attempts.c.id)
+                .limit(1)
+            )
+        ).scalar_one_or_none()
+        note = report if moved else f"{report}; no change (job {previous})"
+        await self.record_attempt(
+            job_id=job_id,
+            channel=str(channel or "-"),
+            provider=provider,
+            destination=str(destination or "-"),
+            status=WEBHOOK,
+            provider_message_id=provider_message_id,
+            error=note[:500],
+            now=now,
+        )
+        return ReportOutcome(
+            job_id=job_id,
+            previous=previous,
+            status=status if moved and status is not None else previous,
+            moved=moved,
+        )
+
+    async def retry_now(self, job_id: str, *, now: datetime) -> bool:
+        """Make a job waiting out its backoff due now. Only a ``queued`` job whose sealed
+        payload still exists and whose code has not expired qualifies: a job that ended
+        (sent, failed, ...) had its payload erased and can never be sent again."""
+        result = await self._conn.execute(
+            update(delivery_jobs)
+            .where(
+                (delivery_jobs.c.id == job_id)
+                & (delivery_jobs.c.status == QUEUED)
+                & delivery_jobs.c.sealed_payload.is_not(None)
+                & (delivery_jobs.c.expires_at.is_(None) | (delivery_jobs.c.expires_at > now))
+            )
+            .values(next_attempt_at=now, updated_at=now)
+        )
+        return result.rowcount == 1
 
     async def attempts(self, job_id: str) -> list[DeliveryAttempt]:
         rows = await self._conn.execute(
@@ -289,4 +433,6 @@ def _to_job(m: Any) -> DeliveryJob:
         provider_message_id=m["provider_message_id"],
         last_error=m["last_error"],
         created_at=m["created_at"],
+        next_attempt_at=m["next_attempt_at"],
+        updated_at=m["updated_at"],
     )

@@ -61,6 +61,8 @@ users = Table(
     # Consecutive failed codes across all codes and flows (R9, R12).
     Column("code_failures", Integer, nullable=False, server_default="0"),
     Column("code_failure_at", UtcDateTime(), nullable=True),
+    # "user", or "admin" for operators (resetflow users grant-admin): /admin pages.
+    Column("role", String(16), nullable=False, server_default="user"),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
 )
@@ -107,6 +109,10 @@ delivery_jobs = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     Index("ix_delivery_jobs_due", "status", "next_attempt_at"),
+    # Provider webhooks find their job by the provider's message id; the delivery log
+    # lists the newest jobs first.
+    Index("ix_delivery_jobs_provider_message_id", "provider_message_id"),
+    Index("ix_delivery_jobs_created_at", "created_at"),
 )
 
 delivery_attempts = Table(
@@ -119,7 +125,7 @@ delivery_attempts = Table(
     Column("channel", String(8), nullable=False),
     Column("provider", String(32), nullable=False),
     Column("destination", String(64), nullable=False),
-    # sent | failed | retry | skipped
+    # sent | failed | retry | skipped | webhook (a provider's report, in ``error``)
     Column("status", String(16), nullable=False),
     Column("provider_message_id", String(128), nullable=True),
     Column("error", String(500), nullable=True),

@@ -112,6 +112,15 @@ class UserRepository:
             .values(preference=preference.value, updated_at=now)
         )
 
+    async def set_role(self, user_id: str, role: str, *, now: datetime) -> bool:
+        """Give the account ``role``; False when it already had it (or does not exist)."""
+        result = await self._conn.execute(
+            update(users)
+            .where((users.c.id == user_id) & (users.c.role != role))
+            .values(role=role, updated_at=now)
+        )
+        return result.rowcount == 1
+
     async def add_code_failure(self, user_id: str, *, now: datetime) -> None:
         # Increment in SQL, not read-modify-write: concurrent failures all count.
         await self._conn.execute(
@@ -145,4 +154,5 @@ def _to_user(row: Any) -> User:
         code_failures=row["code_failures"],
         code_failure_at=row["code_failure_at"],
         created_at=row["created_at"],
+        role=row["role"],
     )

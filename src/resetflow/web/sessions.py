@@ -171,9 +171,11 @@ class SessionMiddleware:
 
 
 def _sessionless(path: str) -> bool:
-    """Probes, metrics and static files neither need nor touch a session, so that they
-    keep answering while the session store is down."""
-    return path in ("/healthz", "/readyz", "/metrics") or path.startswith("/static/")
+    """Probes, metrics, static files and provider webhooks neither need nor touch a
+    session, so that they keep answering while the session store is down."""
+    return path in ("/healthz", "/readyz", "/metrics") or path.startswith(
+        ("/static/", "/webhooks/")
+    )
 
 
 async def _send_unavailable(send: Send) -> None:

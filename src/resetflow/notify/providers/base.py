@@ -8,6 +8,10 @@ A provider sends one rendered message over one channel. An implementation must:
   request may succeed later (timeouts, 5xx, 429, connection errors) and ``False`` when it
   never will (bad recipient, refused number, 4xx); the reason must never contain the
   message body, which holds the code;
+- set ``recipient=True`` (with ``retryable=False``) when the failure is about the
+  recipient rather than the provider (an inactive or suppressed address, an unsubscribed
+  or invalid number): no other provider of that channel would do better, so the worker
+  moves straight on to the recipient's next channel;
 - be safe to call concurrently, and own any client it opens (closed by :meth:`close`).
 """
 
@@ -28,9 +32,10 @@ class SendResult:
 class ProviderError(Exception):
     """A send that did not go through; ``str(error)`` is safe to log."""
 
-    def __init__(self, reason: str, *, retryable: bool) -> None:
+    def __init__(self, reason: str, *, retryable: bool, recipient: bool = False) -> None:
         super().__init__(reason[:300])
         self.retryable = retryable
+        self.recipient = recipient
 
 
 class Provider(ABC):

@@ -1,4 +1,5 @@
-"""Building the configured providers, one per channel."""
+"""Building the configured providers: a failover list per channel, one instance per name
+(a provider serving both channels, like Courier, is shared)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from resetflow.clock import Clock
 from resetflow.config import Settings
 from resetflow.notify.providers.base import Provider
 from resetflow.notify.providers.console import ConsoleProvider
+from resetflow.notify.providers.courier import CourierProvider
 from resetflow.notify.providers.outbox import OutboxProvider
+from resetflow.notify.providers.postmark import PostmarkProvider
 from resetflow.notify.providers.smtp import SmtpProvider
-from resetflow.notify.providers.twilio import TwilioProvider
+from resetflow.notify.providers.twilio import STATUS_CALLBACK_PATH, TwilioProvider
 from resetflow.storage.dev_outbox import DevMailbox
 
 
@@ -25,8 +28,8 @@ def build_providers(
         return made[name]
 
     return {
-        Channel.EMAIL: [provider(settings.email_provider)],
-        Channel.SMS: [provider(settings.sms_provider)],
+        Channel.EMAIL: [provider(name) for name in settings.email_provider_chain],
+        Channel.SMS: [provider(name) for name in settings.sms_provider_chain],
     }
 
 
@@ -52,6 +55,28 @@ def _make(name: str, settings: Settings, *, mailbox: DevMailbox, clock: Clock) -
             auth_token=settings.twilio_auth_token.get_secret_value(),
             sender=settings.twilio_from,
             base_url=settings.twilio_base_url,
+            timeout=settings.provider_timeout_seconds,
+            # Only a public https base URL: Twilio cannot reach (nor should it be sent)
+            # a plain-http or loopback address.
+            status_callback=f"{settings.base_url}{STATUS_CALLBACK_PATH}"
+            if settings.twilio_status_callback and settings.base_url.startswith("https://")
+            else None,
+        )
+    if name == "postmark":
+        assert settings.postmark_server_token
+        return PostmarkProvider(
+            server_token=settings.postmark_server_token.get_secret_value(),
+            sender=settings.email_from,
+            message_stream=settings.postmark_message_stream,
+            base_url=settings.postmark_base_url,
+            timeout=settings.provider_timeout_seconds,
+        )
+    if name == "courier":
+        assert settings.courier_auth_token
+        return CourierProvider(
+            auth_token=settings.courier_auth_token.get_secret_value(),
+            template=settings.courier_template or None,
+            base_url=settings.courier_base_url,
             timeout=settings.provider_timeout_seconds,
         )
     raise ValueError(f"unknown provider {name!r}")

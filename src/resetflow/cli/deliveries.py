@@ -1,0 +1,204 @@
+"""``deliveries list|show|retry``: the delivery log (outbox jobs and their attempts).
+
+Destinations are shown masked, as the log stores them; the sealed payload (the message
+context, with the code in it) is never opened or printed.
+
+``retry`` cannot bring back a job that has ended. When a job ends (``sent``, ``failed``)
+the worker erases its sealed payload on purpose, so that no code outlives its delivery;
+``delivered`` and ``undeliverable`` come later, from the provider. There is nothing left
+to send again: a person whose code did not arrive asks for a new one. What ``retry`` can
+do is make a job that is still ``queued`` (waiting out its backoff after a provider
+failure, payload intact, code not expired) due at once, instead of at its next attempt.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+from sqlalchemy import text
+
+from resetflow.accounts.models import Channel
+from resetflow.cli.users import run_with_services
+from resetflow.notify.outbox import NOTIFY_CHANNEL
+from resetflow.services import Services
+from resetflow.storage import deliveries
+from resetflow.storage.deliveries import DeliveryAttempt, DeliveryJob, DeliveryRepository
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _time(value: datetime | None) -> str:
+    return f"{value:%Y-%m-%d %H:%M:%S}Z" if value is not None else "-"
+
+
+class JobStatus(StrEnum):
+    QUEUED = deliveries.QUEUED
+    SENDING = deliveries.SENDING
+    SENT = deliveries.SENT
+    DELIVERED = deliveries.DELIVERED
+    FAILED = deliveries.FAILED
+    UNDELIVERABLE = deliveries.UNDELIVERABLE
+
+
+ProviderName = StrEnum(  # type: ignore[misc]
+    "ProviderName", {name.upper(): name for name in deliveries.PROVIDERS}
+)
+
+
+@app.command("list")
+def list_deliveries(
+    status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
+    channel: Annotated[Channel | None, typer.Option(help="Only jobs sent on this channel.")] = None,
+    provider: Annotated[
+        ProviderName | None, typer.Option(help="Only jobs this provider took.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """List delivery jobs, newest first.
+
+    Columns: time (UTC), job id, status, channel, provider, masked destination,
+    notification, last error.
+    """
+
+    async def work(services: Services) -> list[tuple[DeliveryJob, str | None]]:
+        async with services.database.read() as conn:
+            repo = DeliveryRepository(conn)
+            jobs = await repo.list_jobs(
+                limit=limit,
+                status=status.value if status else None,
+                channel=channel.value if channel else None,
+                provider=provider.value if provider else None,
+            )
+            destinations = await repo.last_destinations([job.id for job in jobs])
+        return [(job, destinations.get(job.id)) for job in jobs]
+
+    for job, destination in run_with_services(work):
+        typer.echo(
+            f"{_time(job.created_at)}  {job.id}  {job.status:<13} {job.channel or '-':<5} "
+            f"{job.provider or '-':<8} {destination or '-':<24} {job.notification:<22} "
+            f"{job.last_error or ''}".rstrip()
+        )
+
+
+async def _job(services: Services, job_id: str) -> tuple[DeliveryJob, list[DeliveryAttempt]] | None:
+    async with services.database.read() as conn:
+        repo = DeliveryRepository(conn)
+        job = await repo.get(job_id)
+        if job is None or job.status == deliveries.DECOY:
+            return None
+        return job, await repo.attempts(job_id)
+
+
+@app.command()
+def show(
+    job_id: Annotated[str, typer.Argument(help="The job id (from `deliveries list`).")],
+) -> None:
+    """Show one job and every attempt on it (the message itself is never shown)."""
+
+    async def work(services: Services) -> tuple[DeliveryJob, list[DeliveryAttempt]] | None:
+        return await _job(services, job_id)
+
+    found = run_with_services(work)
+    if found is None:
+        typer.echo("no such job", err=True)
+        raise typer.Exit(1)
+    job, attempts = found
+    facts = [
+        ("job", job.id),
+        ("created", _time(job.created_at)),
+        ("updated", _time(job.updated_at)),
+        ("notification", job.notification),
+        ("account", job.user_id or "-"),
+        ("status", job.status),
+        ("channel", job.channel or "-"),
+        ("provider", job.provider or "-"),
+        ("message id", job.provider_message_id or "-"),
+        ("tries", f"{job.tries} on route {job.route_index + 1}"),
+        ("code expires", _time(job.expires_at) if job.expires_at else "- (no code)"),
+        ("last error", job.last_error or "-"),
+        (
+            "sealed message",
+            "kept until the job ends" if job.sealed_payload is not None else "erased",
+        ),
+    ]
+    if job.status == deliveries.QUEUED:
+        facts.insert(6, ("next attempt", _time(job.next_attempt_at)))
+    for name, value in facts:
+        typer.echo(f"{name:<15}{value}")
+    typer.echo(f"attempts ({len(attempts)}):")
+    for attempt in attempts:
+        typer.echo(
+            f"  {_time(attempt.created_at)}  {attempt.status:<8} {attempt.channel:<5} "
+            f"{attempt.provider:<8} {attempt.destination:<24} "
+            f"{attempt.provider_message_id or '-':<36} {attempt.error or ''}".rstrip()
+        )
+
+
+def _why_not(job: DeliveryJob, now: datetime) -> str | None:
+    """Why ``job`` cannot be made due now, or ``None`` if it can."""
+    ended = "its sealed message (and any code in it) was erased when the job ended"
+    if job.status == deliveries.FAILED:
+        return (
+            f"job {job.id} failed ({job.last_error or 'no reason recorded'}) and cannot be "
+            f"retried: {ended}, by design. The person should ask for a new code."
+        )
+    if job.status in (deliveries.SENT, deliveries.DELIVERED, deliveries.UNDELIVERABLE):
+        return (
+            f"job {job.id} is {job.status}: {job.provider or 'the provider'} accepted it, so "
+            f"there is nothing to retry, and {ended}. The person should ask for a new code."
+        )
+    if job.status == deliveries.SENDING:
+        return f"job {job.id} is being sent by a worker right now; see `deliveries show`."
+    if job.sealed_payload is None:
+        return f"job {job.id} has no sealed message left to send."
+    if job.expires_at is not None and job.expires_at <= now:
+        return (
+            f"the code in job {job.id} expired at {_time(job.expires_at)}; the worker will "
+            "close the job as failed rather than send a dead code."
+        )
+    return None
+
+
+@app.command()
+def retry(
+    job_id: Annotated[str, typer.Argument(help="The job id (from `deliveries list`).")],
+) -> None:
+    """Send a queued job now instead of after its backoff.
+
+    Jobs that ended (sent, failed, delivered, undeliverable) cannot be retried: their
+    sealed message was erased when they ended.
+    """
+
+    async def work(services: Services) -> str:
+        found = await _job(services, job_id)
+        if found is None:
+            raise _Refused("no such job")
+        job, _ = found
+        now = services.clock.now()
+        reason = _why_not(job, now)
+        if reason is not None:
+            raise _Refused(reason)
+        async with services.database.write() as conn:
+            if not await DeliveryRepository(conn).retry_now(job.id, now=now):
+                raise _Refused(f"job {job.id} changed meanwhile; see `deliveries show`.")
+            if conn.dialect.name == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL}
+                )
+        return (
+            f"job {job.id} is due now (it was due at {_time(job.next_attempt_at)}); a "
+            "worker will try it within its poll interval."
+        )
+
+    try:
+        typer.echo(run_with_services(work))
+    except _Refused as refusal:
+        typer.echo(f"cannot retry: {refusal}", err=True)
+        raise typer.Exit(1) from None
+
+
+class _Refused(Exception):
+    pass

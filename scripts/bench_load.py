@@ -54,6 +54,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -940,8 +941,13 @@ def _is_idle(frame: str, cache: dict[str, bool]) -> bool:
         match = re.match(r".* \((.*?):(\d+)\)$", frame.strip())
         line = ""
         if match:
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                line = Path(match.group(1)).read_text().splitlines()[int(match.group(2)) - 1]
+            # py-spy shortens paths to what follows a sys.path entry, as this process has.
+            for base in ["", *sys.path, sysconfig.get_paths()["stdlib"]]:
+                candidate = Path(base) / match.group(1)
+                if candidate.is_file():
+                    with contextlib.suppress(OSError, IndexError, ValueError):
+                        line = candidate.read_text().splitlines()[int(match.group(2)) - 1]
+                    break
         cache[frame] = bool(IDLE_LINE.search(line))
     return cache[frame]
 

@@ -134,6 +134,7 @@ def create_app(
         cookie_name=settings.cookie_name,
         secure=settings.is_prod,
         ttl_seconds=settings.session_ttl_seconds,
+        still_valid=services.accounts.session_is_current,
     )
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(

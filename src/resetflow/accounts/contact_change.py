@@ -35,6 +35,7 @@ from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
 from resetflow.ratelimit import RateLimiter
 from resetflow.recovery.codes import RESET, OneTimeCodes
+from resetflow.recovery.service import end_sessions
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.sessions import SessionStore
@@ -233,6 +234,7 @@ class ContactChangeService:
                 if user is None or (owner is not None and owner.id != user.id):
                     raise _Taken()
                 await users.set_contact(user.id, channel, pending.value, verified_at=now)
+                await users.void_sessions(user.id, now=now)
                 # A reset code already sent to the old contact must not outlive the change.
                 await CodeRepository(conn).void(user_id=user.id, purpose=RESET)
                 for route in _old_contact_routes(user, channel):
@@ -272,7 +274,7 @@ class ContactChangeService:
             )
             raise InvalidCode() from None
         self._outbox.wake()
-        ended = await self._sessions.delete_user(user_id)
+        ended = await end_sessions(self._sessions, user_id)
         await self._audit.record(
             AuditEvent.SESSIONS_ENDED,
             outcome="contact_changed",

@@ -38,6 +38,11 @@ class User:
     created_at: datetime
     # "user", or "admin" for operators (``resetflow users grant-admin``).
     role: str = "user"
+    # Sessions created before this moment no longer count (a reset, a contact change).
+    sessions_valid_after: datetime | None = None
+
+    def accepts_session_from(self, created_at: datetime) -> bool:
+        return self.sessions_valid_after is None or created_at >= self.sessions_valid_after
 
     @property
     def is_admin(self) -> bool:

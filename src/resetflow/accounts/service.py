@@ -20,6 +20,7 @@ from resetflow.notify.outbox import Outbox
 from resetflow.ratelimit import RateLimiter
 from resetflow.recovery.codes import OneTimeCodes, verify_purpose
 from resetflow.storage.database import Database
+from resetflow.storage.sessions import SessionRecord
 from resetflow.storage.users import UserRepository
 
 
@@ -266,6 +267,14 @@ class AccountService:
         if region not in self._sms_countries:
             message = "We cannot send text messages to this country. Choose email for codes."
             raise InvalidInput(fields={"preference": message})
+
+    async def session_is_current(self, record: SessionRecord) -> bool:
+        """False for a signed-in session of a deleted account, or one older than the
+        account's last reset or contact change."""
+        if record.user_id is None:
+            return True
+        user = await self.get(record.user_id)
+        return user is not None and user.accepts_session_from(record.created_at)
 
     async def get(self, user_id: str) -> User | None:
         async with self._db.read() as conn:

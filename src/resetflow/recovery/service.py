@@ -6,6 +6,7 @@ service never sees cookies.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -176,7 +177,11 @@ class RecoveryService:
             )
             if not spent:
                 raise ResetNotAllowed()
-            await UserRepository(conn).set_password_hash(user.id, password_hash, now=now)
+            users = UserRepository(conn)
+            await users.set_password_hash(user.id, password_hash, now=now)
+            # Committed with the new password: the sessions end even if the clean-up
+            # below fails (R27).
+            await users.void_sessions(user.id, now=now)
             # One job per verified contact: each must hear of the change (R39).
             for route in _routes(user, user.verified_channels):
                 await self._outbox.enqueue(
@@ -192,7 +197,7 @@ class RecoveryService:
                 AuditEvent.PASSWORD_CHANGED, outcome="ok", client=client, user_id=user.id, conn=conn
             )
         self._outbox.wake()
-        ended = await self._sessions.delete_user(user.id)
+        ended = await end_sessions(self._sessions, user.id)
         await self._audit.record(
             AuditEvent.SESSIONS_ENDED, outcome="ok", client=client, user_id=user.id, count=ended
         )
@@ -206,6 +211,7 @@ class RecoveryService:
         }
 
 
+log = logging.getLogger("resetflow.recovery")
 DECOY_SLOTS = 64
 
 # A stand-in with the shape of a real profile, so that decoy messages cost the same.
@@ -223,6 +229,17 @@ _DECOY_PROFILE = User(
     code_failure_at=None,
     created_at=datetime(2026, 1, 1, tzinfo=UTC),
 )
+
+
+async def end_sessions(store: SessionStore, user_id: str) -> int:
+    """Delete the account's sessions from the store, best effort: they are already void
+    (``users.sessions_valid_after``), so a store that is down now only delays the
+    clean-up, and the change that was committed is still reported as done."""
+    try:
+        return await store.delete_user(user_id)
+    except Exception:
+        log.warning("session_cleanup_failed", exc_info=True, extra={"user_id": user_id})
+        return 0
 
 
 def _routes(user: User, channels: list[Channel]) -> list[Route]:

@@ -61,6 +61,9 @@ users = Table(
     # Consecutive failed codes across all codes and flows (R9, R12).
     Column("code_failures", Integer, nullable=False, server_default="0"),
     Column("code_failure_at", UtcDateTime(), nullable=True),
+    # Sessions created before this moment are void (a reset, a contact change): written
+    # in the same transaction as the change, so ending them cannot be lost (R27).
+    Column("sessions_valid_after", UtcDateTime(), nullable=True),
     # "user", or "admin" for operators (resetflow users grant-admin): /admin pages.
     Column("role", String(16), nullable=False, server_default="user"),
     Column("created_at", UtcDateTime(), nullable=False),

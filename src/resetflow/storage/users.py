@@ -121,6 +121,12 @@ class UserRepository:
         )
         return result.rowcount == 1
 
+    async def void_sessions(self, user_id: str, *, now: datetime) -> None:
+        """Every session of the account created before ``now`` stops counting."""
+        await self._conn.execute(
+            update(users).where(users.c.id == user_id).values(sessions_valid_after=now)
+        )
+
     async def add_code_failure(self, user_id: str, *, now: datetime) -> None:
         # Increment in SQL, not read-modify-write: concurrent failures all count.
         await self._conn.execute(
@@ -155,4 +161,5 @@ def _to_user(row: Any) -> User:
         code_failure_at=row["code_failure_at"],
         created_at=row["created_at"],
         role=row["role"],
+        sessions_valid_after=row["sessions_valid_after"],
     )

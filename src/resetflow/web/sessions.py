@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from http.cookies import SimpleCookie
 from typing import Any
@@ -88,6 +89,7 @@ class SessionMiddleware:
         cookie_name: str,
         secure: bool,
         ttl_seconds: int,
+        still_valid: Callable[[SessionRecord], Awaitable[bool]] | None = None,
     ) -> None:
         self.app = app
         self._store = store
@@ -95,6 +97,7 @@ class SessionMiddleware:
         self._cookie = cookie_name
         self._secure = secure
         self._ttl = timedelta(seconds=ttl_seconds)
+        self._still_valid = still_valid
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or _sessionless(scope["path"]):
@@ -136,6 +139,14 @@ class SessionMiddleware:
         record = None
         if session_id and len(session_id) <= 128:
             record = await self._store.load(sha256_hex(session_id), now=now)
+        # A signed-in session that the account has since voided (a reset elsewhere).
+        if (
+            record is not None
+            and record.user_id
+            and self._still_valid is not None
+            and not await self._still_valid(record)
+        ):
+            record = None
         if record is None:
             # Unknown ids are never adopted: a made-up id gets a new one (no fixation).
             return WebSession(

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None
+    # A Messaging Service that picks the sender; one of this and twilio_from is required.
+    twilio_messaging_service_sid: str | None = None
     twilio_base_url: str = "https://api.twilio.com"
     postmark_server_token: SecretStr | None = None
     postmark_base_url: str = "https://api.postmarkapp.com"
@@ -325,7 +327,7 @@ def _first_problem(error: ValidationError) -> str:
 
 def _check_providers(settings: Settings) -> None:
     required: dict[str, tuple[str, ...]] = {
-        "twilio": ("twilio_account_sid", "twilio_auth_token", "twilio_from"),
+        "twilio": ("twilio_account_sid", "twilio_auth_token"),
         "postmark": ("postmark_server_token",),
         "courier": ("courier_auth_token",),
     }
@@ -339,6 +341,11 @@ def _check_providers(settings: Settings) -> None:
                 raise ConfigError(
                     f"RESETFLOW_{field.upper()}: required when the {provider} provider is used"
                 )
+    if "twilio" in in_use and not (settings.twilio_from or settings.twilio_messaging_service_sid):
+        raise ConfigError(
+            "RESETFLOW_TWILIO_FROM or RESETFLOW_TWILIO_MESSAGING_SERVICE_SID: one is required "
+            "when the twilio provider is used"
+        )
 
 
 def _check_webhook_secrets(settings: Settings) -> None:

@@ -25,6 +25,13 @@ Errors have Twilio's body: ``{"code", "message", "more_info", "status"}``.
 Failure injection: :meth:`TwilioStandIn.fail_number` refuses one recipient for good (by
 default ``400`` / ``21610``, an unsubscribed recipient), and :meth:`TwilioStandIn.outage`
 answers ``500``/``503`` (``20500``/``20503``) to every request, or to the next few.
+:meth:`TwilioStandIn.chaos` fails valid requests at random, from a seeded generator: a
+share answered ``500``/``503`` at once, and a share held for ``hold_seconds`` (longer than
+the client's timeout) and only then answered ``503``. A held request is *not* recorded as
+a sent message (:attr:`RecordedRequest.timed_out` marks it): the stand-in plays a Twilio
+that never took the message in, so a retry that then succeeds is the one and only SMS.
+(The real Twilio may have accepted a request whose answer never arrived, and the retry
+could then text the code twice; that case is not modelled.)
 
 Not modelled: alphanumeric sender IDs, API-key auth, subaccounts, status callbacks, and
 any message state after ``queued``.
@@ -32,11 +39,13 @@ any message state after ``queued``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import email.utils
 import json
 import math
+import random
 import re
 import secrets
 import threading
@@ -447,6 +456,8 @@ class RecordedRequest:
     form: list[tuple[str, str]] | None
     status: int
     answer: dict[str, Any]
+    # Held by chaos mode past the client's timeout: answered late, never sent.
+    timed_out: bool = False
 
     @property
     def fields(self) -> dict[str, str]:
@@ -473,6 +484,22 @@ class _Outage:
 
 
 @dataclass
+class _Chaos:
+    fail: float
+    timeout: float
+    hold_seconds: float
+    rng: random.Random
+
+
+class _Held(Exception):
+    """A valid request that chaos mode holds past the client's timeout."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+@dataclass
 class _Failure:
     status: int
     code: int
@@ -490,6 +517,7 @@ class TwilioStandIn:
     _requests: list[RecordedRequest] = field(default_factory=list)
     _failures: dict[str, _Failure] = field(default_factory=dict)
     _outage: _Outage | None = None
+    _chaos: _Chaos | None = None
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
@@ -577,10 +605,29 @@ class TwilioStandIn:
         with self._changed:
             self._outage = _Outage(status=status, remaining=requests)
 
+    def chaos(
+        self,
+        *,
+        fail: float = 0.3,
+        timeout: float = 0.1,
+        seed: int = 0,
+        hold_seconds: float = 1.5,
+    ) -> None:
+        """From now on, of the valid requests: a share ``fail`` is answered ``500``/``503``
+        at once, a share ``timeout`` is held ``hold_seconds`` and then answered ``503``
+        (not sent: see the module docstring); the draws come from ``Random(seed)``."""
+        if fail < 0 or timeout < 0 or fail + timeout > 1:
+            raise ValueError("fail and timeout are shares that add up to at most 1")
+        with self._changed:
+            self._chaos = _Chaos(
+                fail=fail, timeout=timeout, hold_seconds=hold_seconds, rng=random.Random(seed)
+            )
+
     def recover(self) -> None:
-        """End an outage and forget every per-number failure."""
+        """End an outage and chaos mode, and forget every per-number failure."""
         with self._changed:
             self._outage = None
+            self._chaos = None
             self._failures.clear()
 
     # The HTTP side -----------------------------------------------------------------------
@@ -593,6 +640,12 @@ class TwilioStandIn:
         except TwilioError as error:
             self._record(request, raw, form, error.status, error.body())
             return error.response()
+        except _Held as held:
+            # Recorded on arrival: the client gives up before the answer anyway.
+            late = TwilioError(503, *_REASONS[503])
+            self._record(request, raw, form, late.status, late.body(), timed_out=True)
+            await asyncio.sleep(held.seconds)
+            return late.response()
         self._record(request, raw, form, 201, resource)
         return JSONResponse(resource, status_code=201)
 
@@ -619,6 +672,7 @@ class TwilioStandIn:
         if failure is not None:
             text = failure.message.format(to=parameters["To"], body=parameters.get("Body", ""))
             raise TwilioError(failure.status, failure.code, text)
+        self._take_chaos()
         resource = message_resource(self.account_sid, parameters)
         # The stand-in must answer in Twilio's shape too: a broken answer is a 500 here.
         message_validator().validate(resource)
@@ -647,6 +701,19 @@ class TwilioStandIn:
         code, message = _REASONS[outage.status]
         raise TwilioError(outage.status, code, message)
 
+    def _take_chaos(self) -> None:
+        with self._changed:
+            chaos = self._chaos
+            if chaos is None:
+                return
+            draw = chaos.rng.random()
+            status = chaos.rng.choice(sorted(_REASONS))
+        if draw < chaos.fail:
+            code, message = _REASONS[status]
+            raise TwilioError(status, code, message)
+        if draw < chaos.fail + chaos.timeout:
+            raise _Held(chaos.hold_seconds)
+
     def _authenticate(self, request: Request) -> None:
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")
         user = password = ""
@@ -667,6 +734,8 @@ class TwilioStandIn:
         form: list[tuple[str, str]] | None,
         status: int,
         answer: dict[str, Any],
+        *,
+        timed_out: bool = False,
     ) -> None:
         recorded = RecordedRequest(
             method=request.method,
@@ -676,6 +745,7 @@ class TwilioStandIn:
             form=form,
             status=status,
             answer=answer,
+            timed_out=timed_out,
         )
         with self._changed:
             self._requests.append(recorded)

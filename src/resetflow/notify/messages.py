@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 from resetflow.accounts.models import Channel
@@ -46,3 +47,6 @@ class RenderedMessage:
     # ``variables`` may hold the code, just as ``text`` does: never log it.
     recipient_id: str | None = None
     variables: Mapping[str, object] = field(default_factory=dict)
+    # When the code the message carries stops working (None: no code, or no expiry);
+    # providers that can drop an undelivered message after a while use it (Twilio).
+    expires_at: datetime | None = None

@@ -2,9 +2,12 @@
 
 Order of attempts for one job: its routes in order (preferred channel, then the other
 verified one); on each route, the channel's providers in order. A retryable failure on
-every provider of a route puts the job back with exponential backoff, up to
+every provider of a route puts the job back with exponential backoff and full jitter (a
+random delay between a small floor and ``backoff_seconds * 2 ** (tries - 1)``), up to
 ``max_tries`` times on that route; a permanent failure, or running out of tries, moves on
-to the next route. A failure about the recipient (``ProviderError.recipient``: an inactive
+to the next route. A retry is never scheduled at or after the code's expiry: when it
+would be, the next route is tried at once (or, with none left, the job fails with "code
+expired before a retry"). A failure about the recipient (``ProviderError.recipient``: an inactive
 address, an unsubscribed number) skips the route's other providers and moves on at once.
 Every attempt is written to the delivery log, without the message.
 """
@@ -14,9 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random as _random
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
@@ -51,6 +56,14 @@ class WorkerPolicy:
     poll_seconds: float = 1.0
     batch_size: int = 20
     housekeeping_seconds: float = 60.0
+    # The least delay a jittered retry waits (unless the backoff itself is smaller).
+    min_backoff_seconds: float = 0.05
+
+    def retry_delay(self, tries: int, *, random: Callable[[], float] = _random.random) -> float:
+        """Seconds to wait before try ``tries + 1`` after ``tries`` failed ones: full
+        jitter, ``random() * backoff_seconds * 2 ** (tries - 1)``, at least the floor."""
+        ceiling = self.backoff_seconds * 2.0 ** max(tries - 1, 0)
+        return max(random() * ceiling, min(self.min_backoff_seconds, ceiling))
 
 
 class DeliveryWorker:
@@ -67,6 +80,7 @@ class DeliveryWorker:
         sms_guard: SmsGuard | None = None,
         audit: AuditLog | None = None,
         sessions: SessionStore | None = None,
+        random: Callable[[], float] | None = None,
     ) -> None:
         self._db = database
         self._outbox = outbox
@@ -78,6 +92,8 @@ class DeliveryWorker:
         self._sms_guard = sms_guard
         self._audit = audit
         self._sessions = sessions
+        # The jitter source: a float in [0, 1); tests inject a fixed one.
+        self._random = random or _random.random
         self._next_housekeeping = 0.0
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._stopping = asyncio.Event()
@@ -166,18 +182,23 @@ class DeliveryWorker:
             retryable, last_error = outcome
             tries += 1
             if retryable and tries < self._policy.max_tries:
-                delay = self._policy.backoff_seconds * (2 ** (tries - 1))
-                async with self._db.write() as conn:
-                    await DeliveryRepository(conn).reschedule(
-                        job.id,
-                        owner=self.owner,
-                        route_index=route_index,
-                        tries=tries,
-                        next_attempt_at=self._clock.now() + timedelta(seconds=delay),
-                        error=last_error,
-                        now=self._clock.now(),
-                    )
-                return
+                delay = self._policy.retry_delay(tries, random=self._random)
+                next_attempt_at = self._clock.now() + timedelta(seconds=delay)
+                if job.expires_at is None or next_attempt_at < job.expires_at:
+                    async with self._db.write() as conn:
+                        await DeliveryRepository(conn).reschedule(
+                            job.id,
+                            owner=self.owner,
+                            route_index=route_index,
+                            tries=tries,
+                            next_attempt_at=next_attempt_at,
+                            error=last_error,
+                            now=self._clock.now(),
+                        )
+                    return
+                # The retry would carry a dead code: the next route now, or give up.
+                last_error = f"code expired before a retry (last: {last_error})"
+                log.info("delivery_retry_past_expiry", extra={"job_id": job.id})
             route_index, tries = route_index + 1, 0
         await self._finish(job, status=deliveries.FAILED, error=last_error)
         log.warning("delivery_failed", extra={"job_id": job.id, "reason": last_error})
@@ -194,7 +215,9 @@ class DeliveryWorker:
             context=context,
             idempotency_key=job.id,
         )
-        message = replace(message, recipient_id=job.user_id, variables=context)
+        message = replace(
+            message, recipient_id=job.user_id, variables=context, expires_at=job.expires_at
+        )
         retryable, reason = False, f"no {route.channel.value} provider"
         if route.channel is Channel.SMS and self._sms_guard is not None:
             refusal = await self._sms_guard.refusal(route.to)

@@ -32,10 +32,15 @@ class SendResult:
 class ProviderError(Exception):
     """A send that did not go through; ``str(error)`` is safe to log."""
 
-    def __init__(self, reason: str, *, retryable: bool, recipient: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, retryable: bool, recipient: bool = False, configuration: bool = False
+    ) -> None:
         super().__init__(reason[:300])
         self.retryable = retryable
         self.recipient = recipient
+        # Our side is misconfigured (bad credentials): never retried, but the channel's
+        # next provider is still tried.
+        self.configuration = configuration
 
 
 class Provider(ABC):

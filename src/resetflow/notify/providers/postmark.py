@@ -23,6 +23,11 @@ from resetflow.notify.messages import RenderedMessage
 from resetflow.notify.providers.base import Provider, ProviderError, SendResult
 
 INACTIVE_RECIPIENT = 406
+# "Invalid email request": the request itself is wrong; sending it again will not help.
+INVALID_REQUEST = 300
+# "Bad or missing API token" (HTTP 401): a configuration error, not retried, though the
+# channel's next provider is tried.
+BAD_TOKEN = 10
 
 
 class PostmarkProvider(Provider):
@@ -72,9 +77,14 @@ class PostmarkProvider(Provider):
             return SendResult(provider_message_id=str(message_id) if message_id else None)
         # Postmark's "Message" may quote the recipient's address: only the codes are kept.
         reason = f"Postmark {response.status_code} ErrorCode {answer.get('ErrorCode', '?')}"
-        retryable = response.status_code == 429 or response.status_code >= 500
+        retryable = (response.status_code == 429 or response.status_code >= 500) and (
+            error_code != INVALID_REQUEST
+        )
+        configuration = not retryable and (error_code == BAD_TOKEN or response.status_code == 401)
         recipient = not retryable and error_code == INACTIVE_RECIPIENT
-        raise ProviderError(reason, retryable=retryable, recipient=recipient)
+        raise ProviderError(
+            reason, retryable=retryable, recipient=recipient, configuration=configuration
+        )
 
     async def close(self) -> None:
         await self._client.aclose()

@@ -49,11 +49,13 @@ def _make(name: str, settings: Settings, *, mailbox: DevMailbox, clock: Clock) -
             timeout=settings.smtp_timeout_seconds,
         )
     if name == "twilio":
-        assert settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+        assert settings.twilio_account_sid and settings.twilio_auth_token
         return TwilioProvider(
             account_sid=settings.twilio_account_sid,
             auth_token=settings.twilio_auth_token.get_secret_value(),
-            sender=settings.twilio_from,
+            sender=settings.twilio_from or None,
+            messaging_service_sid=settings.twilio_messaging_service_sid or None,
+            now=clock.now,
             base_url=settings.twilio_base_url,
             timeout=settings.provider_timeout_seconds,
             # Only a public https base URL: Twilio cannot reach (nor should it be sent)

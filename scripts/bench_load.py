@@ -49,6 +49,7 @@ import os
 import platform
 import random
 import re
+import resource
 import shutil
 import signal
 import sqlite3
@@ -201,8 +202,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--probe-interval",
         type=float,
-        default=0.05,
-        help="seconds between the delivery probes sent during the /send-token run",
+        default=0.1,
+        help="seconds between the delivery probes sent during the /send-token run (they "
+        "count in the throughput; their latency is not in wrk's percentiles)",
     )
     parser.add_argument(
         "--drain-timeout",
@@ -257,6 +259,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="diagnosis: nobody delivers (no in-process worker, no worker process), so the "
         "request path is measured alone; no delivery figures",
     )
+    parser.add_argument(
+        "--limits-off",
+        action="store_true",
+        help="diagnosis: RESETFLOW_LIMITS_ENABLED=false instead of high limits, to see what "
+        "the rate limiting itself costs",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="hard limit for the whole benchmark, s"
@@ -297,6 +305,7 @@ class Spec:
     # inprocess (the server's own loop: SQLite, the dev default) | process (a separate
     # `resetflow worker`: PostgreSQL) | none (nobody delivers: the request path alone)
     delivery: str = "inprocess"
+    limits_off: bool = False
 
     @property
     def label(self) -> str:
@@ -307,11 +316,15 @@ class Spec:
             name += f", {self.workers} workers"
         if self.delivery == "none":
             name += ", no delivery"
+        if self.limits_off:
+            name += ", limits off"
         return name
 
     @property
     def slug(self) -> str:
-        return f"{self.store}-{self.users}-{self.provider}-w{self.workers}-{self.delivery}"
+        return f"{self.store}-{self.users}-{self.provider}-w{self.workers}-{self.delivery}" + (
+            "-nolimits" if self.limits_off else ""
+        )
 
 
 def serve_has_workers() -> bool:
@@ -336,7 +349,14 @@ def plan(args: argparse.Namespace) -> list[Spec]:
         delivery = "none" if args.no_delivery else "inprocess" if store == "sqlite" else "process"
         for workers in pg_workers if store == "postgres" else [1]:
             specs += [
-                Spec(store=store, users=n, workers=workers, delivery=delivery) for n in args.users
+                Spec(
+                    store=store,
+                    users=n,
+                    workers=workers,
+                    delivery=delivery,
+                    limits_off=args.limits_off,
+                )
+                for n in args.users
             ]
     if "sqlite" in args.stores and args.outbox_run and not args.no_delivery:
         specs.append(Spec(store="sqlite", users=args.outbox_run, provider="outbox"))
@@ -437,9 +457,9 @@ def cpu_groups(
     pg_database: str | None = None,
 ) -> dict[str, tuple[float, float]]:
     """(user, system) CPU seconds used between two snapshots, by group: each of
-    ``procs`` with its children, then PostgreSQL, Redis, wrk, and this process (the
-    SMTP sink and the probes). Per process, so that processes of others that end in
-    between do not count; a process that ended in between is missing (its last share)."""
+    ``procs`` with its children, then PostgreSQL, Redis and this process (the SMTP sink
+    and the probes). Per process, so that processes of others that end in between do
+    not count; a process that ended in between is missing (its last share)."""
 
     def used(pid: int) -> tuple[float, float]:
         stat, old = after[pid], before.get(pid)
@@ -459,8 +479,7 @@ def cpu_groups(
                 tree.append(current)
             todo += children.get(current, [])
         members[proc.name] = tree
-    for name, comm in (("redis", "redis-server"), ("wrk", "wrk")):
-        members[name] = [pid for pid, stat in after.items() if stat.comm == comm]
+    members["redis"] = [pid for pid, stat in after.items() if stat.comm == "redis-server"]
     # PostgreSQL: the backends of the run's own database and the shared background
     # processes (WAL writer, checkpointer, ...), not other databases' backends.
     members["postgres"] = [
@@ -515,12 +534,19 @@ def cpu_meter(
     Redis, wrk and this process, and by the whole machine, while the block runs."""
     before = proc_snapshot()
     busy0, total0 = machine_busy()
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     try:
         yield
     finally:
         wall = time.monotonic() - started
         groups = cpu_groups(procs, before, proc_snapshot(), pg_database)
+        # wrk starts and ends inside the block: its CPU is that of our waited-for children.
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        groups["wrk"] = (
+            children1.ru_utime - children0.ru_utime,
+            children1.ru_stime - children0.ru_stime,
+        )
         busy1, total1 = machine_busy()
         cores: dict[str, float] = {}
         system: dict[str, float] = {}
@@ -1034,6 +1060,8 @@ def server_env(spec: Spec, data_dir: Path, store: Store, sink: SmtpSink) -> dict
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if spec.limits_off:
+        env["RESETFLOW_LIMITS_ENABLED"] = "false"
     if isinstance(store, PgStore):
         env["RESETFLOW_REDIS_URL"] = store.redis_url
         env["RESETFLOW_REDIS_PREFIX"] = store.prefix
@@ -1165,15 +1193,17 @@ def run_one(
                 )
         prober = Prober(base_url, probes, args.probe_interval)
         prober.start()
-        load_started = time.monotonic()
+        load_started, load_started_wall = time.monotonic(), time.time()
         with cpu_meter(procs, cpu := {}, pg_name):
             result["send_token"] = wrk_run(args, base_url, script, "send-token", str(listing))
         result["send_token"].update(cpu)
-        load_ended = time.monotonic()
+        load_ended, load_ended_wall = time.monotonic(), time.time()
         prober.stopping.set()
         prober.join(timeout=60)
         if prober.error is not None:
             raise BenchError(f"the probe thread failed: {prober.error!r}")
+        in_window = [p for p in prober.probes if load_started_wall <= p.answered <= load_ended_wall]
+        result["send_token"]["probe_rps"] = len(in_window) / (load_ended_wall - load_started_wall)
         for proc in procs:
             proc.check("a resetflow process")
         for profiler in profilers:
@@ -1320,7 +1350,9 @@ def row(result: dict[str, Any]) -> dict[str, Any]:
     return {
         "store": result["spec"]["label"],
         "users": result["spec"]["users"],
-        "rps": send["rps"],
+        # wrk's requests and the probes answered in the same window: the server did both.
+        "rps": send["rps"] + send.get("probe_rps", 0.0),
+        "wrk_rps": send["rps"],
         "p50_ms": send["latency_us"]["p50"] / 1000,
         "p99_ms": send["latency_us"]["p99"] / 1000,
         "ceiling_rps": ceiling["rps"],
@@ -1353,7 +1385,7 @@ def disturbed(result: dict[str, Any]) -> bool:
 
 def table(results: list[dict[str, Any]]) -> str:
     head = (
-        "| store | users | /send-token req/s | p50 | p99 | ceiling req/s (/healthz) | "
+        "| store | users | /send-token req/s | p50 (wrk) | p99 (wrk) | ceiling req/s (/healthz) | "
         "ratio | delivery p50 | delivery p99 | delivered / expected |"
     )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -1397,6 +1429,7 @@ def details(results: list[dict[str, Any]]) -> str:
             f"{_cpu_ms(send)}, per /healthz request {_cpu_ms(result['healthz'])}; "
             "CPU cores used during /send-token "
             f"{_cores(send)}, during /healthz {_cores(result['healthz'])}; "
+            f"req/s: wrk {send['rps']:,.1f} + probes {send.get('probe_rps', 0.0):,.1f}; "
             f"wrk sent {send['known_sent']:,} known + "
             f"{send['unknown_sent']:,} unknown, answered {send['answered']:,} "
             f"({send['bad']} not 202{', first: ' + send['first_bad'] if send['bad'] else ''}; "

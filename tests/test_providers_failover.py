@@ -5,8 +5,8 @@ Courier among them, run end to end against stand-ins that speak the providers' r
 - a provider failure (503, timeout) moves on to the channel's next provider at once;
 - a failure about the recipient (Postmark 406 inactive recipient, Twilio 21610 / 21211 /
   21614) skips the channel's other providers and goes to the user's next channel;
-- Courier gets the tutorial's profile merge and send, with an idempotency key that keeps a
-  retried send from delivering twice;
+- Courier gets the tutorial's profile merge (a job of its own when the account is created)
+  and send, with an idempotency key that keeps a retried send from delivering twice;
 - the delivery log names the provider of every attempt; the single-provider variables
   keep working."""
 
@@ -277,7 +277,7 @@ def test_twilio_recipient_errors_fall_back_to_email_without_the_next_sms_provide
         assert attempts[0].error == f"twilio: Twilio 400 code {code}"
         assert (job.status, job.channel, job.provider) == ("sent", "email", "postmark")
         assert job.provider_message_id == mail.message_id
-        assert courier.requests == []
+        assert courier.sends() == []
         _finish_reset(client, find_code(mail.text or ""))
 
 
@@ -319,10 +319,11 @@ def test_postmark_request_shape_with_the_single_provider_variable(
 def test_courier_profile_merge_then_templated_send(
     live_app: Callable[..., LiveApp], courier: CourierStandIn
 ) -> None:
-    """The tutorial's Courier calls: a profile merge for the account, then a send of the
-    tutorial's template (COURIER_TEMPLATE) with the code in ``data``, to the user id with
-    the verified address pinned and the channel chosen by resetflow; the ``password-changed``
-    notice afterwards, which has no Courier template, goes as inline content."""
+    """The tutorial's Courier calls: a profile merge for the account (its own job, at
+    creation), then a send of the tutorial's template (COURIER_TEMPLATE) with the code in
+    ``data``, to the user id with the verified address pinned and the channel chosen by
+    resetflow; the ``password-changed`` notice afterwards, which has no Courier template,
+    goes as inline content."""
     app = live_app(**courier.settings(channels=("email",)), courier_template="TEMPLATE123")
     user_id = _account(app, Channel.EMAIL)
 
@@ -330,11 +331,18 @@ def test_courier_profile_merge_then_templated_send(
         _request_reset(client, email=EMAIL)
         [sent] = courier.wait_for(EMAIL)
         [(job, attempts)] = _deliveries(app.settings, user_id)
-        merge, send = courier.requests
+        [merge] = [r for r in courier.requests if r.path.startswith("/profiles/")]
+        [send] = courier.sends()
         assert (merge.method, merge.path, merge.status) == ("POST", f"/profiles/{user_id}", 200)
-        assert merge.json == {"profile": {"email": EMAIL, "name": NAME}}
+        profile = {
+            "email": EMAIL,
+            "phone_number": PHONE,
+            "name": NAME,
+            "custom": {"preference": "email"},
+        }
+        assert merge.json == {"profile": profile}
         assert merge.answer == {"status": "SUCCESS"}
-        assert courier.profiles[user_id] == {"email": EMAIL, "name": NAME}
+        assert courier.profiles[user_id] == profile
         for request in (merge, send):
             assert request.headers["authorization"] == f"Bearer {courier.auth_token}"
             assert request.headers["content-type"] == "application/json"

@@ -356,9 +356,7 @@ def test_courier_provider_inline_email_for_an_account(courier: CourierStandIn) -
         recipient_id="user 1", idempotency_key="job1", variables={"name": "Ada", "token": "1"}
     )
     _send(_courier(courier), message)
-    merge, send = courier.requests
-    assert merge.path == "/profiles/user%201"
-    assert merge.json == {"profile": {"email": EMAIL, "name": "Ada"}}
+    [send] = courier.requests  # the profile is merged by a job of its own, not here
     assert send.json == {
         "message": {
             "to": {"user_id": "user 1", "email": EMAIL},
@@ -369,10 +367,35 @@ def test_courier_provider_inline_email_for_an_account(courier: CourierStandIn) -
     assert send.headers["idempotency-key"] == "job1-email"
 
 
+def _merge(provider: CourierProvider, user_id: str, profile: dict[str, Any]) -> None:
+    async def go() -> None:
+        try:
+            await provider.merge_profile(user_id, profile)
+        finally:
+            await provider.close()
+
+    asyncio.run(go())
+
+
+def test_courier_provider_merges_a_profile(courier: CourierStandIn) -> None:
+    profile = {"email": EMAIL, "name": "Ada", "custom": {"preference": "email"}}
+    _merge(_courier(courier), "user 1", profile)
+    [merge] = courier.requests
+    assert (merge.method, merge.path, merge.status) == ("POST", "/profiles/user%201", 200)
+    assert merge.json == {"profile": profile}
+    assert courier.profiles == {"user 1": profile}
+    with pytest.raises(ProviderError) as caught:
+        _merge(_courier(courier, auth_token="wrong"), "u1", profile)
+    assert (str(caught.value), caught.value.retryable) == (
+        "Courier profile merge 401 authentication_error",
+        False,
+    )
+
+
 def test_courier_provider_reads_the_errors(courier: CourierStandIn) -> None:
     denied = _failure(_courier(courier, auth_token="wrong"), _email(recipient_id="u1"))
     assert (str(denied), denied.retryable, denied.recipient) == (
-        "Courier profile merge 401 authentication_error",
+        "Courier send 401 authentication_error",
         False,
         False,
     )

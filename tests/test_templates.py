@@ -14,7 +14,7 @@ import pytest
 from resetflow.accounts.models import Channel
 from resetflow.cli.templates import sample_context
 from resetflow.config import ConfigError, Settings, load_settings
-from resetflow.notify.messages import Notification
+from resetflow.notify.messages import RENDERED_NOTIFICATIONS, Notification
 from resetflow.notify.templates import SHIPPED_TEMPLATES, TemplateRenderer, webotp_host
 from resetflow.services import make_renderer
 from tests.conftest import LiveApp
@@ -57,7 +57,7 @@ def _cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("locale", ["en", "es"])
-@pytest.mark.parametrize("notification", [n.value for n in Notification])
+@pytest.mark.parametrize("notification", [n.value for n in RENDERED_NOTIFICATIONS])
 def test_every_notification_ships_every_file_in_en_and_es(locale: str, notification: str) -> None:
     for filename in FILES:
         assert (SHIPPED_TEMPLATES / locale / notification / filename).is_file()
@@ -381,5 +381,5 @@ def test_preview_unknown_name_exits_2_listing_the_names(tmp_path: Path) -> None:
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1
-    for name in Notification:
+    for name in RENDERED_NOTIFICATIONS:
         assert name.value in lines[0]

@@ -97,6 +97,10 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         metrics=metrics,
     )
     providers = build_providers(settings, mailbox=mailbox, clock=clock)
+    courier_profiles = "courier" in [
+        *settings.email_provider_chain,
+        *settings.sms_provider_chain,
+    ]
     worker = DeliveryWorker(
         database=database,
         outbox=outbox,
@@ -133,6 +137,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             limiter=limiter,
             default_phone_region=settings.default_phone_region,
             sms_countries=settings.sms_countries,
+            courier_profiles=courier_profiles,
         ),
         recovery=RecoveryService(
             database=database,
@@ -159,6 +164,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             limiter=limiter,
             default_phone_region=settings.default_phone_region,
             sms_countries=settings.sms_countries,
+            courier_profiles=courier_profiles,
         ),
         worker=worker,
         limiter=limiter,

@@ -79,6 +79,7 @@ class ContactChangeService:
         limiter: RateLimiter,
         default_phone_region: str | None = None,
         sms_countries: frozenset[str] = frozenset(),
+        courier_profiles: bool = False,
     ) -> None:
         self._db = database
         self._codes = codes
@@ -91,6 +92,8 @@ class ContactChangeService:
         self._audit = audit
         self._limiter = limiter
         self._sms_countries = sms_countries
+        # Courier is a provider: accounts' profiles are merged into it (courier-profile jobs).
+        self._courier_profiles = courier_profiles
 
     def normalise(self, channel: Channel, raw: str) -> str:
         """The new contact normalised (R47), or :class:`InvalidInput` on ``value``.
@@ -235,6 +238,10 @@ class ContactChangeService:
                     raise _Taken()
                 await users.set_contact(user.id, channel, pending.value, verified_at=now)
                 await users.void_sessions(user.id, now=now)
+                if self._courier_profiles:
+                    changed = await users.get(user.id)
+                    assert changed is not None
+                    await self._outbox.enqueue_courier_profile(conn, user=changed, now=now)
                 # A reset code already sent to the old contact must not outlive the change.
                 await CodeRepository(conn).void(user_id=user.id, purpose=RESET)
                 for route in _old_contact_routes(user, channel):
@@ -295,6 +302,14 @@ class ContactChangeService:
                 message = f"Verify your {contact_kind(preference)} before codes can go to it."
                 raise InvalidInput(message, fields={"preference": message})
             await users.set_preference(user.id, preference, now=self._clock.now())
+            if self._courier_profiles:
+                changed = await users.get(user.id)
+                assert changed is not None
+                await self._outbox.enqueue_courier_profile(
+                    conn, user=changed, now=self._clock.now()
+                )
+        if self._courier_profiles:
+            self._outbox.wake()
         log.info("preference_changed", extra={"user_id": user_id, "channel": preference.value})
 
 

@@ -49,6 +49,7 @@ class AccountService:
         limiter: RateLimiter,
         default_phone_region: str | None = None,
         sms_countries: frozenset[str] = frozenset(),
+        courier_profiles: bool = False,
     ) -> None:
         self._db = database
         self._codes = codes
@@ -61,6 +62,8 @@ class AccountService:
         self._audit = audit
         self._limiter = limiter
         self._sms_countries = sms_countries
+        # Courier is a provider: accounts' profiles are merged into it (courier-profile jobs).
+        self._courier_profiles = courier_profiles
 
     def parse_email(self, raw: str) -> str:
         """The normalised email, or :class:`InvalidInput` on ``email``."""
@@ -143,6 +146,10 @@ class AccountService:
                 else:
                     await users.mark_verified(user_id, Channel.EMAIL, now=now)
                     await users.mark_verified(user_id, Channel.SMS, now=now)
+                if self._courier_profiles:
+                    created = await users.get(user_id)
+                    assert created is not None
+                    await self._outbox.enqueue_courier_profile(conn, user=created, now=now)
                 user_id_or_none = user_id
             await self._audit.record(
                 AuditEvent.SIGN_UP,
@@ -216,6 +223,8 @@ class AccountService:
         assert user is not None
         async with self._db.write() as conn:
             await UserRepository(conn).mark_verified(user.id, channel, now=self._clock.now())
+            if self._courier_profiles:
+                await self._outbox.enqueue_courier_profile(conn, user=user, now=self._clock.now())
             await self._audit.record(
                 AuditEvent.CONTACT_VERIFIED,
                 outcome="ok",
@@ -224,6 +233,8 @@ class AccountService:
                 conn=conn,
                 channel=channel.value,
             )
+        if self._courier_profiles:
+            self._outbox.wake()
 
     async def authenticate(
         self,

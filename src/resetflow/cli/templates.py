@@ -10,13 +10,13 @@ from jinja2 import TemplateError
 
 from resetflow.accounts.models import Channel
 from resetflow.config import Settings, load_settings
-from resetflow.notify.messages import Notification, RenderedMessage
+from resetflow.notify.messages import RENDERED_NOTIFICATIONS, Notification, RenderedMessage
 from resetflow.notify.sms_encoding import analyse
 from resetflow.services import make_renderer
 
 app = typer.Typer(no_args_is_help=True)
 
-NAMES = [n.value for n in Notification]
+NAMES = [n.value for n in RENDERED_NOTIFICATIONS]
 # The notifications that carry a code (and so, with RESETFLOW_SMS_WEBOTP, the WebOTP line).
 WITH_CODE = frozenset({Notification.PASSWORD_RESET_TOKEN, Notification.VERIFY_CONTACT})
 SAMPLE_CODE = "123456"  # a sample for the preview, never a real code

@@ -20,6 +20,12 @@ class Notification(StrEnum):
     CONTACT_CHANGED = "contact-changed"
     # Sent only by `resetflow send-test`, straight to a provider; carries no code.
     TEST_MESSAGE = "test-message"
+    # Not a message: merges the account's profile into Courier (no templates).
+    COURIER_PROFILE = "courier-profile"
+
+
+# The notifications that are rendered from templates and sent to a person.
+RENDERED_NOTIFICATIONS = tuple(n for n in Notification if n is not Notification.COURIER_PROFILE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resetflow.accounts.models import Channel
+from resetflow.accounts.models import Channel, User
 from resetflow.crypto import Keyring
 from resetflow.notify.messages import Notification, Route
 from resetflow.storage.deliveries import DECOY, QUEUED, DeliveryRepository
@@ -28,6 +28,18 @@ NOTIFY_CHANNEL = "resetflow_outbox"
 
 # Where decoy jobs pretend to go; the reserved .invalid domain never resolves.
 DECOY_ROUTE = Route(channel=Channel.EMAIL, to="decoy@resetflow.invalid")
+# The one route of a ``courier-profile`` job: not an address, the job merges a profile.
+PROFILE_ROUTE = Route(channel=Channel.EMAIL, to="profile@resetflow.invalid")
+
+
+def courier_profile(user: User) -> dict[str, Any]:
+    """The account's Courier profile: the tutorial's fields, the preference as custom."""
+    profile: dict[str, Any] = {"email": user.email}
+    if user.phone:
+        profile["phone_number"] = user.phone
+    profile["name"] = user.name
+    profile["custom"] = {"preference": user.preference.value}
+    return profile
 
 
 class Outbox:
@@ -76,6 +88,21 @@ class Outbox:
             # Delivered at commit, to every listening worker process.
             await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
         return job_id
+
+    async def enqueue_courier_profile(
+        self, conn: AsyncConnection, *, user: User, now: datetime
+    ) -> str:
+        """Record a job that merges ``user``'s profile into Courier (in the caller's
+        transaction, like every job); the worker sends nothing for it."""
+        return await self.enqueue(
+            conn,
+            notification=Notification.COURIER_PROFILE,
+            routes=[PROFILE_ROUTE],
+            context={"profile": courier_profile(user)},
+            locale=user.locale,
+            user_id=user.id,
+            now=now,
+        )
 
     def open_payload(self, job_id: str, sealed: bytes) -> tuple[list[Route], dict[str, Any]]:
         payload = json.loads(self._keyring.open(sealed, context=job_id.encode()))

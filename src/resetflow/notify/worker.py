@@ -10,6 +10,10 @@ would be, the next route is tried at once (or, with none left, the job fails wit
 expired before a retry"). A failure about the recipient (``ProviderError.recipient``: an inactive
 address, an unsubscribed number) skips the route's other providers and moves on at once.
 Every attempt is written to the delivery log, without the message.
+
+A ``courier-profile`` job is not a message: its one route is ``PROFILE_ROUTE``, and it
+merges the sealed profile into Courier (:meth:`CourierProvider.merge_profile`), with the
+same backoff for retryable errors; a permanent one fails the job with the reason.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from resetflow.audit import AuditEvent, AuditLog
 from resetflow.clock import Clock
 from resetflow.metrics import Metrics
 from resetflow.notify.messages import Notification, Route
-from resetflow.notify.outbox import DECOY_ROUTE, Outbox
+from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox
 from resetflow.notify.providers.base import Provider, ProviderError
+from resetflow.notify.providers.courier import CourierProvider
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
 from resetflow.storage import deliveries
@@ -172,6 +177,9 @@ class DeliveryWorker:
             async with self._db.write() as conn:
                 await DeliveryRepository(conn).discard(job.id, owner=self.owner)
             return
+        if job.notification == Notification.COURIER_PROFILE.value:
+            await self._merge_profile(job, context)
+            return
         route_index, tries = job.route_index, job.tries
         last_error = "no provider for channel"
         while route_index < len(routes):
@@ -202,6 +210,69 @@ class DeliveryWorker:
             route_index, tries = route_index + 1, 0
         await self._finish(job, status=deliveries.FAILED, error=last_error)
         log.warning("delivery_failed", extra={"job_id": job.id, "reason": last_error})
+
+    async def _merge_profile(self, job: DeliveryJob, context: dict[str, object]) -> None:
+        """Merge the sealed profile into Courier; reschedule a retryable failure."""
+        courier = next(
+            (
+                p
+                for providers in self._providers.values()
+                for p in providers
+                if isinstance(p, CourierProvider)
+            ),
+            None,
+        )
+        profile = context.get("profile")
+        if courier is None or job.user_id is None or not isinstance(profile, dict):
+            reason = "no courier provider" if courier is None else "no profile to merge"
+            await self._finish(job, status=deliveries.FAILED, error=reason)
+            return
+        route = PROFILE_ROUTE
+        try:
+            await courier.merge_profile(job.user_id, profile)
+        except ProviderError as error:
+            reason = f"{courier.name}: {error}"
+            status = "retry" if error.retryable else "failed"
+            await self._log_attempt(job, route, courier, status=status, error=reason)
+            tries = job.tries + 1
+            if error.retryable and tries < self._policy.max_tries:
+                delay = self._policy.retry_delay(tries, random=self._random)
+                async with self._db.write() as conn:
+                    await DeliveryRepository(conn).reschedule(
+                        job.id,
+                        owner=self.owner,
+                        route_index=0,
+                        tries=tries,
+                        next_attempt_at=self._clock.now() + timedelta(seconds=delay),
+                        error=reason,
+                        now=self._clock.now(),
+                    )
+                return
+            await self._finish(job, status=deliveries.FAILED, error=reason)
+            log.warning("courier_profile_failed", extra={"job_id": job.id, "reason": reason})
+            return
+        async with self._db.write() as conn:
+            repo = DeliveryRepository(conn)
+            await repo.record_attempt(
+                job_id=job.id,
+                channel=route.channel.value,
+                provider=courier.name,
+                destination=mask(route.to),
+                status=deliveries.SENT,
+                provider_message_id=None,
+                error=None,
+                now=self._clock.now(),
+            )
+            await repo.finish(
+                job.id,
+                owner=self.owner,
+                status=deliveries.SENT,
+                channel=route.channel.value,
+                provider=courier.name,
+                now=self._clock.now(),
+            )
+        self._count_attempt(route, courier, deliveries.SENT)
+        log.info("courier_profile_merged", extra={"job_id": job.id, "provider": courier.name})
 
     async def _try_route(
         self, job: DeliveryJob, route: Route, context: dict[str, object]

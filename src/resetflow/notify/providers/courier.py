@@ -1,11 +1,13 @@
 """Email and SMS through Courier, the tutorial's notification API.
 
-Two calls per message, both with ``Authorization: Bearer <auth token>``:
+Two calls, both with ``Authorization: Bearer <auth token>``:
 
-1. When the message is for an account, the profile merge the tutorial does at sign-up:
-   ``POST {base}/profiles/{user_id}`` with ``{"profile": {"email" | "phone_number",
-   "name"}}``. ``POST`` merges into the stored profile (``PUT`` would replace it, ``PATCH``
-   takes JSON Patch operations); Courier answers ``200 {"status": "SUCCESS"}``.
+1. :meth:`CourierProvider.merge_profile`, the profile merge the tutorial does when a user
+   signs up or changes contacts (a ``courier-profile`` job of its own, enqueued by the
+   account services, never part of a send): ``POST {base}/profiles/{user_id}`` with
+   ``{"profile": {"email", "phone_number", "name", "custom": {"preference"}}}``. ``POST``
+   merges into the stored profile (``PUT`` would replace it, ``PATCH`` takes JSON Patch
+   operations); Courier answers ``200 {"status": "SUCCESS"}``.
 2. The send: ``POST {base}/send`` with ``{"message": {...}}`` and the header
    ``Idempotency-Key``, answered ``202 {"requestId"}`` (our provider message id).
 
@@ -32,6 +34,7 @@ so only the status and type are kept.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -68,14 +71,6 @@ class CourierProvider(Provider):
         address = {_ADDRESS_FIELD[message.channel]: message.to}
         to: dict[str, str] = dict(address)
         if message.recipient_id:
-            profile: dict[str, Any] = dict(address)
-            name = message.variables.get("name")
-            if isinstance(name, str) and name:
-                profile["name"] = name
-            path = f"/profiles/{quote(message.recipient_id, safe='')}"
-            merged = await self._post(path, {"profile": profile}, what="profile merge")
-            if merged.status_code != 200:
-                raise _error("profile merge", merged)
             to = {"user_id": message.recipient_id, **address}
         body: dict[str, Any] = {
             "to": to,
@@ -96,6 +91,13 @@ class CourierProvider(Provider):
             request_id = answer.get("requestId") or answer.get("messageId")
             return SendResult(provider_message_id=str(request_id) if request_id else None)
         raise _error("send", response)
+
+    async def merge_profile(self, user_id: str, profile: Mapping[str, Any]) -> None:
+        """Merge ``profile`` into the stored profile of ``user_id`` (creating it)."""
+        path = f"/profiles/{quote(user_id, safe='')}"
+        merged = await self._post(path, {"profile": dict(profile)}, what="profile merge")
+        if merged.status_code != 200:
+            raise _error("profile merge", merged)
 
     async def _post(
         self,

@@ -25,6 +25,14 @@ For every (store, users) cell it:
    the delivery jobs the server wrote for those accounts, each answered 202) and that
    nothing was sent for the unknown ones.
 
+Besides these six cells: PostgreSQL + Redis again with ``serve --workers 2`` (when that
+option exists), and SQLite with the dev ``outbox`` provider (the embedded default's own
+provider; messages read back from its table) at 100k users. The throughput counts wrk's
+requests and the probes; p50/p99 are wrk's. Each run also records the CPU used by the
+server, the worker, PostgreSQL, Redis, wrk and this process, and flags runs during which
+something else kept the machine busy. Diagnosis options: ``--profile DIR`` (py-spy),
+``--no-delivery``, ``--limits-off``.
+
 Traffic goes only to 127.0.0.1, every wrk run is bounded by ``--duration`` and
 ``--connections``, and everything started here is stopped in every case (SIGTERM, then
 SIGKILL), databases dropped, Redis keys of the run's own prefix deleted.
@@ -249,7 +257,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--wait-quiet",
         type=float,
-        default=60.0,
+        default=20.0,
         help="before each run, wait up to this many seconds for the machine to be idle "
         f"(≤ {0.25} cores busy with anything else); a run on a busy machine is flagged",
     )

@@ -1,5 +1,5 @@
-"""Rate limits, on the ``limits`` package (memory in the embedded default, Redis when
-``RESETFLOW_REDIS_URL`` is set, so that every process shares the counts).
+"""Rate limits, on the ``limits`` package (in-process memory in the embedded default, Redis
+when ``RESETFLOW_REDIS_URL`` is set, so that every process shares the counts).
 
 Three families (R15, R16):
 
@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from resetflow.crypto import sha256_hex
 from resetflow.errors import RateLimited
+from resetflow.limits_memory import LocalMovingWindowStorage
 from resetflow.storage.redis import client_options
 
 
@@ -59,7 +60,8 @@ def make_storage(redis_url: str | None, *, prefix: str = "resetflow") -> Storage
         uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
         options: dict[str, Any] = client_options()
         return RedisStorage(uri, implementation="redispy", key_prefix=f"{prefix}:limits", **options)
-    return MemoryStorage()
+    # Not limits' MemoryStorage: its expiry pass costs O(keys) per hit (limits_memory.py).
+    return LocalMovingWindowStorage()
 
 
 class RateLimiter:

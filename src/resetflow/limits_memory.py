@@ -1,0 +1,151 @@
+"""An in-process moving-window store for ``limits`` that forgets lazily, in O(1) per hit.
+
+Why not ``limits.aio.storage.MemoryStorage``: after every hit it starts an expiry pass
+over *every* key, with one ``asyncio.to_thread`` round trip per key, and it keeps each
+window as a list it prepends to (O(entries) per hit). Every destination address is a key,
+kept for the longest rule (a day by default), so on the embedded default that pass cost
+7 to 10 ms of CPU per ``/send-token`` under load (docs/performance.md). This store keeps
+``limits``' rule parsing and its moving-window strategy and changes only the bookkeeping:
+
+- a window is a deque of hit times, oldest first, trimmed from the left when touched;
+- keys with the same window length sit in one insertion-ordered dict, re-appended on each
+  hit, so the least recently hit key is always first: each hit drops at most a few keys
+  whose newest entry has left the window. Memory stays proportional to the keys hit
+  within their window; no timer, no thread, no pass over all keys.
+
+Everything runs on the event loop without awaiting, so each operation is atomic with
+respect to other tasks of the process. Counts are per process, as with ``limits``'
+memory storage: processes share limits only through Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+
+from limits.aio.storage import MovingWindowSupport, Storage
+
+# Keys looked at for expiry per hit: enough to keep up with any arrival rate (each hit
+# adds at most one key), small enough to keep a hit O(1).
+_SWEEP_PER_HIT = 2
+
+
+class LocalMovingWindowStorage(Storage, MovingWindowSupport):
+    """Moving windows (and plain counters) in this process's memory."""
+
+    STORAGE_SCHEME = ["resetflow-memory"]  # noqa: RUF012 (the shape limits declares)
+
+    def __init__(
+        self,
+        uri: str | None = None,
+        wrap_exceptions: bool = False,
+        *,
+        now: Callable[[], float] = time.time,
+        **options: float | str | bool,
+    ) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self._now = now
+        self._windows: dict[str, deque[float]] = {}
+        # window length → keys with that length, least recently hit first
+        self._by_length: dict[int, dict[str, None]] = {}
+        self._counters: dict[str, tuple[int, float]] = {}  # key → (count, expires at)
+
+    @property
+    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
+        return ValueError
+
+    # -- moving window ---------------------------------------------------------------
+
+    async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        """Add ``amount`` hits at now if the window then holds at most ``limit``."""
+        if amount > limit:
+            return False
+        now = self._now()
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = deque()
+        else:
+            _trim(window, now - expiry)
+        self._forget_expired(expiry, now)
+        if len(window) + amount > limit:
+            self._touch(key, expiry)
+            return False
+        window.extend([now] * amount)
+        self._touch(key, expiry)
+        return True
+
+    async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
+        """(time of the oldest hit still in the window, hits in the window)."""
+        now = self._now()
+        window = self._windows.get(key)
+        if not window:
+            return now, 0
+        _trim(window, now - expiry)
+        if not window:
+            return now, 0
+        return window[0], len(window)
+
+    def _touch(self, key: str, expiry: int) -> None:
+        keys = self._by_length.setdefault(expiry, {})
+        keys.pop(key, None)
+        keys[key] = None
+
+    def _forget_expired(self, expiry: int, now: float) -> None:
+        keys = self._by_length.get(expiry)
+        if not keys:
+            return
+        for _ in range(_SWEEP_PER_HIT):
+            oldest = next(iter(keys), None)
+            if oldest is None:
+                return
+            window = self._windows.get(oldest)
+            if window and window[-1] >= now - expiry:
+                return  # the least recently hit key is still live, so are all others
+            del keys[oldest]
+            self._windows.pop(oldest, None)
+
+    # -- fixed-window counters (the Storage interface; resetflow uses moving windows) --
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = self._now()
+        count, expires_at = self._counters.get(key, (0, 0.0))
+        if expires_at <= now:
+            count, expires_at = 0, now + expiry
+        count += amount
+        self._counters[key] = (count, expires_at)
+        return count
+
+    async def get(self, key: str) -> int:
+        count, expires_at = self._counters.get(key, (0, 0.0))
+        return count if expires_at > self._now() else 0
+
+    async def get_expiry(self, key: str) -> float:
+        _, expires_at = self._counters.get(key, (0, 0.0))
+        return expires_at if expires_at > self._now() else self._now()
+
+    async def check(self) -> bool:
+        return True
+
+    async def reset(self) -> int | None:
+        cleared = len(self._windows) + len(self._counters)
+        self._windows.clear()
+        self._by_length.clear()
+        self._counters.clear()
+        return cleared
+
+    async def clear(self, key: str) -> None:
+        self._windows.pop(key, None)
+        self._counters.pop(key, None)
+        for keys in self._by_length.values():
+            keys.pop(key, None)
+
+    def __len__(self) -> int:
+        """Keys held (moving windows and counters): what the memory grows with."""
+        return len(self._windows) + len(self._counters)
+
+
+def _trim(window: deque[float], cutoff: float) -> None:
+    """Drop hits older than ``cutoff`` (the deque is oldest first)."""
+    while window and window[0] < cutoff:
+        window.popleft()

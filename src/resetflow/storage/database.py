@@ -3,21 +3,35 @@
 ``Database.write()`` opens a transaction that will write. On SQLite it starts with
 ``BEGIN IMMEDIATE``: a deferred transaction that reads and then writes can fail at once
 with "database is locked" when another writer got there first, whereas an immediate one
-waits for the lock (``busy_timeout``). Reads use ``Database.read()``, which never blocks a
-writer under WAL.
+takes the write lock before it reads anything. Reads use ``Database.read()``, which never
+blocks a writer under WAL.
+
+On a SQLite file, SQL runs on the event loop's thread (:mod:`.sqlite_inline`) and the
+process's write transactions take turns on an ``asyncio.Lock``: SQLite allows one writer
+anyway, and this way a writer of ours never sleeps in SQLite's busy handler while the lock
+is free, nor blocks the loop waiting for another of ours. Another process's write lock is
+waited for here, asynchronously, for up to ``WRITE_LOCK_TIMEOUT`` seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from resetflow.storage.sqlite_inline import BUSY_TIMEOUT_MS, inline_creator
+
 _WRITE = "resetflow_write"
+# How long a write waits for another process's SQLite write lock before it fails (503).
+WRITE_LOCK_TIMEOUT = 30.0
 
 
 class Database:
@@ -27,13 +41,20 @@ class Database:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {"echo": echo}
-        if self.is_sqlite:
+        path = make_url(url).database if self.is_sqlite else None
+        self._inline = bool(path) and path != ":memory:" and "mode=memory" not in url
+        if self._inline:
+            options["async_creator"] = inline_creator(str(path))
+        elif self.is_sqlite:
             options["connect_args"] = {"timeout": 30}
         else:
             options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
         self.engine: AsyncEngine = create_async_engine(url, **options)
+        self._write_turn = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:
-            _configure_sqlite(self.engine)
+            _configure_sqlite(
+                self.engine, busy_timeout_ms=BUSY_TIMEOUT_MS if self._inline else 30_000
+            )
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -42,10 +63,43 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
-            await conn.execution_options(**{_WRITE: True})
-            async with conn.begin():
-                yield conn
+        """A transaction that commits when the block ends and rolls back if it raises.
+
+        On SQLite, one at a time per process; do not open another ``write()`` inside one.
+        """
+        if self._write_turn is None:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(**{_WRITE: True})
+                async with conn.begin():
+                    yield conn
+            return
+        async with self._write_turn, self._sqlite_write() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
+        deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
+        while True:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(**{_WRITE: True})
+                try:
+                    transaction = await conn.begin()
+                except OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise
+                    # Another process writes: give the loop back, try again shortly.
+                    busy = True
+                else:
+                    busy = False
+                    try:
+                        yield conn
+                    except BaseException:
+                        await transaction.rollback()
+                        raise
+                    await transaction.commit()
+            if not busy:
+                return
+            await asyncio.sleep(random.uniform(0.002, 0.01))  # noqa: S311 - not a secret
 
     async def ping(self) -> None:
         async with self.read() as conn:
@@ -55,16 +109,17 @@ class Database:
         await self.engine.dispose()
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below issue BEGIN, instead of the driver.
-        dbapi_connection.isolation_level = None
+        if dbapi_connection.isolation_level is not None:
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

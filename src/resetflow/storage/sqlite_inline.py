@@ -1,0 +1,59 @@
+"""aiosqlite connections that run SQLite calls on the event loop's own thread.
+
+aiosqlite runs every call (cursor, execute, fetch, commit) in a thread of its own and
+wakes the event loop for each result. A ``/send-token`` makes ~30 such calls; each hop
+(queue, thread switch, ``call_soon_threadsafe``, the loop's self-pipe) cost more CPU than
+the SQLite work itself, which is tens of microseconds on a local WAL file
+(docs/performance.md). Here the same calls run inline: SQLAlchemy's aiosqlite dialect
+and aiosqlite's API stay as they are; only where a call executes changes.
+
+That is safe only because nothing can make SQLite wait on the loop's thread:
+
+- within the process, :class:`~resetflow.storage.database.Database` lets one write
+  transaction run at a time (an ``asyncio.Lock``), so no connection of ours ever waits
+  for another of ours; under WAL, readers never wait for the writer;
+- another process (a ``resetflow worker``, a CLI command, a second web process) may hold
+  the write lock: SQLite's busy handler waits at most ``BUSY_TIMEOUT_MS`` on the loop,
+  then ``Database.write()`` gives the loop back and tries ``BEGIN IMMEDIATE`` again.
+
+aiosqlite's worker thread still exists (it opens the connection and serves the few calls
+SQLAlchemy's dialect queues to it directly), hence ``check_same_thread=False``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import aiosqlite
+
+# How long SQLite may block the event loop waiting for another process's write lock.
+BUSY_TIMEOUT_MS = 20
+
+
+class InlineConnection(aiosqlite.Connection):
+    """An aiosqlite connection whose calls run at once, in the caller's thread."""
+
+    async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self._running or not self._connection:
+            raise ValueError("Connection closed")
+        return fn(*args, **kwargs)
+
+
+def inline_creator(path: str) -> Callable[[], Any]:
+    """An ``async_creator`` for ``create_async_engine`` opening ``path`` inline."""
+
+    def connector() -> sqlite3.Connection:
+        # isolation_level=None: SQLAlchemy's "begin" event issues BEGIN [IMMEDIATE] itself.
+        return sqlite3.connect(
+            path,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
+    async def create() -> InlineConnection:
+        return await InlineConnection(connector, iter_chunk_size=64)
+
+    return create

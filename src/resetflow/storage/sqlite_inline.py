@@ -53,7 +53,7 @@ def inline_creator(path: str) -> Callable[[], Any]:
             check_same_thread=False,
         )
 
-    async def create() -> InlineConnection:
+    async def create() -> aiosqlite.Connection:
         return await InlineConnection(connector, iter_chunk_size=64)
 
     return create

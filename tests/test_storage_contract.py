@@ -10,6 +10,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from resetflow.accounts.models import Channel
@@ -19,6 +20,7 @@ from resetflow.notify.outbox import Outbox
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryRepository
+from resetflow.storage.tables import one_time_codes
 from resetflow.storage.users import UserRepository
 
 pytestmark = pytest.mark.anyio
@@ -130,6 +132,123 @@ async def test_r06_a_new_code_replaces_the_old_one(database_url: str) -> None:
             current = await codes.current(user_id=user_id, purpose="reset")
             assert current is not None and current.id == "2" * 32
             assert not await codes.consume("1" * 32, max_tries=5, now=NOW)
+    finally:
+        await db.close()
+
+
+async def test_r06_replacing_a_used_code_leaves_one_row_as_fresh_as_a_new_one(
+    database_url: str,
+) -> None:
+    """R6: replacing a code that was tried, consumed and whose grant was spent leaves one
+    row with the new values and fresh state, column for column like a first insert."""
+    db = Database(database_url)
+    try:
+        user_id = await _user(db)
+        old, new = "1" * 32, "2" * 32
+        async with db.write() as conn:
+            codes = CodeRepository(conn)
+            await codes.replace(
+                code_id=old,
+                user_id=user_id,
+                purpose="reset",
+                attempt_hash="a" * 64,
+                code_mac=b"m" * 32,
+                now=NOW,
+                expires_at=NOW + timedelta(minutes=5),
+            )
+            await codes.add_failed_try(old)
+            assert await codes.consume(old, max_tries=5, now=NOW + timedelta(seconds=1))
+            assert await codes.use_grant(old, granted_after=NOW, now=NOW + timedelta(seconds=2))
+        later = NOW + timedelta(minutes=1)
+        fresh = {
+            "code_id": new,
+            "user_id": user_id,
+            "attempt_hash": "b" * 64,
+            "code_mac": b"n" * 32,
+            "now": later,
+            "expires_at": later + timedelta(minutes=5),
+        }
+        async with db.write() as conn:
+            await CodeRepository(conn).replace(purpose="reset", **fresh)
+        # The same values for another purpose: nothing to replace, a plain insert.
+        async with db.write() as conn:
+            await CodeRepository(conn).replace(
+                purpose="verify-email", **{**fresh, "code_id": "3" * 32}
+            )
+        async with db.read() as conn:
+            rows = {
+                row.purpose: dict(row._mapping)
+                for row in await conn.execute(
+                    select(one_time_codes).where(one_time_codes.c.user_id == user_id)
+                )
+            }
+        assert set(rows) == {"reset", "verify-email"}
+        replaced, inserted = rows["reset"], rows["verify-email"]
+        assert replaced["id"] == new
+        assert replaced["attempt_hash"] == "b" * 64 and bytes(replaced["code_mac"]) == b"n" * 32
+        assert replaced["created_at"] == later
+        assert replaced["expires_at"] == later + timedelta(minutes=5)
+        assert replaced["failed_tries"] == 0
+        assert replaced["consumed_at"] is None and replaced["grant_used_at"] is None
+        # Every column of the table, not only those listed above.
+        assert set(replaced) == set(one_time_codes.c.keys())
+        for row in (replaced, inserted):
+            row.pop("purpose")
+            row["code_mac"] = bytes(row["code_mac"])
+        assert {**replaced, "id": None} == {**inserted, "id": None}
+        # The old code is gone; the new one works (once).
+        async with db.write() as conn:
+            codes = CodeRepository(conn)
+            assert not await codes.consume(old, max_tries=5, now=later)
+            assert await codes.consume(new, max_tries=5, now=later)
+    finally:
+        await db.close()
+
+
+async def test_r06_concurrent_replacements_all_succeed_and_leave_one_row(
+    database_url: str,
+) -> None:
+    """R6 under concurrency: 30 transactions replacing the code of one (account, purpose)
+    at once all commit (none trips the unique constraint), and one whole code remains."""
+    db = Database(database_url)
+    try:
+        user_id = await _user(db)
+
+        async def replace(i: int) -> str:
+            async with db.write() as conn:
+                await CodeRepository(conn).replace(
+                    code_id=f"{i:032x}",
+                    user_id=user_id,
+                    purpose="reset",
+                    attempt_hash=f"{i:064x}",
+                    code_mac=bytes([i]) * 32,
+                    now=NOW + timedelta(seconds=i),
+                    expires_at=NOW + timedelta(minutes=5, seconds=i),
+                )
+            return f"{i:032x}"
+
+        results = await asyncio.gather(*(replace(i) for i in range(30)), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        assert not failures, f"{len(failures)} of 30 failed, e.g. {failures[0]!r}"
+        async with db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(one_time_codes).where(
+                        (one_time_codes.c.user_id == user_id)
+                        & (one_time_codes.c.purpose == "reset")
+                    )
+                )
+            ).all()
+        assert len(rows) == 1
+        row = rows[0]._mapping
+        # All columns come from the same writer, not a mix of two.
+        i = int(row["id"], 16)
+        assert row["attempt_hash"] == f"{i:064x}"
+        assert bytes(row["code_mac"]) == bytes([i]) * 32
+        assert row["created_at"] == NOW + timedelta(seconds=i)
+        assert row["expires_at"] == NOW + timedelta(minutes=5, seconds=i)
+        assert row["failed_tries"] == 0
+        assert row["consumed_at"] is None and row["grant_used_at"] is None
     finally:
         await db.close()
 

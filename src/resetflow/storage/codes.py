@@ -1,15 +1,42 @@
 """One-time code rows. Each state change is a single conditional UPDATE, so that two
-requests racing on the same code cannot both win (R5)."""
+requests racing on the same code cannot both win (R5); a new code replaces the old one in
+a single upsert, so that two requests issuing codes for the same account and purpose at
+once both succeed (R6, and R19/R20 for the decoy rows of unknown contacts)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Executable, bindparam, delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.tables import one_time_codes as codes
+
+# What a code starts with: no failed tries, not consumed, no grant spent. ``replace``
+# writes these on the updated row too, so that it is identical to a freshly inserted one.
+_FRESH_STATE: dict[str, Any] = {"failed_tries": 0, "consumed_at": None, "grant_used_at": None}
+
+
+def _upsert(insert: postgresql.Insert | sqlite.Insert) -> Executable:
+    """``INSERT … ON CONFLICT (user_id, purpose) DO UPDATE`` that overwrites every other
+    column with the new row's value. Every column is a bind parameter of its own name, so a
+    column added to the table later fails loudly here until ``replace`` supplies it."""
+    statement = insert.values({column: bindparam(column.name) for column in codes.c})
+    conflict = ("user_id", "purpose")  # uq_one_time_codes_user_purpose
+    return statement.on_conflict_do_update(
+        index_elements=conflict,
+        set_={c.name: statement.excluded[c.name] for c in codes.c if c.name not in conflict},
+    )
+
+
+# Built once: every /send-token issues a code (a decoy one for unknown contacts).
+_REPLACE: dict[str, Executable] = {
+    "postgresql": _upsert(postgresql.insert(codes)),
+    "sqlite": _upsert(sqlite.insert(codes)),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,20 +67,26 @@ class CodeRepository:
         now: datetime,
         expires_at: datetime,
     ) -> None:
-        """Store a new code for (user, purpose), voiding any older one (R6)."""
+        """Store a new code for (user, purpose), voiding any older one (R6).
+
+        One atomic upsert: the older row, if any, is overwritten in place, id and state
+        included, so it cannot be consumed or granted any more; concurrent replacements of
+        the same (user, purpose) queue on its row lock instead of violating
+        ``uq_one_time_codes_user_purpose``. (Nothing references ``one_time_codes.id``; the
+        old id simply stops existing, as with a delete.)
+        """
         await self._conn.execute(
-            delete(codes).where((codes.c.user_id == user_id) & (codes.c.purpose == purpose))
-        )
-        await self._conn.execute(
-            insert(codes).values(
-                id=code_id,
-                user_id=user_id,
-                purpose=purpose,
-                attempt_hash=attempt_hash,
-                code_mac=code_mac,
-                created_at=now,
-                expires_at=expires_at,
-            )
+            _REPLACE[self._conn.dialect.name],
+            {
+                "id": code_id,
+                "user_id": user_id,
+                "purpose": purpose,
+                "attempt_hash": attempt_hash,
+                "code_mac": code_mac,
+                "created_at": now,
+                "expires_at": expires_at,
+                **_FRESH_STATE,
+            },
         )
 
     async def void(self, *, user_id: str, purpose: str) -> None:

@@ -55,6 +55,10 @@ class AuditRecord:
     detail: dict[str, Any]
 
 
+# Built once (parameters passed at execution): most requests append a record.
+_INSERT_EVENT = insert(audit_events)
+
+
 class AuditLog:
     def __init__(self, *, database: Database, clock: Clock) -> None:
         self._db = database
@@ -82,10 +86,10 @@ class AuditLog:
             "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
         }
         if conn is not None:
-            await conn.execute(insert(audit_events).values(**values))
+            await conn.execute(_INSERT_EVENT, values)
         else:
             async with self._db.write() as own:
-                await own.execute(insert(audit_events).values(**values))
+                await own.execute(_INSERT_EVENT, values)
         log.info(
             "audit",
             extra={

@@ -76,6 +76,10 @@ class DeliveryAttempt:
     created_at: datetime
 
 
+# Built once (parameters passed at execution): every /send-token enqueues a job.
+_INSERT_JOB = insert(delivery_jobs)
+
+
 class DeliveryRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -93,18 +97,19 @@ class DeliveryRepository:
         status: str = QUEUED,
     ) -> None:
         await self._conn.execute(
-            insert(delivery_jobs).values(
-                id=job_id,
-                user_id=user_id,
-                notification=notification,
-                locale=locale,
-                status=status,
-                sealed_payload=sealed_payload,
-                next_attempt_at=now,
-                expires_at=expires_at,
-                created_at=now,
-                updated_at=now,
-            )
+            _INSERT_JOB,
+            {
+                "id": job_id,
+                "user_id": user_id,
+                "notification": notification,
+                "locale": locale,
+                "status": status,
+                "sealed_payload": sealed_payload,
+                "next_attempt_at": now,
+                "expires_at": expires_at,
+                "created_at": now,
+                "updated_at": now,
+            },
         )
 
     async def claim_due(

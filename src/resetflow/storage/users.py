@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel, User
@@ -54,10 +54,12 @@ class UserRepository:
         return await self._one(users.c.id == user_id, for_update=for_update)
 
     async def by_email(self, email: str) -> User | None:
-        return await self._one(users.c.email == email)
+        row = (await self._conn.execute(_BY_EMAIL, {"contact": email})).first()
+        return _to_user(row._mapping) if row else None
 
     async def by_phone(self, phone: str) -> User | None:
-        return await self._one(users.c.phone == phone)
+        row = (await self._conn.execute(_BY_PHONE, {"contact": phone})).first()
+        return _to_user(row._mapping) if row else None
 
     async def exists_with(self, *, email: str, phone: str | None) -> bool:
         condition = users.c.email == email
@@ -144,6 +146,11 @@ class UserRepository:
             query = query.with_for_update()
         row = (await self._conn.execute(query)).first()
         return _to_user(row._mapping) if row else None
+
+
+# Built once: every /send-token looks an account up by contact.
+_BY_EMAIL = select(users).where(users.c.email == bindparam("contact"))
+_BY_PHONE = select(users).where(users.c.phone == bindparam("contact"))
 
 
 def _to_user(row: Any) -> User:

@@ -5,11 +5,31 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Executable, bindparam, delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from resetflow.storage.database import Database
 from resetflow.storage.sessions.base import SessionRecord, SessionStore
 from resetflow.storage.tables import sessions
+
+
+def _upsert(insert: postgresql.Insert | sqlite.Insert) -> Executable:
+    """``INSERT … ON CONFLICT (id_hash) DO UPDATE``: one statement per save."""
+    statement = insert.values({column: bindparam(column.name) for column in sessions.c})
+    return statement.on_conflict_do_update(
+        index_elements=["id_hash"],
+        set_={c.name: statement.excluded[c.name] for c in sessions.c if c.name != "id_hash"},
+    )
+
+
+# Built once: most requests save their session.
+_SAVE: dict[str, Executable] = {
+    "postgresql": _upsert(postgresql.insert(sessions)),
+    "sqlite": _upsert(sqlite.insert(sessions)),
+}
+_LOAD = select(sessions).where(
+    (sessions.c.id_hash == bindparam("id_hash")) & (sessions.c.expires_at > bindparam("now"))
+)
 
 
 class SqlSessionStore(SessionStore):
@@ -18,13 +38,7 @@ class SqlSessionStore(SessionStore):
 
     async def load(self, id_hash: str, *, now: datetime) -> SessionRecord | None:
         async with self._db.read() as conn:
-            row = (
-                await conn.execute(
-                    select(sessions).where(
-                        (sessions.c.id_hash == id_hash) & (sessions.c.expires_at > now)
-                    )
-                )
-            ).first()
+            row = (await conn.execute(_LOAD, {"id_hash": id_hash, "now": now})).first()
         if row is None:
             return None
         m = row._mapping
@@ -37,17 +51,14 @@ class SqlSessionStore(SessionStore):
 
     async def save(self, id_hash: str, record: SessionRecord) -> None:
         values = {
+            "id_hash": id_hash,
             "user_id": record.user_id,
             "data": json.dumps(record.data, separators=(",", ":")),
             "created_at": record.created_at,
             "expires_at": record.expires_at,
         }
         async with self._db.write() as conn:
-            changed = await conn.execute(
-                update(sessions).where(sessions.c.id_hash == id_hash).values(**values)
-            )
-            if changed.rowcount == 0:
-                await conn.execute(insert(sessions).values(id_hash=id_hash, **values))
+            await conn.execute(_SAVE[conn.dialect.name], values)
 
     async def delete(self, id_hash: str) -> None:
         async with self._db.write() as conn:

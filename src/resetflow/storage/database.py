@@ -48,7 +48,10 @@ class Database:
         elif self.is_sqlite:
             options["connect_args"] = {"timeout": 30}
         else:
-            options.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            # No pool_pre_ping: it costs a round trip per transaction. A connection that
+            # died with the server fails its first statement instead (503), and SQLAlchemy
+            # then invalidates the whole pool, so only that one request sees the outage's end.
+            options.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
         if self.is_sqlite:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.tables import delivery_attempts, delivery_jobs
@@ -76,8 +76,15 @@ class DeliveryAttempt:
     created_at: datetime
 
 
-# Built once (parameters passed at execution): every /send-token enqueues a job.
+# Built once (parameters passed at execution): every /send-token enqueues a job, and
+# every delivery records an attempt and closes or drops its job.
 _INSERT_JOB = insert(delivery_jobs)
+_INSERT_ATTEMPT = insert(delivery_attempts)
+_LEASED_BY = (delivery_jobs.c.id == bindparam("job_id")) & (
+    delivery_jobs.c.lease_owner == bindparam("owner")
+)
+_UPDATE_LEASED = update(delivery_jobs).where(_LEASED_BY)
+_DISCARD = delete(delivery_jobs).where(_LEASED_BY)
 
 
 class DeliveryRepository:
@@ -161,16 +168,17 @@ class DeliveryRepository:
         now: datetime,
     ) -> None:
         await self._conn.execute(
-            insert(delivery_attempts).values(
-                job_id=job_id,
-                channel=channel,
-                provider=provider,
-                destination=destination,
-                status=status,
-                provider_message_id=provider_message_id,
-                error=error,
-                created_at=now,
-            )
+            _INSERT_ATTEMPT,
+            {
+                "job_id": job_id,
+                "channel": channel,
+                "provider": provider,
+                "destination": destination,
+                "status": status,
+                "provider_message_id": provider_message_id,
+                "error": error,
+                "created_at": now,
+            },
         )
 
     async def finish(
@@ -228,20 +236,16 @@ class DeliveryRepository:
     async def _update_leased(self, job_id: str, owner: str, **values: Any) -> bool:
         # Only the lease holder may move a job on: a worker that lost its lease (it was
         # too slow and another took over) must not overwrite the newer outcome.
+        # The values go as execution parameters of a statement built once (SQLAlchemy
+        # caches its compiled form per set of columns): every delivery passes here.
         result = await self._conn.execute(
-            update(delivery_jobs)
-            .where((delivery_jobs.c.id == job_id) & (delivery_jobs.c.lease_owner == owner))
-            .values(**values)
+            _UPDATE_LEASED, {"job_id": job_id, "owner": owner, **values}
         )
         return result.rowcount == 1
 
     async def discard(self, job_id: str, *, owner: str) -> None:
         """Drop a decoy job its worker has finished pretending to send."""
-        await self._conn.execute(
-            delete(delivery_jobs).where(
-                (delivery_jobs.c.id == job_id) & (delivery_jobs.c.lease_owner == owner)
-            )
-        )
+        await self._conn.execute(_DISCARD, {"job_id": job_id, "owner": owner})
 
     async def purge_decoys(self, *, before: datetime) -> int:
         result = await self._conn.execute(

@@ -48,6 +48,7 @@ def create_app(
         worker_task = None
         listener = None
         if settings.run_worker_in_process:
+            services.outbox.hold_requests_while_behind(settings.inprocess_backpressure_seconds)
             worker_task = asyncio.create_task(services.worker.run(), name="resetflow-delivery")
             if services.database.url.startswith("postgresql"):
                 # Jobs written by other web processes wake this worker too.

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     ready_max_outbox_lag_seconds: float = Field(default=300.0, gt=0, le=86400)
 
     inprocess_worker: bool | None = None
+    # With the in-process worker: how long a request that writes jobs may wait while the
+    # worker is behind (backpressure, notify/outbox.py); 0 turns it off.
+    inprocess_backpressure_seconds: float = Field(default=1.0, ge=0, le=30)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     delivery_max_tries: int = Field(default=4, ge=1, le=20)
     delivery_backoff_seconds: float = Field(default=2.0, ge=0, le=600)

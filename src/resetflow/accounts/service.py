@@ -117,6 +117,7 @@ class AccountService:
         # Counted before the look-up, for taken and free contacts alike (R17).
         may_send = await self._limiter.allow_destination(contact, purpose="verify")
         password_hash = await self._hasher.hash(account.password)
+        await self._outbox.admit()  # backpressure from an in-process worker (Outbox)
         now = self._clock.now()
         user_id = secrets.token_hex(16)
         async with self._db.write() as conn:

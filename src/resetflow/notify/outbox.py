@@ -43,9 +43,25 @@ def courier_profile(user: User) -> dict[str, Any]:
 
 
 class Outbox:
+    """Writes jobs, wakes the in-process worker, and (when enabled) holds requests back
+    while that worker is behind.
+
+    Backpressure: with the worker in the web process (the embedded default), both share
+    one event loop, and a steady stream of requests can starve the worker: messages then
+    wait for as long as the load lasts (10 s and more, docs/performance.md). With
+    :meth:`hold_requests_while_behind`, requests that would write jobs first wait in
+    :meth:`admit` while the worker's last claim came back full (it has more due work than
+    one batch), for at most the given number of seconds. Admission then follows the rate
+    at which messages actually go out. It treats every request alike (decoys count as
+    jobs), so it reveals nothing about accounts (R20).
+    """
+
     def __init__(self, *, keyring: Keyring) -> None:
         self._keyring = keyring
         self._wake = asyncio.Event()
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
+        self._admission_wait = 0.0  # seconds; 0: admit at once (separate workers)
 
     async def enqueue(
         self,
@@ -112,6 +128,26 @@ class Outbox:
     def wake(self) -> None:
         """Tell an in-process worker that new jobs are waiting."""
         self._wake.set()
+
+    def hold_requests_while_behind(self, max_wait_seconds: float) -> None:
+        """Enable backpressure for an in-process worker (see the class docstring)."""
+        self._admission_wait = max(0.0, max_wait_seconds)
+
+    def report_claim(self, *, claimed: int, batch_size: int) -> None:
+        """The worker's claim result: a full batch means it is behind."""
+        if claimed >= batch_size:
+            self._caught_up.clear()
+        else:
+            self._caught_up.set()
+
+    async def admit(self) -> None:
+        """Wait (bounded) while the in-process worker is behind; at once otherwise."""
+        if self._admission_wait <= 0 or self._caught_up.is_set():
+            return
+        # Bounded: a stuck or slow delivery must not stop the service; the outbox is
+        # durable, so a request let through after the wait loses nothing.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._caught_up.wait(), self._admission_wait)
 
     async def wait(self, timeout: float) -> None:
         """Wait until :meth:`wake` is called or ``timeout`` seconds pass."""

@@ -150,6 +150,7 @@ class DeliveryWorker:
                 lease_seconds=self._policy.lease_seconds,
                 limit=self._policy.batch_size,
             )
+        self._outbox.report_claim(claimed=len(jobs), batch_size=self._policy.batch_size)
         if jobs:
             await asyncio.gather(*(self._process(job) for job in jobs))
         return len(jobs)

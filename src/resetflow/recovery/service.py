@@ -84,6 +84,7 @@ class RecoveryService:
         real one, on the decoy account and a decoy job that the worker renders and
         drops without sending (R20).
         """
+        await self._outbox.admit()  # backpressure from an in-process worker (Outbox)
         now = self._clock.now()
         destination = email or phone or ""
         allowed = await self._limiter.allow_destination(destination, purpose=RESET)

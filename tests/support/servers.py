@@ -108,8 +108,9 @@ class SmtpSink:
 
 
 @contextmanager
-def smtp_server() -> Iterator[tuple[SmtpSink, int]]:
-    sink = SmtpSink()
+def smtp_server(sink: SmtpSink | None = None) -> Iterator[tuple[SmtpSink, int]]:
+    """An aiosmtpd server on a free loopback port with ``sink`` (a new one by default)."""
+    sink = sink if sink is not None else SmtpSink()
     port = free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()

@@ -134,7 +134,9 @@ def test_the_route_label_is_the_route_template_never_the_raw_path(
         assert client.get("/dev/outbox.json?x=1").status_code == 200
         assert client.get("/nope/123?ada@example.com").status_code == 404
         assert client.get("/static/resetflow.css?v=123").status_code == 200
-        assert client.request("BREW", "/").status_code == 405
+        # A method the HTTP parser knows (WebDAV) but resetflow does not serve; made-up ones
+        # like BREW never reach the app under httptools (uvicorn answers 400 itself).
+        assert client.request("PROPFIND", "/").status_code == 405
         samples = scrape(client)
 
     requests = [s for s in samples if s.name == "resetflow_http_requests_total"]

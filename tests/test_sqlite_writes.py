@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import event, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage import database as database_module
 from resetflow.storage.database import Database
@@ -113,3 +114,61 @@ async def test_a_write_lock_held_too_long_fails_the_write(
     async with db.write() as conn:  # the lock is free again, and so is our turn
         await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
     assert await _count(db) == 1
+
+
+async def test_coalesced_writes_share_one_commit_and_return_their_results(db: Database) -> None:
+    commits = 0
+
+    @event.listens_for(db.engine.sync_engine, "commit")
+    def count(_conn: object) -> None:
+        nonlocal commits
+        commits += 1
+
+    async def insert(n: int) -> int:
+        async def work(conn: AsyncConnection) -> int:
+            await conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+            return n * 10
+
+        return await db.write_coalesced(work)
+
+    results = await asyncio.gather(*(insert(n) for n in range(50)))
+    assert results == [n * 10 for n in range(50)]
+    assert await _count(db) == 50
+    assert 1 <= commits <= 2  # all fifty were queued before the first flush took its turn
+
+
+async def test_a_failing_coalesced_write_rolls_its_batch_back_for_everyone(db: Database) -> None:
+    async def insert(n: int) -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+
+        await db.write_coalesced(work)
+
+    outcomes = await asyncio.gather(*(insert(n) for n in [1, 2, 2, 3]), return_exceptions=True)
+    # The duplicate 2 fails the shared transaction: nobody's row was kept, all were told.
+    assert all(isinstance(outcome, IntegrityError) for outcome in outcomes)
+    assert await _count(db) == 0
+    await insert(4)  # the next batch is a new transaction
+    assert await _count(db) == 1
+
+
+async def test_coalesced_writes_wait_for_a_plain_write_in_progress(db: Database) -> None:
+    order: list[str] = []
+
+    async def plain() -> None:
+        async with db.write() as conn:
+            await conn.execute(text("INSERT INTO t (n) VALUES (1)"))
+            await asyncio.sleep(0.05)  # a coalesced write arrives meanwhile
+            order.append("plain")
+
+    async def coalesced() -> None:
+        async def work(conn: AsyncConnection) -> None:
+            await conn.execute(text("INSERT INTO t (n) VALUES (2)"))
+            order.append("coalesced")
+
+        await asyncio.sleep(0.01)
+        await db.write_coalesced(work)
+
+    await asyncio.gather(plain(), coalesced())
+    assert order == ["plain", "coalesced"]
+    assert await _count(db) == 2

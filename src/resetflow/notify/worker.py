@@ -28,6 +28,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from functools import partial
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel
@@ -175,8 +178,9 @@ class DeliveryWorker:
                 locale=job.locale,
                 context=context,
             )
-            async with self._db.write() as conn:
-                await DeliveryRepository(conn).discard(job.id, owner=self.owner)
+            await self._db.write_coalesced(
+                lambda conn: DeliveryRepository(conn).discard(job.id, owner=self.owner)
+            )
             return
         if job.notification == Notification.COURIER_PROFILE.value:
             await self._merge_profile(job, context)
@@ -314,38 +318,16 @@ class DeliveryWorker:
                     # No other provider of this channel would do better: next route, now.
                     return False, reason
                 continue
-            async with self._db.write() as conn:
-                repo = DeliveryRepository(conn)
-                await repo.record_attempt(
-                    job_id=job.id,
-                    channel=route.channel.value,
-                    provider=provider.name,
-                    destination=mask(route.to),
-                    status=deliveries.SENT,
+            # The outcomes of a batch's jobs share one transaction on SQLite.
+            await self._db.write_coalesced(
+                partial(
+                    self._record_sent,
+                    job=job,
+                    route=route,
+                    provider=provider,
                     provider_message_id=result.provider_message_id,
-                    error=None,
-                    now=self._clock.now(),
                 )
-                await repo.finish(
-                    job.id,
-                    owner=self.owner,
-                    status=deliveries.SENT,
-                    channel=route.channel.value,
-                    provider=provider.name,
-                    provider_message_id=result.provider_message_id,
-                    now=self._clock.now(),
-                )
-                if self._audit is not None and job.notification in CODE_NOTIFICATIONS:
-                    await self._audit.record(
-                        AuditEvent.CODE_SENT,
-                        outcome="sent",
-                        client=None,
-                        user_id=job.user_id,
-                        conn=conn,
-                        notification=job.notification,
-                        channel=route.channel.value,
-                        provider=provider.name,
-                    )
+            )
             self._count_attempt(route, provider, deliveries.SENT)
             log.info(
                 "delivery_sent",
@@ -359,6 +341,48 @@ class DeliveryWorker:
             )
             return None
         return retryable, reason
+
+    async def _record_sent(
+        self,
+        conn: AsyncConnection,
+        *,
+        job: DeliveryJob,
+        route: Route,
+        provider: Provider,
+        provider_message_id: str | None,
+    ) -> None:
+        """The delivery log for a sent message: the attempt, the job closed, the audit."""
+        repo = DeliveryRepository(conn)
+        await repo.record_attempt(
+            job_id=job.id,
+            channel=route.channel.value,
+            provider=provider.name,
+            destination=mask(route.to),
+            status=deliveries.SENT,
+            provider_message_id=provider_message_id,
+            error=None,
+            now=self._clock.now(),
+        )
+        await repo.finish(
+            job.id,
+            owner=self.owner,
+            status=deliveries.SENT,
+            channel=route.channel.value,
+            provider=provider.name,
+            provider_message_id=provider_message_id,
+            now=self._clock.now(),
+        )
+        if self._audit is not None and job.notification in CODE_NOTIFICATIONS:
+            await self._audit.record(
+                AuditEvent.CODE_SENT,
+                outcome="sent",
+                client=None,
+                user_id=job.user_id,
+                conn=conn,
+                notification=job.notification,
+                channel=route.channel.value,
+                provider=provider.name,
+            )
 
     async def _log_attempt(
         self, job: DeliveryJob, route: Route, provider: Provider, *, status: str, error: str

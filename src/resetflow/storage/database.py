@@ -18,9 +18,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
@@ -32,6 +32,9 @@ from resetflow.storage.sqlite_inline import BUSY_TIMEOUT_MS, inline_creator
 _WRITE = "resetflow_write"
 # How long a write waits for another process's SQLite write lock before it fails (503).
 WRITE_LOCK_TIMEOUT = 30.0
+
+T = TypeVar("T")
+Work = Callable[[AsyncConnection], Awaitable[Any]]
 
 
 class Database:
@@ -54,6 +57,9 @@ class Database:
             options.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
+        self._coalescing: list[tuple[Work, asyncio.Future[Any]]] = []
+        self._flush: asyncio.Task[None] | None = None
+        self._flushes: set[asyncio.Task[None]] = set()  # strong references while they run
         if self.is_sqlite:
             _configure_sqlite(
                 self.engine, busy_timeout_ms=BUSY_TIMEOUT_MS if self._inline else 30_000
@@ -78,6 +84,53 @@ class Database:
             return
         async with self._write_turn, self._sqlite_write() as conn:
             yield conn
+
+    async def write_coalesced(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work`` in a write transaction shared with other such calls; return once
+        that transaction has committed.
+
+        On SQLite, calls made while a write is under way queue up and run together in the
+        next transaction: one ``BEGIN IMMEDIATE``/``COMMIT`` for all of them (group
+        commit). The price: if one ``work`` raises, the whole batch rolls back and every
+        caller in it gets that exception. So this is for small writes that fail only when
+        the database does (a session save, a delivery's outcome); a write that may refuse
+        on its own terms belongs in :meth:`write`. On PostgreSQL it is :meth:`write`.
+        """
+        if self._write_turn is None:
+            async with self.write() as conn:
+                return await work(conn)
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._coalescing.append((work, done))
+        if self._flush is None or self._flush.done():
+            self._flush = asyncio.create_task(self._flush_coalesced(), name="resetflow-write")
+            self._flushes.add(self._flush)
+            self._flush.add_done_callback(self._flushes.discard)
+        return await done
+
+    async def _flush_coalesced(self) -> None:
+        assert self._write_turn is not None
+        async with self._write_turn:
+            # Taken once our turn has come: everything queued while we waited joins in.
+            # Calls queued from now on start the next flush.
+            batch, self._coalescing = self._coalescing, []
+            self._flush = None
+            results: list[Any] = []
+            try:
+                async with self._sqlite_write() as conn:
+                    for work, _ in batch:
+                        results.append(await work(conn))
+            except Exception as error:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(error)
+                return
+            except BaseException:
+                for _, done in batch:
+                    done.cancel()
+                raise
+        for (_, done), result in zip(batch, results, strict=True):
+            if not done.done():
+                done.set_result(result)
 
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:

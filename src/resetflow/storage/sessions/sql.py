@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Executable, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.database import Database
 from resetflow.storage.sessions.base import SessionRecord, SessionStore
@@ -57,8 +58,12 @@ class SqlSessionStore(SessionStore):
             "created_at": record.created_at,
             "expires_at": record.expires_at,
         }
-        async with self._db.write() as conn:
+
+        async def upsert(conn: AsyncConnection) -> None:
             await conn.execute(_SAVE[conn.dialect.name], values)
+
+        # Saves of concurrent requests share one transaction (one commit) on SQLite.
+        await self._db.write_coalesced(upsert)
 
     async def delete(self, id_hash: str) -> None:
         async with self._db.write() as conn:

@@ -8,11 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
+from resetflow.cli.sockets import ListenError, check_can_listen, display_address
 from resetflow.config import Settings, load_settings
 from resetflow.logs import configure_logging, logging_config
 from resetflow.notify.listener import OutboxListener
 from resetflow.services import build_services
 from resetflow.storage.migrate import upgrade
+
+# uvicorn's exit status when it cannot start (a port taken, among others): kept for ours.
+STARTUP_FAILURE = 3
 
 
 def serve(
@@ -26,19 +30,29 @@ def serve(
     import uvicorn
 
     from resetflow.app import create_app
+    from resetflow.web.nodelay import HTTP_PROTOCOL
 
     settings = load_settings()
+    try:
+        check_can_listen(host, port)  # a taken port: one line now, not a log line later
+    except ListenError as error:
+        typer.echo(f"resetflow: {error}", err=True)
+        raise typer.Exit(STARTUP_FAILURE) from None
     if not settings.is_prod:
         upgrade(settings.resolved_database_url)  # once, before any web process starts
+    url = f"http://{display_address(host, port)}"
     typer.echo(
-        f"resetflow ({settings.env.value}) on http://{host}:{port} with {workers} process(es); "
+        f"resetflow ({settings.env.value}) on {url} with {workers} process(es); "
         f"data: {settings.data_dir}"
     )
     if not settings.is_prod:
-        typer.echo(f"dev outbox: http://{host}:{port}/dev/outbox (messages are also printed here)")
+        typer.echo(f"dev outbox: {url}/dev/outbox (messages are also printed here)")
     options: dict[str, Any] = {
         "host": host,
         "port": port,
+        # uvicorn's own protocol ("auto": httptools or h11) with TCP_NODELAY on every
+        # connection, which uvicorn leaves off with --workers (resetflow/web/nodelay.py).
+        "http": HTTP_PROTOCOL,
         # X-Forwarded-* are believed only from RESETFLOW_TRUSTED_PROXIES, by resetflow.
         "proxy_headers": False,
         "server_header": False,

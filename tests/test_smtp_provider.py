@@ -20,6 +20,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 
 from resetflow.accounts.models import Channel
 from resetflow.notify.messages import RenderedMessage
@@ -27,7 +29,7 @@ from resetflow.notify.providers import smtp as smtp_module
 from resetflow.notify.providers.base import ProviderError
 from resetflow.notify.providers.smtp import SmtpProvider, format_email
 from resetflow.notify.templates import TemplateRenderer
-from tests.support.servers import SmtpSink, run, smtp_server
+from tests.support.servers import SmtpSink, free_port, run, smtp_server
 
 SENDER = "resetflow@example.org"
 EHLO_NAME = "worker-1.example.org"
@@ -409,7 +411,7 @@ def test_a_provider_used_from_a_new_event_loop_opens_a_new_connection(
 # Error classes, as before -------------------------------------------------------------
 
 
-def test_a_refused_recipient_is_classified_as_before_and_the_connection_kept(
+def test_a_refused_recipient_is_classified_and_the_connection_kept(
     sink: tuple[WatchedSink, int],
 ) -> None:
     server, port = sink
@@ -421,7 +423,8 @@ def test_a_refused_recipient_is_classified_as_before_and_the_connection_kept(
         with pytest.raises(ProviderError) as refused:
             await provider.send(_message("gone@example.com"))
         assert str(refused.value) == "recipient refused ([550])"
-        assert not refused.value.retryable and not refused.value.recipient
+        # Permanent and about the address: the worker moves on to the next channel.
+        assert not refused.value.retryable and refused.value.recipient
         await provider.send(_message("a@example.com"))  # same session, after RSET
         assert server.sessions == 1
         with pytest.raises(ProviderError) as deferred:
@@ -508,6 +511,7 @@ def test_the_message_parses_back_with_subject_parts_and_headers(
         assert parsed["From"] == SENDER and parsed["To"] == "ada@example.com"
         assert parsed["Message-ID"] == f"<{result.provider_message_id}>"
         assert parsed["MIME-Version"] == "1.0"
+        assert parsed["Auto-Submitted"] == "auto-generated"  # RFC 3834: no auto-replies
         assert parsedate_to_datetime(str(parsed["Date"])).utcoffset() is not None
         assert parsed.get_content_type() == "multipart/alternative"
         parts = list(parsed.iter_parts())
@@ -611,12 +615,14 @@ def test_header_injection_is_refused(sink: tuple[WatchedSink, int]) -> None:
 
     async def scenario() -> None:
         provider = _provider(port)
-        with pytest.raises(ValueError):
+        with pytest.raises(ProviderError) as bad_recipient:
             await provider.send(_message("a@example.com\r\nBcc: b@example.com"))
+        assert bad_recipient.value.recipient and not bad_recipient.value.retryable
         for sender in ("no-reply@example.org\r\nBcc: b@example.com", "a b@example.org"):
             bad = SmtpProvider(host="127.0.0.1", port=port, sender=sender)
-            with pytest.raises(ValueError):
+            with pytest.raises(ProviderError) as bad_sender:
                 await bad.send(_message("a@example.com"))
+            assert bad_sender.value.configuration and not bad_sender.value.retryable
         subject = _message("a@example.com", subject="Hi\r\nBcc: b@example.com")
         await provider.send(subject)
         await provider.close()
@@ -697,3 +703,30 @@ def test_a_non_ascii_address_goes_with_smtputf8(sink: tuple[WatchedSink, int]) -
     assert mail.recipients == ["ñandú@example.com"]
     assert mail.message["To"] == "ñandú@example.com"
     assert mail.message["Subject"] == "Your password reset token"
+
+
+def test_a_refused_login_is_a_configuration_error() -> None:
+    """535 at AUTH: our credentials are wrong, so no retry; the channel's next provider
+    may still work."""
+
+    def refuse(*_args: Any) -> AuthResult:
+        return AuthResult(success=False, handled=False)
+
+    port = free_port()
+    controller = Controller(
+        SmtpSink(), hostname="127.0.0.1", port=port, authenticator=refuse, auth_require_tls=False
+    )
+    controller.start()
+    try:
+
+        async def scenario() -> None:
+            provider = _provider(port, username="ada", password="wrong")
+            with pytest.raises(ProviderError) as refused:
+                await provider.send(_message("a@example.com"))
+            assert refused.value.configuration and not refused.value.retryable
+            assert "wrong" not in str(refused.value)
+            await provider.close()
+
+        _in_loop(scenario)
+    finally:
+        controller.stop()

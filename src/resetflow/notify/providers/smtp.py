@@ -99,26 +99,43 @@ class SmtpProvider(Provider):
         self._pool: _Pool | None = None
 
     async def send(self, message: RenderedMessage) -> SendResult:
-        # Invalid addresses raise ValueError here, before any connection is touched.
+        # Invalid addresses are refused here, before any connection is touched, and never
+        # retried: a bad sender is our configuration, a bad recipient the account's.
         sender, from_header = self._envelope_from, self._from_header
         if sender is None or from_header is None:
-            parse_address(self._sender)
-            raise ValueError("Header values may not contain linefeed or carriage return characters")
-        recipient = parse_address(message.to)
+            raise ProviderError(
+                "invalid sender address (RESETFLOW_EMAIL_FROM)",
+                retryable=False,
+                configuration=True,
+            )
+        try:
+            recipient = parse_address(message.to)
+            to_header = recipient if recipient == message.to else _address_header(message.to)
+        except ValueError:
+            raise ProviderError(
+                "invalid recipient address", retryable=False, recipient=True
+            ) from None
         utf8 = not (sender.isascii() and recipient.isascii())
         message_id = make_msgid(domain=self._msgid_domain)
         raw = format_email(
-            message,
-            from_header=from_header,
-            to_header=recipient if recipient == message.to else _address_header(message.to),
-            message_id=message_id,
+            message, from_header=from_header, to_header=to_header, message_id=message_id
         )
         try:
             await self._deliver(sender, recipient, raw, utf8=utf8)
         except aiosmtplib.SMTPRecipientRefused as error:
             codes = [error.code]
             retryable = all(400 <= code < 500 for code in codes)
-            raise ProviderError(f"recipient refused ({codes})", retryable=retryable) from None
+            # A permanent refusal is about this address: the next channel, not the next
+            # email provider, is what may reach the person.
+            raise ProviderError(
+                f"recipient refused ({codes})", retryable=retryable, recipient=not retryable
+            ) from None
+        except aiosmtplib.SMTPAuthenticationError as error:
+            raise ProviderError(
+                f"SMTP login refused ({error.code}): check RESETFLOW_SMTP_USERNAME/_PASSWORD",
+                retryable=False,
+                configuration=True,
+            ) from None
         except aiosmtplib.SMTPResponseException as error:
             raise ProviderError(f"SMTP {error.code}", retryable=400 <= error.code < 500) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as error:
@@ -369,6 +386,8 @@ def format_email(
             _unstructured("Subject", message.subject or ""),
             f"Date: {format_datetime(date or datetime.now(UTC))}",
             f"Message-ID: {message_id}",
+            # RFC 3834: vacation responders and the like must not answer a code message.
+            "Auto-Submitted: auto-generated",
             "MIME-Version: 1.0",
         ]
     )

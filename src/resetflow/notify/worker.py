@@ -37,9 +37,9 @@ from resetflow.accounts.models import Channel
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.clock import Clock
 from resetflow.metrics import Metrics
-from resetflow.notify.messages import Notification, Route
+from resetflow.notify.messages import Notification, RenderedMessage, Route
 from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox
-from resetflow.notify.providers.base import Provider, ProviderError
+from resetflow.notify.providers.base import Provider, ProviderError, SendResult
 from resetflow.notify.providers.courier import CourierProvider
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
@@ -303,7 +303,7 @@ class DeliveryWorker:
                 return False, refusal
         for provider in self._providers.get(route.channel, []):
             try:
-                result = await provider.send(message)
+                result = await _send(provider, message)
             except ProviderError as error:
                 retryable = retryable or error.retryable
                 reason = f"{provider.name}: {error}"
@@ -436,3 +436,20 @@ class DeliveryWorker:
             await DeliveryRepository(conn).finish(
                 job.id, owner=self.owner, status=status, error=error, now=self._clock.now()
             )
+
+
+async def _send(provider: Provider, message: RenderedMessage) -> SendResult:
+    """``provider.send``, with anything but a :class:`ProviderError` turned into a
+    retryable one: a provider's bug must cost a retry with backoff (bounded by max_tries),
+    not leave the job leased and retried at every lease expiry, for ever."""
+    try:
+        return await provider.send(message)
+    except ProviderError:
+        raise
+    except Exception as error:
+        # The type only: a message could hold the address or the code (R44).
+        log.error(
+            "provider_unexpected_error",
+            extra={"provider": provider.name, "error_type": type(error).__name__},
+        )
+        raise ProviderError(f"unexpected {type(error).__name__}", retryable=True) from None

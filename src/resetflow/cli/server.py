@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Coroutine
 from typing import Annotated, Any
 
 import typer
@@ -78,7 +79,18 @@ def worker(
     """Run a delivery worker: claims outbox jobs and sends them. Stops on SIGTERM/SIGINT."""
     settings = load_settings()
     configure_logging()
-    asyncio.run(_work(settings, drain=drain))
+    run_on_fastest_loop(_work(settings, drain=drain))
+
+
+def run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
+    """``asyncio.run`` on uvloop when it is installed (as uvicorn does for ``serve``)."""
+    try:
+        import uvloop
+    except ImportError:  # not on every platform (Windows, PyPy)
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 async def _work(settings: Settings, *, drain: bool) -> None:

@@ -11,6 +11,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
@@ -88,7 +90,8 @@ class RecoveryService:
         now = self._clock.now()
         destination = email or phone or ""
         allowed = await self._limiter.allow_destination(destination, purpose=RESET)
-        async with self._db.write() as conn:
+
+        async def record(conn: AsyncConnection) -> User | None:
             users = UserRepository(conn)
             user = await (users.by_email(email) if email else users.by_phone(phone or ""))
             routes = _routes(user, user.verified_channels) if user else []
@@ -129,6 +132,11 @@ class RecoveryService:
                 conn=conn,
                 destination=mask(destination),
             )
+            return user
+
+        # Nothing in here refuses on its own terms (the outcome is recorded, not raised),
+        # so concurrent requests may share one transaction: one commit on SQLite.
+        user = await self._db.write_coalesced(record)
         # The worker treats decoy jobs like real ones (it renders them, then drops them),
         # so waking it for both keeps the work after the answer alike too.
         self._outbox.wake()

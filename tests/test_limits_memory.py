@@ -4,6 +4,7 @@ storage, and it forgets windows that have passed without any timer or full pass.
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 from limits import parse
@@ -107,3 +108,90 @@ async def test_counters_expire_and_clear() -> None:
     await storage.incr("d", 10)
     assert await storage.reset() == 1
     assert len(storage) == 0
+
+
+async def test_an_idle_window_hit_again_still_counts() -> None:
+    """Regression: the expiry sweep used to run after the window was fetched, so the hit
+    that found its own window passed could land in a deque already dropped from the
+    store, and a 1/minute rule then allowed a second hit a second later."""
+    clock = FakeTime()
+    limiter = MovingWindowRateLimiter(LocalMovingWindowStorage(now=clock))
+    rule = parse("1/minute")
+    assert await limiter.hit(rule, "ada")
+    clock.value += 61
+    assert await limiter.hit(rule, "ada")
+    clock.value += 1
+    assert not await limiter.hit(rule, "ada")
+    storage = LocalMovingWindowStorage(now=clock)
+    assert await storage.take_all([("ada", 1, 60)]) is None
+    clock.value += 61
+    assert await storage.take_all([("ada", 1, 60)]) is None
+    clock.value += 1
+    assert await storage.take_all([("ada", 1, 60)]) == (0, 59.0)
+
+
+# take_all: every window of a request, all or nothing ----------------------------------
+
+
+async def test_take_all_records_in_every_window_or_in_none() -> None:
+    clock = FakeTime()
+    storage = LocalMovingWindowStorage(now=clock)
+    minute, hour = ("k/minute", 5, 60), ("k/hour", 2, 3_600)
+    assert await storage.take_all([minute, hour]) is None
+    assert await storage.take_all([minute, hour]) is None
+    for _ in range(3):
+        assert await storage.take_all([minute, hour]) == (1, 3_600.0)
+    assert await storage.get_moving_window("k/minute", 5, 60) == (clock.value, 2)
+    assert await storage.get_moving_window("k/hour", 2, 3_600) == (clock.value, 2)
+
+
+async def test_take_all_names_the_first_refusing_window_and_the_longest_wait() -> None:
+    clock = FakeTime()
+    storage = LocalMovingWindowStorage(now=clock)
+    assert await storage.take_all([("a", 1, 60), ("b", 1, 600), ("c", 5, 60)]) is None
+    clock.value += 10
+    assert await storage.take_all([("c", 5, 60), ("b", 1, 600), ("a", 1, 60)]) == (1, 590.0)
+    assert await storage.take_all([("a", 1, 60), ("c", 5, 60)]) == (0, 50.0)
+    assert await storage.take_all([("zero", 0, 60)]) == (0, 60.0)  # "0/minute" never allows
+    assert await storage.take_all([]) is None
+
+
+async def test_take_all_of_one_window_decides_as_limits_memory_storage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The moving window itself is unchanged: a seeded mix of single-rule takes, with time
+    moving on (both stores on the same fake clock), gets limits' own answers."""
+    clock = FakeTime()
+    monkeypatch.setattr(time, "time", clock)  # limits' MemoryStorage reads time.time()
+    ours = LocalMovingWindowStorage(now=clock)
+    theirs = MovingWindowRateLimiter(MemoryStorage())
+    rules = [parse("3/minute"), parse("5/hour"), parse("2/second")]
+    rng = random.Random(11)
+    refused = 0
+    for _ in range(600):
+        clock.value += rng.choice([0, 0, 0, 0.4, 1, 7])
+        rule = rng.choice(rules)
+        key = rule.key_for(f"k{rng.randrange(20)}")
+        mine = await ours.take_all([(key, rule.amount, rule.get_expiry())]) is None
+        refused += not mine
+        assert mine == await theirs.hit(rule, key)
+    assert 50 < refused < 550  # the mix exercised both answers
+
+
+async def test_take_all_forgets_passed_windows() -> None:
+    clock = FakeTime()
+    storage = LocalMovingWindowStorage(now=clock)
+    for i in range(1_000):
+        assert await storage.take_all([(f"old-{i}", 1, 60), ("global", 5_000, 60)]) is None
+    assert len(storage) == 1_001
+    clock.value += 61
+    for i in range(1_000):
+        assert await storage.take_all([(f"new-{i}", 1, 60), ("global", 5_000, 60)]) is None
+    assert len(storage) <= 1_001 + 2
+    assert await storage.take_all([("new-5", 1, 60)]) is not None
+
+
+def test_make_storage_without_redis_is_in_memory() -> None:
+    from resetflow.ratelimit import make_storage
+
+    assert isinstance(make_storage(None), LocalMovingWindowStorage)

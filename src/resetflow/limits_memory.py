@@ -13,6 +13,11 @@ kept for the longest rule (a day by default), so on the embedded default that pa
   whose newest entry has left the window. Memory stays proportional to the keys hit
   within their window; no timer, no thread, no pass over all keys.
 
+resetflow takes its rules through :meth:`LocalMovingWindowStorage.take_all` (the
+``resetflow.ratelimit.Windows`` port: every rule of a request, all or nothing); the
+``limits`` storage interface (``acquire_entry``, ``get_moving_window``, counters) stays,
+with the same windows, for ``limits``' own strategies.
+
 Everything runs on the event loop without awaiting, so each operation is atomic with
 respect to other tasks of the process. Counts are per process, as with ``limits``'
 memory storage: processes share limits only through Redis.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from limits.aio.storage import MovingWindowSupport, Storage
 
@@ -62,18 +67,58 @@ class LocalMovingWindowStorage(Storage, MovingWindowSupport):
         if amount > limit:
             return False
         now = self._now()
+        # Expire others first: a sweep after fetching could drop this very key (an idle
+        # window trimmed empty) and leave the hit in a deque no longer in the store.
+        self._forget_expired(expiry, now)
         window = self._windows.get(key)
         if window is None:
             window = self._windows[key] = deque()
         else:
             _trim(window, now - expiry)
-        self._forget_expired(expiry, now)
         if len(window) + amount > limit:
             self._touch(key, expiry)
             return False
         window.extend([now] * amount)
         self._touch(key, expiry)
         return True
+
+    async def take_all(self, hits: Sequence[tuple[str, int, int]]) -> tuple[int, float] | None:
+        """One hit in every window, or in none (``resetflow.ratelimit.Windows``).
+
+        ``hits`` are ``(key, limit, expiry)``: a window allows a hit when fewer than
+        ``limit`` of its hits are at most ``expiry`` seconds old. If all allow, one hit at
+        now is recorded in each and the answer is ``None``; otherwise nothing is recorded
+        and the answer is ``(index in hits of the first refusing window, seconds until
+        every refusing window allows again)``. Nothing is awaited between the check and
+        the record, so the step is atomic with respect to the other tasks of the loop.
+        """
+        now = self._now()
+        first, wait = -1, 0.0
+        for index, (key, limit, expiry) in enumerate(hits):
+            if limit < 1:
+                until_free = float(expiry)
+            else:
+                window = self._windows.get(key)
+                if window is None:
+                    continue
+                _trim(window, now - expiry)
+                if len(window) < limit:
+                    continue
+                # The hit that has to leave for one slot to open.
+                until_free = window[len(window) - limit] + expiry - now
+            if first < 0:
+                first = index
+            wait = max(wait, until_free)
+        if first >= 0:
+            return first, wait
+        for key, _, expiry in hits:
+            self._forget_expired(expiry, now)  # before the fetch, as in acquire_entry
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = deque()
+            window.append(now)
+            self._touch(key, expiry)
+        return None
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         """(time of the oldest hit still in the window, hits in the window)."""

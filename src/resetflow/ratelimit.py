@@ -13,27 +13,51 @@ Three families (R15, R16):
 - SMS: per number prefix and an hourly budget for all SMS (SMS pumping), checked by the
   delivery worker, which falls back to a verified email when SMS is refused.
 
-Several rules on one key ("1/minute;3/15 minutes") must all pass. Each rule is taken
-with one atomic ``hit`` (a Lua script on Redis), so concurrent requests cannot both slip
-under a limit; a request refused by a later rule has still used up the earlier ones,
-which only errs on the strict side.
+Every rule a call checks (per-IP and global; the destination's three; an SMS prefix and
+the budget) is taken in one atomic step, all or nothing (:class:`Windows`): concurrent
+requests cannot both slip under a limit, a refused request uses up none of the rules,
+and on Redis the whole step is one round trip (limits_redis.py). Each rule is a moving
+window as in ``limits``: at most ``amount`` hits in any ``get_expiry()`` seconds.
+``limits`` still parses the rules and names the windows (``key_for``).
 """
 
 from __future__ import annotations
 
 import math
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
 
 from limits import RateLimitItem, parse_many
-from limits.aio.storage import RedisStorage, Storage
-from limits.aio.strategies import MovingWindowRateLimiter
 
 from resetflow.crypto import sha256_hex
 from resetflow.errors import RateLimited
 from resetflow.limits_memory import LocalMovingWindowStorage
+from resetflow.limits_redis import RedisWindows
 from resetflow.storage.redis import client_options
+
+Hit = tuple[str, int, int]
+"""One rule on one key: ``(window key, limit, expiry)``, at most ``limit`` hits in any
+``expiry`` seconds."""
+
+
+class Windows(Protocol):
+    """Where the moving windows live: :class:`LocalMovingWindowStorage` (this process's
+    memory) or :class:`RedisWindows` (shared by every process)."""
+
+    async def take_all(self, hits: Sequence[Hit]) -> tuple[int, float] | None:
+        """Take one hit in every window of ``hits`` in one atomic step, or in none.
+
+        A window ``(key, limit, expiry)`` allows a hit when fewer than ``limit`` of its
+        recorded hits are at most ``expiry`` seconds old (``limits``' moving window).
+        When all allow, one hit at now is recorded in each, and the answer is ``None``.
+        Otherwise nothing at all is recorded, and the answer is ``(i, wait)``: ``i`` the
+        index in ``hits`` of the first refusing window, ``wait`` the seconds until every
+        refusing window allows a hit again (the longest of their waits; 0 at the edge).
+        No other take can interleave with this one. The storage's errors propagate
+        unchanged (``redis.exceptions.RedisError`` on Redis).
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,19 +79,18 @@ def parse_rules(value: str) -> list[RateLimitItem]:
     return list(items)
 
 
-def make_storage(redis_url: str | None, *, prefix: str = "resetflow") -> Storage:
+def make_storage(redis_url: str | None, *, prefix: str = "resetflow") -> Windows:
+    """Windows on Redis under ``{prefix}:limits:`` when ``redis_url`` is set (the key names
+    ``limits``' Redis storage used), else in this process's memory."""
     if redis_url:
-        uri = redis_url if redis_url.startswith("async+") else f"async+{redis_url}"
-        options: dict[str, Any] = client_options()
-        return RedisStorage(uri, implementation="redispy", key_prefix=f"{prefix}:limits", **options)
+        return RedisWindows.from_url(redis_url, prefix=f"{prefix}:limits", **client_options())
     # Not limits' MemoryStorage: its expiry pass costs O(keys) per hit (limits_memory.py).
     return LocalMovingWindowStorage()
 
 
 class RateLimiter:
-    def __init__(self, *, storage: Storage, rules: LimitRules, enabled: bool = True) -> None:
+    def __init__(self, *, storage: Windows, rules: LimitRules, enabled: bool = True) -> None:
         self._storage = storage
-        self._limiter = MovingWindowRateLimiter(storage)
         self._enabled = enabled
         self._per_ip = parse_rules(rules.per_ip)
         self._global = parse_rules(rules.global_)
@@ -76,12 +99,11 @@ class RateLimiter:
         self._sms_budget = parse_rules(rules.sms_budget)
 
     async def check_request(self, *, action: str, ip: str) -> None:
-        """Count one POST; :class:`RateLimited` (with the wait in seconds) when over."""
-        wait = await self._take(self._per_ip, "ip", action, ip)
-        if wait is None:
-            wait = await self._take(self._global, "global")
-        if wait is not None:
-            raise RateLimited(retry_after=wait)
+        """Count one POST against the client's and the global rules;
+        :class:`RateLimited` (with the wait in seconds, nothing counted) when over."""
+        refused = await self._take((self._per_ip, ("ip", action, ip)), (self._global, ("global",)))
+        if refused is not None:
+            raise RateLimited(retry_after=refused[1])
 
     async def allow_destination(self, destination: str, *, purpose: str = "verify") -> bool:
         """Count one ``purpose`` code sent to ``destination``; False (and nothing counted)
@@ -89,23 +111,38 @@ class RateLimiter:
         into the reset codes a person may need a minute later."""
         # Hashed: the counters live in Redis, where contacts in clear do not belong (R44).
         key = ("destination", purpose, sha256_hex(destination)[:32])
-        return await self._take(self._per_destination, *key) is None
+        return await self._take((self._per_destination, key)) is None
 
     async def allow_sms(self, phone: str) -> str | None:
-        """Count one SMS to ``phone``; the reason it may not be sent, or ``None``."""
-        if await self._take(self._per_sms_prefix, "sms-prefix", phone[:7]) is not None:
+        """Count one SMS to ``phone``; the reason it may not be sent (nothing counted), or
+        ``None``. The prefix's reason wins when both refuse."""
+        refused = await self._take(
+            (self._per_sms_prefix, ("sms-prefix", phone[:7])), (self._sms_budget, ("sms-budget",))
+        )
+        if refused is None:
+            return None
+        if refused[0] == 0:
             return "SMS velocity limit for this number prefix"
-        if await self._take(self._sms_budget, "sms-budget") is not None:
-            return "hourly SMS budget exhausted"
-        return None
+        return "hourly SMS budget exhausted"
 
-    async def _take(self, rules: list[RateLimitItem], *key: str) -> int | None:
-        """Take one unit of every rule; the seconds until the refusing rule allows, or
-        ``None`` if all allowed it."""
+    async def _take(
+        self, *groups: tuple[list[RateLimitItem], tuple[str, ...]]
+    ) -> tuple[int, int] | None:
+        """Take one hit of every rule of every ``(rules, identifiers)`` group, all or
+        nothing; ``None`` if all allowed it, else (the index of the group of the first
+        refusing rule, whole seconds until every refusing rule allows again, at least 1)."""
         if not self._enabled:
             return None
-        for rule in rules:
-            if not await self._limiter.hit(rule, *key):
-                stats = await self._limiter.get_window_stats(rule, *key)
-                return max(1, math.ceil(stats.reset_time - time.time()))
-        return None
+        hits: list[Hit] = []
+        owners: list[int] = []
+        for group, (rules, identifiers) in enumerate(groups):
+            for rule in rules:
+                hits.append((rule.key_for(*identifiers), rule.amount, rule.get_expiry()))
+                owners.append(group)
+        if not hits:
+            return None
+        refused = await self._storage.take_all(hits)
+        if refused is None:
+            return None
+        index, wait = refused
+        return owners[index], max(1, math.ceil(wait))

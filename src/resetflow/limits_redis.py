@@ -1,0 +1,127 @@
+"""Moving windows on Redis, every rule of a request taken in one round trip.
+
+``limits``' Redis storage runs one Lua script per rule, so a ``/send-token`` (per-IP,
+global and destination rules) cost six round trips, and a request refused by a later rule
+had already used up the earlier ones. :class:`RedisWindows` checks every window of a
+request and records a hit in all of them, or in none, in one ``EVALSHA``.
+
+Stored state, kept compatible with ``limits``' moving window (so that, during a rolling
+upgrade, processes on either version count in the same windows):
+
+- one Redis list per window, named ``{prefix}:{window key}`` (``prefix`` is
+  ``"{RESETFLOW_REDIS_PREFIX}:limits"``, the window key ``limits``' ``key_for``, e.g.
+  ``resetflow:limits:LIMITER/destination/reset/<sha256 prefix>/1/1/minute``);
+- its entries are hit times in seconds (``"1800000000.123456"``), newest first, trimmed
+  to the rule's ``limit`` entries: a window is full when its ``limit``-th newest entry is
+  at most ``expiry`` seconds old;
+- each list expires (``PEXPIRE``) ``expiry`` seconds after its newest hit, when nothing
+  in it counts any more, so idle windows vanish by themselves.
+
+Times are the Redis server's (``TIME`` inside the script), so processes whose clocks
+disagree still count in the same windows. Scripts writing after ``TIME`` are replicated
+by their effects (the default since Redis 5, the only mode since 7).
+
+The keys of one take may lie anywhere, which a Redis Cluster would refuse (CROSSSLOT):
+like before, a single Redis server (or a primary with replicas) is assumed.
+
+Errors are not wrapped: a lost connection raises ``redis.exceptions.ConnectionError`` (a
+``RedisError``), which the web layer answers with 503.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+
+# KEYS[i]: window i; ARGV[2i-1], ARGV[2i]: its limit and its length in seconds.
+# Returns {0, 0} when every window took its hit, else {i, wait}: i the first refusing
+# window (1-based), wait the microseconds until every refusing window allows again.
+TAKE_ALL = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local first, wait = 0, 0
+for i = 1, #KEYS do
+    local limit = tonumber(ARGV[2 * i - 1])
+    local expiry = tonumber(ARGV[2 * i])
+    local until_free = nil
+    if limit < 1 then
+        until_free = expiry
+    else
+        local entry = redis.call('LINDEX', KEYS[i], limit - 1)
+        if entry then
+            local oldest = tonumber(entry)
+            if oldest >= now - expiry then
+                until_free = oldest + expiry - now
+            end
+        end
+    end
+    if until_free then
+        if first == 0 then
+            first = i
+        end
+        if until_free > wait then
+            wait = until_free
+        end
+    end
+end
+if first > 0 then
+    return {first, math.ceil(wait * 1000000)}
+end
+local stamp = string.format('%.6f', now)
+for i = 1, #KEYS do
+    redis.call('LPUSH', KEYS[i], stamp)
+    redis.call('LTRIM', KEYS[i], 0, tonumber(ARGV[2 * i - 1]) - 1)
+    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i]) * 1000)
+end
+return {0, 0}
+"""
+
+
+class RedisWindows:
+    """Moving windows in Redis (``resetflow.ratelimit.Windows``)."""
+
+    def __init__(self, client: Redis, *, prefix: str) -> None:
+        """``prefix``: put before every window key, with a ``:`` (``"resetflow:limits"``)."""
+        self._client = client
+        self._prefix = prefix
+        # register_script: EVALSHA, and SCRIPT LOAD then EVALSHA again after NOSCRIPT
+        # (a restarted or another server).
+        self._take_all = client.register_script(TAKE_ALL)
+
+    @classmethod
+    def from_url(cls, url: str, *, prefix: str, **options: Any) -> RedisWindows:
+        """``url``: ``redis://``, ``rediss://`` or ``unix://`` (``async+`` is dropped, as
+        ``limits`` wrote it); ``options`` go to ``redis.asyncio.Redis.from_url``."""
+        client = Redis.from_url(url.removeprefix("async+"), **options)
+        return cls(client, prefix=prefix)
+
+    @property
+    def client(self) -> Redis:
+        return self._client
+
+    def key(self, window: str) -> str:
+        """The Redis key of a window."""
+        return f"{self._prefix}:{window}"
+
+    async def take_all(self, hits: Sequence[tuple[str, int, int]]) -> tuple[int, float] | None:
+        """One hit in every window, or in none, in one round trip.
+
+        ``hits`` are ``(key, limit, expiry)``; the answer is ``None`` when every window
+        took its hit, else ``(index in hits of the first refusing window, seconds until
+        every refusing window allows again)``, nothing recorded.
+        """
+        if not hits:
+            return None
+        keys = [self.key(key) for key, _, _ in hits]
+        args: list[int] = []
+        for _, limit, expiry in hits:
+            args += (limit, expiry)
+        first, wait_us = await self._take_all(keys=keys, args=args)
+        if not first:
+            return None
+        return int(first) - 1, int(wait_us) / 1_000_000
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

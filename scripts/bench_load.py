@@ -233,6 +233,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated uvicorn worker counts for PostgreSQL + Redis; auto: 1, and "
         "also 2 if `resetflow serve --workers` exists",
     )
+    parser.add_argument(
+        "--sqlite-workers",
+        default="1",
+        help="comma-separated `resetflow serve --workers` counts for SQLite (each web "
+        "process runs its own in-process delivery worker on the same database file)",
+    )
     parser.add_argument("--database-url", default=DEFAULT_PG, help="PostgreSQL to create on")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis for PostgreSQL runs")
     parser.add_argument("--seed", type=int, default=1, help="random seed for addresses")
@@ -355,7 +361,8 @@ def plan(args: argparse.Namespace) -> list[Spec]:
         pg_workers = [int(w) for w in args.pg_workers.split(",") if w.strip()]
     for store in args.stores:
         delivery = "none" if args.no_delivery else "inprocess" if store == "sqlite" else "process"
-        for workers in pg_workers if store == "postgres" else [1]:
+        sqlite_workers = [int(w) for w in args.sqlite_workers.split(",") if w.strip()]
+        for workers in pg_workers if store == "postgres" else sqlite_workers:
             specs += [
                 Spec(
                     store=store,

@@ -179,7 +179,8 @@ class DeliveryWorker:
                 context=context,
             )
             await self._db.write_coalesced(
-                lambda conn: DeliveryRepository(conn).discard(job.id, owner=self.owner)
+                lambda conn: DeliveryRepository(conn).discard(job.id, owner=self.owner),
+                postgres_too=True,  # only this worker's leased job: no lock-order clash
             )
             return
         if job.notification == Notification.COURIER_PROFILE.value:
@@ -326,7 +327,8 @@ class DeliveryWorker:
                     route=route,
                     provider=provider,
                     provider_message_id=result.provider_message_id,
-                )
+                ),
+                postgres_too=True,  # only this worker's leased job: no lock-order clash
             )
             self._count_attempt(route, provider, deliveries.SENT)
             log.info(

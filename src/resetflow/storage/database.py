@@ -19,7 +19,7 @@ import asyncio
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -85,18 +85,27 @@ class Database:
         async with self._write_turn, self._sqlite_write() as conn:
             yield conn
 
-    async def write_coalesced(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    async def write_coalesced(
+        self, work: Callable[[AsyncConnection], Awaitable[T]], *, postgres_too: bool = False
+    ) -> T:
         """Run ``work`` in a write transaction shared with other such calls; return once
         that transaction has committed.
 
-        On SQLite, calls made while a write is under way queue up and run together in the
-        next transaction: one ``BEGIN IMMEDIATE``/``COMMIT`` for all of them (group
-        commit). The price: if one ``work`` raises, the whole batch rolls back and every
-        caller in it gets that exception. So this is for small writes that fail only when
-        the database does (a session save, a delivery's outcome); a write that may refuse
-        on its own terms belongs in :meth:`write`. On PostgreSQL it is :meth:`write`.
+        Calls made while a write is under way queue up and run together in the next
+        transaction: one ``BEGIN``/``COMMIT`` for all of them (group commit). The price:
+        if one ``work`` raises, the whole batch rolls back and every caller in it gets that
+        exception. So this is for small writes that fail only when the database does (a
+        session save, a delivery's outcome); a write that may refuse on its own terms
+        belongs in :meth:`write`.
+
+        On SQLite, where writers take turns anyway, that is always so. On PostgreSQL a
+        shared transaction holds the row locks of every ``work`` until it commits, and two
+        processes' batches locking the same rows in different orders would deadlock: so
+        there it is :meth:`write` unless ``postgres_too`` says that no two batches can
+        touch the same rows (a worker's outcomes for the jobs it leased); then batches go
+        one at a time per process.
         """
-        if self._write_turn is None:
+        if self._write_turn is None and not postgres_too:
             async with self.write() as conn:
                 return await work(conn)
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -108,29 +117,19 @@ class Database:
         return await done
 
     async def _flush_coalesced(self) -> None:
-        assert self._write_turn is not None
-        async with self._write_turn:
-            # Taken once our turn has come: everything queued while we waited joins in.
-            # Calls queued from now on start the next flush.
+        if self._write_turn is not None:
+            async with self._write_turn:
+                # Taken once our turn has come: everything queued while we waited joins
+                # in. Calls queued from now on start the next flush.
+                batch, self._coalescing = self._coalescing, []
+                self._flush = None
+                await _run_batch(batch, self._sqlite_write)
+            return
+        # PostgreSQL: one batch in flight; what queues meanwhile is the next batch.
+        while self._coalescing:
             batch, self._coalescing = self._coalescing, []
-            self._flush = None
-            results: list[Any] = []
-            try:
-                async with self._sqlite_write() as conn:
-                    for work, _ in batch:
-                        results.append(await work(conn))
-            except Exception as error:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(error)
-                return
-            except BaseException:
-                for _, done in batch:
-                    done.cancel()
-                raise
-        for (_, done), result in zip(batch, results, strict=True):
-            if not done.done():
-                done.set_result(result)
+            await _run_batch(batch, self.write)
+        self._flush = None
 
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
@@ -182,3 +181,27 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+async def _run_batch(
+    batch: list[tuple[Work, asyncio.Future[Any]]],
+    transaction: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+) -> None:
+    """Run every work of ``batch`` in one transaction and settle each caller's future."""
+    results: list[Any] = []
+    try:
+        async with transaction() as conn:
+            for work, _ in batch:
+                results.append(await work(conn))
+    except Exception as error:
+        for _, done in batch:
+            if not done.done():
+                done.set_exception(error)
+        return
+    except BaseException:
+        for _, done in batch:
+            done.cancel()
+        raise
+    for (_, done), result in zip(batch, results, strict=True):
+        if not done.done():
+            done.set_result(result)

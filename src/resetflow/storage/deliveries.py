@@ -139,18 +139,27 @@ class DeliveryRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
+        lease = {
+            "status": SENDING,
+            "lease_owner": owner,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+            "updated_at": now,
+        }
+        if self._conn.dialect.name == "postgresql":
+            # One round trip: the classic SKIP LOCKED queue pop.
+            claimed = await self._conn.execute(
+                update(delivery_jobs)
+                .where(delivery_jobs.c.id.in_(candidates.scalar_subquery()))
+                .values(lease)
+                .returning(*delivery_jobs.c)
+            )
+            return [_to_job(row._mapping) for row in claimed]
+        # SQLite (statements run in-process, and RETURNING needs SQLite 3.35): three.
         ids = [row[0] for row in await self._conn.execute(candidates)]
         if not ids:
             return []
         await self._conn.execute(
-            update(delivery_jobs)
-            .where(delivery_jobs.c.id.in_(ids))
-            .values(
-                status=SENDING,
-                lease_owner=owner,
-                lease_until=now + timedelta(seconds=lease_seconds),
-                updated_at=now,
-            )
+            update(delivery_jobs).where(delivery_jobs.c.id.in_(ids)).values(lease)
         )
         rows = await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id.in_(ids)))
         return [_to_job(row._mapping) for row in rows]

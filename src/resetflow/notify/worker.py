@@ -257,26 +257,12 @@ class DeliveryWorker:
             await self._finish(job, status=deliveries.FAILED, error=reason)
             log.warning("courier_profile_failed", extra={"job_id": job.id, "reason": reason})
             return
-        async with self._db.write() as conn:
-            repo = DeliveryRepository(conn)
-            await repo.record_attempt(
-                job_id=job.id,
-                channel=route.channel.value,
-                provider=courier.name,
-                destination=mask(route.to),
-                status=deliveries.SENT,
-                provider_message_id=None,
-                error=None,
-                now=self._clock.now(),
-            )
-            await repo.finish(
-                job.id,
-                owner=self.owner,
-                status=deliveries.SENT,
-                channel=route.channel.value,
-                provider=courier.name,
-                now=self._clock.now(),
-            )
+        await self._db.write_coalesced(
+            partial(
+                self._record_sent, job=job, route=route, provider=courier, provider_message_id=None
+            ),
+            postgres_too=True,  # only this worker's leased job: no lock-order clash
+        )
         self._count_attempt(route, courier, deliveries.SENT)
         log.info("courier_profile_merged", extra={"job_id": job.id, "provider": courier.name})
 
@@ -353,7 +339,8 @@ class DeliveryWorker:
         provider: Provider,
         provider_message_id: str | None,
     ) -> None:
-        """The delivery log for a sent message: the attempt, the job closed, the audit."""
+        """The delivery log for a job done: the attempt, the job closed, and for a message
+        that carries a code, the audit record."""
         repo = DeliveryRepository(conn)
         await repo.record_attempt(
             job_id=job.id,

@@ -332,27 +332,26 @@ class _Pool:
         task.add_done_callback(self.quitting.discard)
 
     async def shut(self) -> None:
-        self.closed = True
-        if self.reaper is not None:
-            self.reaper.cancel()
-            self.reaper = None
-        idle, self.idle = self.idle, []
-        for session, _ in idle:
+        for session in self._take_all_idle():
             self.retire(session)
         if self.quitting:
             await asyncio.gather(*self.quitting, return_exceptions=True)
 
     def abandon(self) -> None:
         """Drop everything without awaiting: the pool's loop is not the running one."""
+        for session in self._take_all_idle():
+            # Its loop may be closed: the socket then goes with the transport.
+            with contextlib.suppress(RuntimeError):
+                session.close()
+
+    def _take_all_idle(self) -> list[aiosmtplib.SMTP]:
+        """Close the pool to new sends, stop the idle reaper, hand over the idle sessions."""
         self.closed = True
         if self.reaper is not None:
             self.reaper.cancel()
             self.reaper = None
         idle, self.idle = self.idle, []
-        for session, _ in idle:
-            # Its loop may be closed: the socket then goes with the transport.
-            with contextlib.suppress(RuntimeError):
-                session.close()
+        return [session for session, _ in idle]
 
 
 async def _quit(session: aiosmtplib.SMTP) -> None:

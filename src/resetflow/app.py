@@ -49,6 +49,7 @@ def create_app(
         listener = None
         if settings.run_worker_in_process:
             services.outbox.hold_requests_while_behind(settings.inprocess_backpressure_seconds)
+            services.worker.delay_after_wake(settings.inprocess_delivery_jitter_seconds)
             worker_task = asyncio.create_task(services.worker.run(), name="resetflow-delivery")
             if services.database.url.startswith("postgresql"):
                 # Jobs written by other web processes wake this worker too.

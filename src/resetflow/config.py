@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     # With the in-process worker: how long a request that writes jobs may wait while the
     # worker is behind (backpressure, notify/outbox.py); 0 turns it off.
     inprocess_backpressure_seconds: float = Field(default=1.0, ge=0, le=30)
+    # With the in-process worker: while it is not behind, a random delay of up to this
+    # many seconds before each claim, so that a real delivery's cost does not land on the
+    # very next request (R20, notify/worker.py); 0 turns it off.
+    inprocess_delivery_jitter_seconds: float = Field(default=0.1, ge=0, le=5)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     delivery_max_tries: int = Field(default=4, ge=1, le=20)
     delivery_backoff_seconds: float = Field(default=2.0, ge=0, le=600)

@@ -7,6 +7,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
 from resetflow.accounts.models import Channel
 from resetflow.config import Settings
 from resetflow.notify.messages import RenderedMessage
@@ -64,22 +66,23 @@ def _deliver_one(settings: Settings, *, delay: float, draw: float) -> float:
     return asyncio.run(run())
 
 
-def test_r20_the_in_process_worker_waits_a_random_moment_before_delivering(
-    make_settings: Callable[..., Settings],
-) -> None:
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """A migrated SQLite database with one verified account; no in-process worker."""
     settings = make_settings(inprocess_worker=False)
     upgrade(settings.resolved_database_url)
     create_verified_account(settings, preference=Channel.EMAIL)
+    return settings
+
+
+def test_r20_the_in_process_worker_waits_a_random_moment_before_delivering(
+    settings: Settings,
+) -> None:
     # The largest draw: the whole delay passes before the claim, and not much more.
     waited = _deliver_one(settings, delay=0.6, draw=0.999)
     assert 0.55 <= waited < 5
 
 
-def test_without_a_delay_the_worker_delivers_on_the_wake(
-    make_settings: Callable[..., Settings],
-) -> None:
-    settings = make_settings(inprocess_worker=False)
-    upgrade(settings.resolved_database_url)
-    create_verified_account(settings, preference=Channel.EMAIL)
+def test_without_a_delay_the_worker_delivers_on_the_wake(settings: Settings) -> None:
     waited = _deliver_one(settings, delay=0.0, draw=0.999)
     assert waited < 0.55  # no poll interval (30 s) either: the wake did it

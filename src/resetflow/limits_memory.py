@@ -67,19 +67,13 @@ class LocalMovingWindowStorage(Storage, MovingWindowSupport):
         if amount > limit:
             return False
         now = self._now()
-        # Expire others first: a sweep after fetching could drop this very key (an idle
-        # window trimmed empty) and leave the hit in a deque no longer in the store.
-        self._forget_expired(expiry, now)
         window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = deque()
-        else:
+        if window is not None:
             _trim(window, now - expiry)
-        if len(window) + amount > limit:
-            self._touch(key, expiry)
-            return False
-        window.extend([now] * amount)
-        self._touch(key, expiry)
+            if len(window) + amount > limit:
+                self._touch(key, expiry)
+                return False
+        self._record(key, expiry, now, amount)
         return True
 
     async def take_all(self, hits: Sequence[tuple[str, int, int]]) -> tuple[int, float] | None:
@@ -112,12 +106,7 @@ class LocalMovingWindowStorage(Storage, MovingWindowSupport):
         if first >= 0:
             return first, wait
         for key, _, expiry in hits:
-            self._forget_expired(expiry, now)  # before the fetch, as in acquire_entry
-            window = self._windows.get(key)
-            if window is None:
-                window = self._windows[key] = deque()
-            window.append(now)
-            self._touch(key, expiry)
+            self._record(key, expiry, now)
         return None
 
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
@@ -130,6 +119,14 @@ class LocalMovingWindowStorage(Storage, MovingWindowSupport):
         if not window:
             return now, 0
         return window[0], len(window)
+
+    def _record(self, key: str, expiry: int, now: float, amount: int = 1) -> None:
+        """Add ``amount`` hits at ``now`` to ``key``'s window."""
+        # Expire others first: a sweep after fetching could drop this very key (an idle
+        # window trimmed empty) and leave the hit in a deque no longer in the store.
+        self._forget_expired(expiry, now)
+        self._windows.setdefault(key, deque()).extend([now] * amount)
+        self._touch(key, expiry)
 
     def _touch(self, key: str, expiry: int) -> None:
         keys = self._by_length.setdefault(expiry, {})

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.storage.database import Database
+from resetflow.storage.prepared import Prepared
 from resetflow.storage.tables import audit_events
 
 log = logging.getLogger("resetflow.audit")
@@ -56,7 +57,7 @@ class AuditRecord:
 
 
 # Built once (parameters passed at execution): most requests append a record.
-_INSERT_EVENT = insert(audit_events)
+_INSERT_EVENT = Prepared(insert(audit_events))
 
 
 class AuditLog:
@@ -86,10 +87,10 @@ class AuditLog:
             "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
         }
         if conn is not None:
-            await conn.execute(_INSERT_EVENT, values)
+            await _INSERT_EVENT.execute(conn, values)
         else:
             async with self._db.write() as own:
-                await own.execute(_INSERT_EVENT, values)
+                await _INSERT_EVENT.execute(own, values)
         log.info(
             "audit",
             extra={

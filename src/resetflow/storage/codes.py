@@ -13,6 +13,7 @@ from sqlalchemy import Executable, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from resetflow.storage.prepared import Prepared
 from resetflow.storage.tables import one_time_codes as codes
 
 # What a code starts with: no failed tries, not consumed, no grant spent. ``replace``
@@ -33,9 +34,9 @@ def _upsert(insert: postgresql.Insert | sqlite.Insert) -> Executable:
 
 
 # Built once: every /send-token issues a code (a decoy one for unknown contacts).
-_REPLACE: dict[str, Executable] = {
-    "postgresql": _upsert(postgresql.insert(codes)),
-    "sqlite": _upsert(sqlite.insert(codes)),
+_REPLACE: dict[str, Prepared] = {
+    "postgresql": Prepared(_upsert(postgresql.insert(codes))),
+    "sqlite": Prepared(_upsert(sqlite.insert(codes))),
 }
 
 
@@ -75,8 +76,8 @@ class CodeRepository:
         ``uq_one_time_codes_user_purpose``. (Nothing references ``one_time_codes.id``; the
         old id simply stops existing, as with a delete.)
         """
-        await self._conn.execute(
-            _REPLACE[self._conn.dialect.name],
+        await _REPLACE[self._conn.dialect.name].execute(
+            self._conn,
             {
                 "id": code_id,
                 "user_id": user_id,

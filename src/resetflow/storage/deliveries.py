@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from resetflow.storage.prepared import Prepared
 from resetflow.storage.tables import delivery_attempts, delivery_jobs
 
 QUEUED = "queued"
@@ -78,13 +79,13 @@ class DeliveryAttempt:
 
 # Built once (parameters passed at execution): every /send-token enqueues a job, and
 # every delivery records an attempt and closes or drops its job.
-_INSERT_JOB = insert(delivery_jobs)
-_INSERT_ATTEMPT = insert(delivery_attempts)
+_INSERT_JOB = Prepared(insert(delivery_jobs))
+_INSERT_ATTEMPT = Prepared(insert(delivery_attempts))
 _LEASED_BY = (delivery_jobs.c.id == bindparam("job_id")) & (
     delivery_jobs.c.lease_owner == bindparam("owner")
 )
-_UPDATE_LEASED = update(delivery_jobs).where(_LEASED_BY)
-_DISCARD = delete(delivery_jobs).where(_LEASED_BY)
+_UPDATE_LEASED = Prepared(update(delivery_jobs).where(_LEASED_BY))
+_DISCARD = Prepared(delete(delivery_jobs).where(_LEASED_BY))
 
 
 class DeliveryRepository:
@@ -103,8 +104,8 @@ class DeliveryRepository:
         now: datetime,
         status: str = QUEUED,
     ) -> None:
-        await self._conn.execute(
-            _INSERT_JOB,
+        await _INSERT_JOB.execute(
+            self._conn,
             {
                 "id": job_id,
                 "user_id": user_id,
@@ -176,8 +177,8 @@ class DeliveryRepository:
         error: str | None,
         now: datetime,
     ) -> None:
-        await self._conn.execute(
-            _INSERT_ATTEMPT,
+        await _INSERT_ATTEMPT.execute(
+            self._conn,
             {
                 "job_id": job_id,
                 "channel": channel,
@@ -247,14 +248,14 @@ class DeliveryRepository:
         # too slow and another took over) must not overwrite the newer outcome.
         # The values go as execution parameters of a statement built once (SQLAlchemy
         # caches its compiled form per set of columns): every delivery passes here.
-        result = await self._conn.execute(
-            _UPDATE_LEASED, {"job_id": job_id, "owner": owner, **values}
+        moved = await _UPDATE_LEASED.execute(
+            self._conn, {"job_id": job_id, "owner": owner, **values}
         )
-        return result.rowcount == 1
+        return moved == 1
 
     async def discard(self, job_id: str, *, owner: str) -> None:
         """Drop a decoy job its worker has finished pretending to send."""
-        await self._conn.execute(_DISCARD, {"job_id": job_id, "owner": owner})
+        await _DISCARD.execute(self._conn, {"job_id": job_id, "owner": owner})
 
     async def purge_decoys(self, *, before: datetime) -> int:
         result = await self._conn.execute(

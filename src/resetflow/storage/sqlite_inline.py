@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiosqlite
+from sqlalchemy.exc import DBAPIError
 
 # How long SQLite may block the event loop waiting for another process's write lock.
 BUSY_TIMEOUT_MS = 20
@@ -39,6 +40,28 @@ class InlineConnection(aiosqlite.Connection):
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
         return fn(*args, **kwargs)
+
+    @property
+    def raw_connection(self) -> sqlite3.Connection | None:
+        """The ``sqlite3`` connection itself, for statements run without SQLAlchemy
+        (:mod:`resetflow.storage.prepared`); ``None`` once closed."""
+        return self._connection if self._running else None
+
+
+def execute_direct(
+    raw: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()
+) -> tuple[int, list[Any]]:
+    """Run ``sql`` on ``raw``; its row count and every row it returned.
+
+    SQLite's errors are raised as SQLAlchemy raises them (a "database is locked" is
+    ``sqlalchemy.exc.OperationalError``), so that callers and the web layer's 503 handler
+    see one kind of database error whichever path ran the SQL."""
+    try:
+        cursor = raw.execute(sql, args)
+        rows = cursor.fetchall()
+        return cursor.rowcount, rows
+    except sqlite3.Error as error:
+        raise DBAPIError.instance(sql, args, error, sqlite3.Error) from error
 
 
 def inline_creator(path: str) -> Callable[[], Any]:

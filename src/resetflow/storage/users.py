@@ -9,6 +9,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel, User
+from resetflow.storage.prepared import Prepared
 from resetflow.storage.tables import users
 
 # The decoy account (migration 0003): requests for unknown addresses write to it, so that
@@ -54,12 +55,12 @@ class UserRepository:
         return await self._one(users.c.id == user_id, for_update=for_update)
 
     async def by_email(self, email: str) -> User | None:
-        row = (await self._conn.execute(_BY_EMAIL, {"contact": email})).first()
-        return _to_user(row._mapping) if row else None
+        row = await _BY_EMAIL.first(self._conn, {"contact": email})
+        return _to_user(row) if row else None
 
     async def by_phone(self, phone: str) -> User | None:
-        row = (await self._conn.execute(_BY_PHONE, {"contact": phone})).first()
-        return _to_user(row._mapping) if row else None
+        row = await _BY_PHONE.first(self._conn, {"contact": phone})
+        return _to_user(row) if row else None
 
     async def exists_with(self, *, email: str, phone: str | None) -> bool:
         condition = users.c.email == email
@@ -149,8 +150,9 @@ class UserRepository:
 
 
 # Built once: every /send-token looks an account up by contact.
-_BY_EMAIL = select(users).where(users.c.email == bindparam("contact"))
-_BY_PHONE = select(users).where(users.c.phone == bindparam("contact"))
+# Every /send-token looks its contact up.
+_BY_EMAIL = Prepared(select(users).where(users.c.email == bindparam("contact")))
+_BY_PHONE = Prepared(select(users).where(users.c.phone == bindparam("contact")))
 
 
 def _to_user(row: Any) -> User:

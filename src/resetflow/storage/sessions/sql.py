@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.database import Database
+from resetflow.storage.prepared import Prepared
 from resetflow.storage.sessions.base import SessionRecord, SessionStore
 from resetflow.storage.tables import sessions
 
@@ -24,12 +25,14 @@ def _upsert(insert: postgresql.Insert | sqlite.Insert) -> Executable:
 
 
 # Built once: most requests save their session.
-_SAVE: dict[str, Executable] = {
-    "postgresql": _upsert(postgresql.insert(sessions)),
-    "sqlite": _upsert(sqlite.insert(sessions)),
+_SAVE: dict[str, Prepared] = {
+    "postgresql": Prepared(_upsert(postgresql.insert(sessions))),
+    "sqlite": Prepared(_upsert(sqlite.insert(sessions))),
 }
-_LOAD = select(sessions).where(
-    (sessions.c.id_hash == bindparam("id_hash")) & (sessions.c.expires_at > bindparam("now"))
+_LOAD = Prepared(
+    select(sessions).where(
+        (sessions.c.id_hash == bindparam("id_hash")) & (sessions.c.expires_at > bindparam("now"))
+    )
 )
 
 
@@ -39,10 +42,9 @@ class SqlSessionStore(SessionStore):
 
     async def load(self, id_hash: str, *, now: datetime) -> SessionRecord | None:
         async with self._db.read() as conn:
-            row = (await conn.execute(_LOAD, {"id_hash": id_hash, "now": now})).first()
-        if row is None:
+            m = await _LOAD.first(conn, {"id_hash": id_hash, "now": now})
+        if m is None:
             return None
-        m = row._mapping
         return SessionRecord(
             user_id=m["user_id"],
             data=json.loads(m["data"]),
@@ -60,7 +62,7 @@ class SqlSessionStore(SessionStore):
         }
 
         async def upsert(conn: AsyncConnection) -> None:
-            await conn.execute(_SAVE[conn.dialect.name], values)
+            await _SAVE[conn.dialect.name].execute(conn, values)
 
         # Saves of concurrent requests share one transaction (one commit) on SQLite.
         await self._db.write_coalesced(upsert)

@@ -1,0 +1,151 @@
+"""Hot statements, compiled once and run straight on SQLite when they can be.
+
+A statement run through SQLAlchemy's async engine costs ~120-150 µs of CPU here
+(the greenlet hop, the execution context, events, the result set-up) for SQLite work of
+a few µs: on the embedded default that was the largest single cost of a
+``/send-token`` (docs/performance.md). :class:`Prepared` keeps the statement in SQLAlchemy
+Core — one definition, the same SQL on every database — and, on a SQLite file whose
+calls run on the event loop's thread (:mod:`.sqlite_inline`), executes its compiled SQL on
+the ``sqlite3`` connection of the caller's transaction, converting values with the same
+type processors SQLAlchemy would use. Everywhere else (PostgreSQL, in-memory SQLite, a
+statement this module cannot run itself) it is ``conn.execute(statement, params)``.
+
+What the direct path does not do: SQLAlchemy's ``before/after_cursor_execute`` events and
+``echo`` logging do not see these statements. ``tests/test_prepared.py`` runs every
+prepared statement of the hot path both ways and compares what they read and wrote.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Dialect, Executable
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+
+from resetflow.storage.sqlite_inline import InlineConnection, execute_direct
+
+Row = Mapping[str, Any]
+_Processor = Callable[[Any], Any] | None
+_UNSET = object()
+
+
+class _DirectForm:
+    """What running the statement on ``sqlite3`` needs, for one set of parameter names."""
+
+    __slots__ = ("binds", "columns", "sql")
+
+    def __init__(
+        self,
+        sql: str,
+        binds: list[tuple[str, Any, _Processor]],
+        columns: list[tuple[str, _Processor]],
+    ) -> None:
+        self.sql = sql
+        self.binds = binds  # (name, fixed value or _UNSET, bind processor), in ? order
+        self.columns = columns  # (key, result processor), in the cursor's column order
+
+    def arguments(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        values = []
+        for name, fixed, process in self.binds:
+            value = params[name] if fixed is _UNSET else fixed
+            values.append(value if process is None or value is None else process(value))
+        return tuple(values)
+
+    def row(self, values: Sequence[Any]) -> dict[str, Any]:
+        return {
+            key: value if process is None or value is None else process(value)
+            for (key, process), value in zip(self.columns, values, strict=True)
+        }
+
+
+class Prepared:
+    """A Core statement for the hot path. Parameters are passed at execution, by name."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        # Per set of parameter names (an INSERT's columns depend on them); None: this
+        # statement goes through SQLAlchemy (see _direct_form).
+        self._forms: dict[tuple[str, ...], _DirectForm | None] = {}
+
+    async def execute(self, conn: AsyncConnection, params: Mapping[str, Any]) -> int:
+        """Run a statement that returns no rows; its row count."""
+        raw = inline_sqlite(conn)
+        form = self._form(conn.dialect, params) if raw is not None else None
+        if raw is None or form is None:
+            return (await conn.execute(self.statement, dict(params))).rowcount
+        count, _ = execute_direct(raw, form.sql, form.arguments(params))
+        return count
+
+    async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Row]:
+        """Run a SELECT (or a statement with RETURNING); every row, by column key."""
+        raw = inline_sqlite(conn)
+        form = self._form(conn.dialect, params) if raw is not None else None
+        if raw is None or form is None:
+            result = await conn.execute(self.statement, dict(params))
+            return [dict(row._mapping) for row in result]
+        _, found = execute_direct(raw, form.sql, form.arguments(params))
+        return [form.row(values) for values in found]
+
+    async def first(self, conn: AsyncConnection, params: Mapping[str, Any]) -> Row | None:
+        """The first row, or ``None``; meant for look-ups by a unique key."""
+        found = await self.rows(conn, params)
+        return found[0] if found else None
+
+    def _form(self, dialect: Dialect, params: Mapping[str, Any]) -> _DirectForm | None:
+        names = tuple(params)
+        try:
+            return self._forms[names]
+        except KeyError:
+            form = self._forms[names] = _direct_form(self.statement, dialect, names)
+            return form
+
+
+def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under ``conn`` if its calls run inline, else ``None``.
+
+    ``conn`` must be in a transaction (the direct path joins it).
+    """
+    if conn.dialect.name != "sqlite":
+        return None
+    driver = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
+    return driver.raw_connection if isinstance(driver, InlineConnection) else None
+
+
+def _direct_form(
+    statement: Executable, dialect: Dialect, names: tuple[str, ...]
+) -> _DirectForm | None:
+    if not isinstance(statement, ClauseElement):
+        return None
+    compiled = statement.compile(dialect=dialect, column_keys=list(names))
+    assert isinstance(compiled, SQLCompiler)
+    if (
+        compiled.positiontup is None
+        # IN (…) lists and literal parameters are rendered per execution: SQLAlchemy's job.
+        or compiled.post_compile_params
+        or compiled.literal_execute_params
+        # Python-side column defaults are computed per execution: SQLAlchemy's job too.
+        or compiled.insert_prefetch
+        or compiled.update_prefetch
+    ):
+        return None
+    binds: list[tuple[str, Any, _Processor]] = []
+    for name in compiled.positiontup:
+        bind = compiled.binds[name]
+        # A name the caller passes is a parameter; any other bind is a value fixed in the
+        # statement (``status == 'queued'``). A missing parameter: let SQLAlchemy say so.
+        if name in names:
+            fixed = _UNSET
+        elif bind.required:
+            return None
+        else:
+            fixed = bind.effective_value
+        binds.append((name, fixed, bind.type.dialect_impl(dialect).bind_processor(dialect)))
+    columns = [
+        (column.key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+        for column in getattr(statement, "exported_columns", ())
+    ]
+    return _DirectForm(compiled.string, binds, columns)

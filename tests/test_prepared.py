@@ -1,0 +1,270 @@
+"""storage/prepared.py: the hot statements run straight on sqlite3 write and read exactly
+what SQLAlchemy's own execution would, raise the same errors, and really skip SQLAlchemy.
+
+Every scenario runs twice on fresh SQLite files: once as the server runs it (direct
+path) and once with the direct path switched off (every statement through
+``conn.execute``); the two files must then hold the same rows, value for value.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, event, select
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from resetflow.accounts.models import Channel
+from resetflow.audit import AuditEvent, AuditLog
+from resetflow.client import ClientInfo
+from resetflow.clock import FrozenClock
+from resetflow.storage import prepared
+from resetflow.storage.codes import CodeRepository
+from resetflow.storage.database import Database
+from resetflow.storage.deliveries import DeliveryRepository
+from resetflow.storage.migrate import upgrade_async
+from resetflow.storage.prepared import Prepared
+from resetflow.storage.sessions.base import SessionRecord
+from resetflow.storage.sessions.sql import SqlSessionStore
+from resetflow.storage.tables import delivery_jobs
+from resetflow.storage.users import DECOY_USER_ID, UserRepository
+
+pytestmark = pytest.mark.anyio
+NOW = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+TABLES = ("users", "one_time_codes", "delivery_jobs", "delivery_attempts", "audit_events")
+
+
+async def _migrated(path: Path) -> str:
+    url = f"sqlite+aiosqlite:///{path}"
+    await upgrade_async(url)
+    return url
+
+
+def _dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    conn = sqlite3.connect(path)
+    try:
+        dump = {t: sorted(conn.execute(f"SELECT * FROM {t}"), key=repr) for t in TABLES}
+        # The decoy account is written by the migration, stamped with its own time.
+        dump["users"] = [row for row in dump["users"] if row[0] != DECOY_USER_ID]
+        dump["sessions"] = sorted(conn.execute("SELECT * FROM sessions"), key=repr)
+        return dump
+    finally:
+        conn.close()
+
+
+async def _hot_path(db: Database) -> dict[str, Any]:
+    """What /send-token, the session middleware and the worker do, statement by
+    statement; returns what was read back, for comparison."""
+    read: dict[str, Any] = {}
+    async with db.write() as conn:
+        users = UserRepository(conn)
+        await users.insert(
+            user_id="u" * 32,
+            name="Ada",
+            email="ada@example.com",
+            phone="+14155550100",
+            password_hash="$argon2id$x",
+            preference=Channel.EMAIL,
+            locale="en",
+            now=NOW,
+        )
+        read["by_email"] = await users.by_email("ada@example.com")
+        read["by_phone"] = await users.by_phone("+14155550100")
+        read["unknown"] = await users.by_email("nobody@example.com")
+        codes = CodeRepository(conn)
+        for n in range(2):  # the second replaces the first (the upsert's update branch)
+            await codes.replace(
+                code_id=f"c{n}".ljust(32, "0"),
+                user_id="u" * 32,
+                purpose="reset",
+                attempt_hash=f"a{n}",
+                code_mac=bytes([n]) * 32,
+                now=NOW + timedelta(seconds=n),
+                expires_at=NOW + timedelta(minutes=10),
+            )
+        read["code"] = await codes.current(user_id="u" * 32, purpose="reset")
+        jobs = DeliveryRepository(conn)
+        for job_id in ("j1".ljust(32, "0"), "j2".ljust(32, "0")):
+            await jobs.enqueue(
+                job_id=job_id,
+                user_id="u" * 32,
+                notification="password_reset_token",
+                locale="en",
+                sealed_payload=b"\x00sealed\xff",
+                expires_at=NOW + timedelta(minutes=10),
+                now=NOW,
+            )
+        await AuditLog(database=db, clock=FrozenClock(NOW)).record(
+            AuditEvent.RESET_REQUESTED,
+            outcome="code_queued",
+            client=ClientInfo(ip="127.0.0.1", user_agent="test"),
+            user_id="u" * 32,
+            conn=conn,
+            destination="a***@example.com",
+        )
+    async with db.write() as conn:
+        jobs = DeliveryRepository(conn)
+        claimed = await jobs.claim_due(owner="w1", now=NOW, lease_seconds=60, limit=10)
+        read["claimed"] = sorted(job.id for job in claimed)
+        await jobs.record_attempt(
+            job_id=claimed[0].id,
+            channel="email",
+            provider="smtp",
+            destination="a***@example.com",
+            status="sent",
+            provider_message_id="<m1@example.com>",
+            error=None,
+            now=NOW,
+        )
+        read["finished"] = await jobs.finish(
+            claimed[0].id, owner="w1", status="sent", channel="email", provider="smtp", now=NOW
+        )
+        read["not_ours"] = await jobs.finish(claimed[1].id, owner="w2", status="sent", now=NOW)
+        await jobs.discard(claimed[1].id, owner="w1")
+    sessions = SqlSessionStore(database=db)
+    record = SessionRecord(
+        user_id=None, data={"csrf": "t", "reset": {"n": 1}}, created_at=NOW, expires_at=NOW
+    )
+    await sessions.save("s" * 64, record)
+    record.expires_at = NOW + timedelta(hours=1)
+    await sessions.save("s" * 64, record)  # the upsert's update branch
+    read["session"] = await sessions.load("s" * 64, now=NOW)
+    read["expired"] = await sessions.load("s" * 64, now=NOW + timedelta(hours=2))
+    return read
+
+
+@pytest.fixture
+def direct_off(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    def switch_off() -> None:
+        monkeypatch.setattr(prepared, "inline_sqlite", lambda _conn: None)
+
+    return switch_off
+
+
+async def _run(path: Path, scenario: Callable[[Database], Awaitable[Any]]) -> Any:
+    db = Database(await _migrated(path))
+    try:
+        return await scenario(db)
+    finally:
+        await db.close()
+
+
+async def test_the_direct_path_writes_and_reads_what_sqlalchemy_would(
+    tmp_path: Path, direct_off: Callable[[], None]
+) -> None:
+    direct = await _run(tmp_path / "direct.db", _hot_path)
+    direct_off()
+    through_sqlalchemy = await _run(tmp_path / "sqlalchemy.db", _hot_path)
+
+    assert direct == through_sqlalchemy
+    assert _dump(tmp_path / "direct.db") == _dump(tmp_path / "sqlalchemy.db")
+    # And what was read is right, not merely the same both ways.
+    assert direct["by_email"] is not None and direct["by_email"] == direct["by_phone"]
+    assert direct["by_email"].created_at == NOW and direct["by_email"].created_at.tzinfo
+    assert direct["unknown"] is None
+    assert direct["code"].attempt_hash == "a1" and direct["code"].code_mac == b"\x01" * 32
+    assert direct["claimed"] == ["j1".ljust(32, "0"), "j2".ljust(32, "0")]
+    assert direct["finished"] is True and direct["not_ours"] is False
+    assert direct["session"].data == {"csrf": "t", "reset": {"n": 1}}
+    assert direct["session"].expires_at == NOW + timedelta(hours=1)
+    assert direct["expired"] is None
+    rows = _dump(tmp_path / "direct.db")
+    assert len(rows["delivery_jobs"]) == 1  # j2 discarded by its lease holder
+    assert len(rows["one_time_codes"]) == 1 and len(rows["audit_events"]) == 1
+
+
+async def test_the_hot_statements_skip_sqlalchemy_execution(tmp_path: Path) -> None:
+    """The point of the module: on an inline SQLite file none of the hot path's
+    statements (nor BEGIN) goes through SQLAlchemy's execution; only the claim's IN (…)
+    statements, which SQLAlchemy renders per call, still do."""
+    db = Database(await _migrated(tmp_path / "count.db"))
+    executed: list[str] = []
+
+    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        verb = statement.split()[0]
+        table = re.search(r"\b(?:INTO|FROM|UPDATE)\s+(\w+)", statement)
+        executed.append(f"{verb} {table.group(1) if table else '?'}")
+
+    try:
+        await _hot_path(db)
+    finally:
+        await db.close()
+    # insert() of a user is not a hot statement; codes.current() and claim_due() are not
+    # prepared (SELECT … IN, UPDATE … IN).
+    assert executed == [
+        "INSERT users",
+        "SELECT one_time_codes",
+        "SELECT delivery_jobs",
+        "UPDATE delivery_jobs",
+        "SELECT delivery_jobs",
+    ]
+
+
+async def test_errors_on_the_direct_path_are_sqlalchemys(tmp_path: Path) -> None:
+    """A constraint violation raises IntegrityError as through SQLAlchemy (the web layer
+    maps SQLAlchemy's database errors), and a missing parameter is refused by
+    SQLAlchemy, not sent to SQLite as NULL."""
+    db = Database(await _migrated(tmp_path / "errors.db"))
+    try:
+        insert_job = Prepared(delivery_jobs.insert())
+        values = {
+            "id": "j" * 32,
+            "notification": "n",
+            "locale": "en",
+            "status": "queued",
+            "next_attempt_at": NOW,
+            "created_at": NOW,
+            "updated_at": NOW,
+        }
+        async with db.write() as conn:
+            assert prepared.inline_sqlite(conn) is not None
+            assert await insert_job.execute(conn, values) == 1
+        with pytest.raises(IntegrityError):
+            async with db.write() as conn:
+                await insert_job.execute(conn, values)  # the same primary key again
+        by_id = Prepared(select(delivery_jobs.c.id).where(delivery_jobs.c.id == bindparam("id")))
+        async with db.read() as conn:
+            with pytest.raises(StatementError):
+                await by_id.rows(conn, {})
+            assert await by_id.rows(conn, {"id": "j" * 32}) == [{"id": "j" * 32}]
+    finally:
+        await db.close()
+
+
+async def test_statements_rendered_per_call_go_through_sqlalchemy(tmp_path: Path) -> None:
+    """IN (…) lists are rendered per execution, which only SQLAlchemy does: such a
+    statement falls back to ``conn.execute`` and still returns the right rows."""
+    db = Database(await _migrated(tmp_path / "fallback.db"))
+    try:
+        async with db.write() as conn:
+            await _jobs(conn, ["a" * 32, "b" * 32, "c" * 32])
+        wanted = Prepared(
+            select(delivery_jobs.c.id)
+            .where(delivery_jobs.c.id.in_(["a" * 32, "c" * 32]))
+            .order_by(delivery_jobs.c.id)
+        )
+        async with db.read() as conn:
+            assert await wanted.rows(conn, {}) == [{"id": "a" * 32}, {"id": "c" * 32}]
+        assert wanted._forms == {(): None}
+    finally:
+        await db.close()
+
+
+async def _jobs(conn: AsyncConnection, ids: list[str]) -> None:
+    for job_id in ids:
+        await DeliveryRepository(conn).enqueue(
+            job_id=job_id,
+            user_id=None,
+            notification="n",
+            locale="en",
+            sealed_payload=b"x",
+            expires_at=None,
+            now=NOW,
+        )

@@ -6,9 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.database import Database
 from resetflow.storage.tables import dev_outbox
+
+# Built once (values passed at execution): every dev-outbox delivery inserts one.
+_INSERT_MESSAGE = insert(dev_outbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,21 +44,25 @@ class DevMailbox:
         notification: str,
         now: datetime,
     ) -> int:
-        async with self._db.write() as conn:
-            result = await conn.execute(
-                insert(dev_outbox).values(
-                    channel=channel,
-                    recipient=recipient,
-                    subject=subject,
-                    text=text,
-                    html=html,
-                    notification=notification,
-                    created_at=now,
-                )
-            )
+        values = {
+            "channel": channel,
+            "recipient": recipient,
+            "subject": subject,
+            "text": text,
+            "html": html,
+            "notification": notification,
+            "created_at": now,
+        }
+
+        async def store(conn: AsyncConnection) -> int:
+            result = await conn.execute(_INSERT_MESSAGE, values)
             key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
+            assert key is not None
+            return int(key[0])
+
+        # Messages of one batch of jobs share one commit on SQLite (the dev outbox is the
+        # embedded default's provider): an insert of our own, nothing to refuse.
+        return await self._db.write_coalesced(store)
 
     async def newest(self, *, limit: int = 50) -> list[DevMessage]:
         async with self._db.read() as conn:

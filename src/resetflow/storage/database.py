@@ -16,6 +16,7 @@ waited for here, asynchronously, for up to ``WRITE_LOCK_TIMEOUT`` seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -62,6 +63,11 @@ class Database:
             options.update(pool_size=10, max_overflow=20, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
+        # SQLite: the one connection every write transaction of this process runs on, kept
+        # open between turns (checking a connection out of the pool and resetting it on
+        # return cost ~4x the BEGIN and COMMIT themselves). Only the holder of the write
+        # turn touches it.
+        self._writer: AsyncConnection | None = None
         self._coalescing: list[tuple[Work, asyncio.Future[Any]]] = []
         self._flush: asyncio.Task[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()  # strong references while they run
@@ -138,34 +144,56 @@ class Database:
 
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction on the writer connection; the caller holds the turn."""
         deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
         while True:
-            async with self.engine.connect() as conn:
-                await conn.execution_options(**{_WRITE: True})
+            conn = await self._writer_connection()
+            try:
+                transaction = await conn.begin()
+            except OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    await self._drop_writer()
+                    raise
+                # Another process writes: give the loop back, try again shortly. (The
+                # connection is fine: BEGIN IMMEDIATE failed before starting anything.)
+                await asyncio.sleep(random.uniform(0.002, 0.01))  # noqa: S311 - not a secret
+                continue
+            try:
+                yield conn
+            except BaseException:
                 try:
-                    transaction = await conn.begin()
-                except OperationalError as error:
-                    if "locked" not in str(error) or time.monotonic() > deadline:
-                        raise
-                    # Another process writes: give the loop back, try again shortly.
-                    busy = True
-                else:
-                    busy = False
-                    try:
-                        yield conn
-                    except BaseException:
-                        await transaction.rollback()
-                        raise
-                    await transaction.commit()
-            if not busy:
-                return
-            await asyncio.sleep(random.uniform(0.002, 0.01))  # noqa: S311 - not a secret
+                    await transaction.rollback()
+                except BaseException:
+                    await self._drop_writer()  # in an unknown state: a new one next time
+                    raise
+                raise
+            try:
+                await transaction.commit()
+            except BaseException:
+                await self._drop_writer()
+                raise
+            return
+
+    async def _writer_connection(self) -> AsyncConnection:
+        if self._writer is None or self._writer.closed or self._writer.invalidated:
+            conn = await self.engine.connect()
+            await conn.execution_options(**{_WRITE: True})
+            self._writer = conn
+        return self._writer
+
+    async def _drop_writer(self) -> None:
+        conn, self._writer = self._writer, None
+        if conn is not None:
+            # Already failing, or shutting down: if closing fails too, the pool drops it.
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def ping(self) -> None:
         async with self.read() as conn:
             await conn.exec_driver_sql("SELECT 1")
 
     async def close(self) -> None:
+        await self._drop_writer()
         await self.engine.dispose()
 
 

@@ -196,15 +196,46 @@ async def test_the_hot_statements_skip_sqlalchemy_execution(tmp_path: Path) -> N
         await _hot_path(db)
     finally:
         await db.close()
-    # insert() of a user is not a hot statement; codes.current() and claim_due() are not
-    # prepared (SELECT … IN, UPDATE … IN).
-    assert executed == [
-        "INSERT users",
-        "SELECT one_time_codes",
-        "SELECT delivery_jobs",
-        "UPDATE delivery_jobs",
-        "SELECT delivery_jobs",
-    ]
+    # Neither the insert of a user nor codes.current() is a hot statement.
+    assert executed == ["INSERT users", "SELECT one_time_codes"]
+
+
+@pytest.mark.parametrize("returning", [True, False])
+async def test_the_claim_leases_the_due_jobs_with_or_without_returning(
+    tmp_path: Path, returning: bool
+) -> None:
+    """One UPDATE … RETURNING where the database has it (SQLite 3.35+, PostgreSQL);
+    three statements on an older SQLite. Both lease the same jobs, oldest first."""
+    db = Database(await _migrated(tmp_path / "claim.db"))
+    db.engine.sync_engine.dialect.update_returning = returning
+    try:
+        async with db.write() as conn:
+            await _jobs(conn, ["a" * 32, "b" * 32, "c" * 32])
+            await DeliveryRepository(conn).enqueue(
+                job_id="later".ljust(32, "0"),
+                user_id=None,
+                notification="n",
+                locale="en",
+                sealed_payload=b"x",
+                expires_at=None,
+                now=NOW + timedelta(minutes=5),  # not due yet
+            )
+        async with db.write() as conn:
+            jobs = DeliveryRepository(conn)
+            first = await jobs.claim_due(owner="w1", now=NOW, lease_seconds=60, limit=2)
+            second = await jobs.claim_due(owner="w2", now=NOW, lease_seconds=60, limit=2)
+            third = await jobs.claim_due(owner="w3", now=NOW, lease_seconds=60, limit=2)
+            # The first lease runs out: its jobs are due again, to another worker.
+            expired = await jobs.claim_due(
+                owner="w4", now=NOW + timedelta(seconds=61), lease_seconds=60, limit=10
+            )
+        assert len(first) == 2 and len(second) == 1 and third == []
+        assert {j.id for j in first + second} == {"a" * 32, "b" * 32, "c" * 32}
+        assert all(j.status == "sending" for j in first + second)
+        assert all(j.next_attempt_at == NOW for j in first + second)
+        assert sorted(j.id for j in expired) == sorted(j.id for j in first + second)
+    finally:
+        await db.close()
 
 
 async def test_errors_on_the_direct_path_are_sqlalchemys(tmp_path: Path) -> None:

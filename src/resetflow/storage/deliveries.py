@@ -7,15 +7,16 @@ a job whose lease ran out (its worker died) is due again.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.prepared import Prepared
-from resetflow.storage.tables import delivery_attempts, delivery_jobs
+from resetflow.storage.tables import UtcDateTime, delivery_attempts, delivery_jobs
 
 QUEUED = "queued"
 SENDING = "sending"
@@ -88,6 +89,41 @@ _UPDATE_LEASED = Prepared(update(delivery_jobs).where(_LEASED_BY))
 _DISCARD = Prepared(delete(delivery_jobs).where(_LEASED_BY))
 
 
+def _due(limit: int) -> Select[tuple[str]]:
+    """The ids of up to ``limit`` due jobs, oldest first: queued (or decoy) and due at
+    ``:now``, or sending with a lease that ran out. Spelled without IN (…) so that the
+    statement is the same on every call (storage/prepared.py)."""
+    jobs = delivery_jobs.c
+    now = bindparam("now", type_=UtcDateTime())
+    due = (((jobs.status == QUEUED) | (jobs.status == DECOY)) & (jobs.next_attempt_at <= now)) | (
+        (jobs.status == SENDING) & (jobs.lease_until <= now)
+    )
+    return (
+        select(jobs.id)
+        .where(due)
+        .order_by(jobs.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+
+
+@functools.cache
+def _claim_statement(limit: int) -> Prepared:
+    """Lease the due jobs to ``:owner`` until ``:lease_until`` and return them (one per
+    batch size: a worker's batch size does not change)."""
+    return Prepared(
+        update(delivery_jobs)
+        .where(delivery_jobs.c.id.in_(_due(limit).scalar_subquery()))
+        .values(
+            status=SENDING,
+            lease_owner=bindparam("owner"),
+            lease_until=bindparam("lease_until", type_=UtcDateTime()),
+            updated_at=bindparam("now", type_=UtcDateTime()),
+        )
+        .returning(*delivery_jobs.c)
+    )
+
+
 class DeliveryRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
@@ -130,40 +166,34 @@ class DeliveryRepository:
         On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED`` so
         concurrent workers take different jobs; SQLite serialises writers anyway.
         """
-        due = (
-            (delivery_jobs.c.status.in_([QUEUED, DECOY])) & (delivery_jobs.c.next_attempt_at <= now)
-        ) | ((delivery_jobs.c.status == SENDING) & (delivery_jobs.c.lease_until <= now))
-        candidates = (
-            select(delivery_jobs.c.id)
-            .where(due)
-            .order_by(delivery_jobs.c.next_attempt_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        lease = {
-            "status": SENDING,
-            "lease_owner": owner,
-            "lease_until": now + timedelta(seconds=lease_seconds),
-            "updated_at": now,
-        }
-        if self._conn.dialect.name == "postgresql":
-            # One round trip: the classic SKIP LOCKED queue pop.
-            claimed = await self._conn.execute(
-                update(delivery_jobs)
-                .where(delivery_jobs.c.id.in_(candidates.scalar_subquery()))
-                .values(lease)
-                .returning(*delivery_jobs.c)
+        if self._conn.dialect.update_returning:
+            # One statement (PostgreSQL; SQLite 3.35+): the classic SKIP LOCKED queue pop,
+            # run directly on SQLite (storage/prepared.py).
+            rows = await _claim_statement(limit).rows(
+                self._conn,
+                {
+                    "now": now,
+                    "owner": owner,
+                    "lease_until": now + timedelta(seconds=lease_seconds),
+                },
             )
-            return [_to_job(row._mapping) for row in claimed]
-        # SQLite (statements run in-process, and RETURNING needs SQLite 3.35): three.
-        ids = [row[0] for row in await self._conn.execute(candidates)]
+            return [_to_job(row) for row in rows]
+        # An older SQLite without RETURNING: three statements (SQLite serialises writers).
+        ids = [row[0] for row in await self._conn.execute(_due(limit), {"now": now})]
         if not ids:
             return []
         await self._conn.execute(
-            update(delivery_jobs).where(delivery_jobs.c.id.in_(ids)).values(lease)
+            update(delivery_jobs)
+            .where(delivery_jobs.c.id.in_(ids))
+            .values(
+                status=SENDING,
+                lease_owner=owner,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
         )
-        rows = await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id.in_(ids)))
-        return [_to_job(row._mapping) for row in rows]
+        leased = await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id.in_(ids)))
+        return [_to_job(row._mapping) for row in leased]
 
     async def record_attempt(
         self,

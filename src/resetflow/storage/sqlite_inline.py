@@ -39,6 +39,13 @@ class InlineConnection(aiosqlite.Connection):
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if not self._running or not self._connection:
             raise ValueError("Connection closed")
+        if fn == self._connection.commit:
+            # COMMIT goes to aiosqlite's thread, as before: it is the one call that does
+            # real I/O (the WAL write, and now and then a checkpoint), and sqlite3 lets go
+            # of the GIL meanwhile, so the loop serves requests on the other core. Nothing
+            # else touches this connection until it returns: it is the write turn's holder
+            # that waits for it.
+            return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
         return fn(*args, **kwargs)
 
     @property

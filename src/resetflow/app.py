@@ -74,6 +74,10 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # resetflow's own observability is /metrics and JSON logs. FastAPI's OpenTelemetry
+        # bridge, left on, looks for a configured provider on every request (environment
+        # look-ups, ~3 % of a /send-token's CPU, docs/performance.md) to find none.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.services = services
     install_error_handlers(app)

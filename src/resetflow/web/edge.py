@@ -63,11 +63,13 @@ async def read_action(
     # Every POST counts against its client's and the global limits (R16).
     services = services_of(request)
     client = client_of(request)
+    # The route's own path (request.url would build and parse a whole URL for it).
+    action = request.scope["path"]
     try:
-        await services.limiter.check_request(action=request.url.path, ip=client.ip)
+        await services.limiter.check_request(action=action, ip=client.ip)
     except RateLimited:
         await services.audit.record(
-            AuditEvent.LIMIT_HIT, outcome="client", client=client, action=request.url.path
+            AuditEvent.LIMIT_HIT, outcome="client", client=client, action=action
         )
         raise
     if keep and request.headers.get("content-type", "").startswith("application/x-www-form"):

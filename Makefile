@@ -1,5 +1,5 @@
 # Convenience wrappers; the README's two commands are scripts/serve and scripts/test.
-.PHONY: serve test lint fmt bench-timing bench
+.PHONY: serve test lint fmt bench-timing bench bench-cpu
 serve:
 	./scripts/serve
 test:
@@ -20,3 +20,8 @@ bench:
 	@command -v wrk >/dev/null 2>&1 || { echo "make bench: wrk is missing (it generates the load): apt-get install -y wrk" >&2; exit 2; }
 	@.venv/bin/python -c "import aiosmtpd" 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[bench]"
 	.venv/bin/python scripts/bench_load.py $(BENCH_LOAD_ARGS)
+# CPU per request in process, no HTTP (scripts/bench_cpu.py; docs/performance.md); e.g.
+# BENCH_CPU_ARGS="-n 5000 --smtp" or "--path /healthz" or "--cprofile /tmp/cpu.prof"
+bench-cpu:
+	@.venv/bin/python -c "import aiosmtpd" 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[bench]"
+	.venv/bin/python scripts/bench_cpu.py $(BENCH_CPU_ARGS)

@@ -456,14 +456,21 @@ class DeliveryRepository:
         ]
 
     async def oldest_queued_at(self) -> datetime | None:
-        """When the oldest job still waiting to be sent was written (outbox lag)."""
-        query = select(func.min(delivery_jobs.c.created_at)).where(delivery_jobs.c.status == QUEUED)
+        """When the oldest job still waiting for a worker was written (outbox lag).
+
+        Decoys included, here and in :meth:`count_pending`: a worker handles them like
+        real jobs, and /readyz is public, so its figures must move alike after a request
+        for a known and for an unknown contact (R19).
+        """
+        waiting = delivery_jobs.c.status.in_([QUEUED, DECOY])
+        query = select(func.min(delivery_jobs.c.created_at)).where(waiting)
         oldest: datetime | None = (await self._conn.execute(query)).scalar_one_or_none()
         return oldest
 
     async def count_pending(self) -> int:
-        query = select(func.count()).where(delivery_jobs.c.status.in_([QUEUED, SENDING]))
-        return int((await self._conn.execute(query)).scalar_one())
+        """Jobs a worker has yet to finish: waiting (decoys too) or being sent."""
+        pending = delivery_jobs.c.status.in_([QUEUED, DECOY, SENDING])
+        return int((await self._conn.execute(select(func.count()).where(pending))).scalar_one())
 
 
 def _to_job(m: Any) -> DeliveryJob:

@@ -354,3 +354,19 @@ def test_readyz_fails_when_the_outbox_lags(live_app: Callable[..., LiveApp]) -> 
     assert lagging.status_code == 503
     assert lagging.json()["outbox"] == "lagging"
     assert lagging.json()["outbox_lag_seconds"] >= 121
+
+
+def test_json_log_lines_leave_out_uvicorns_ansi_colour_copy() -> None:
+    """Uvicorn logs its events with a ``color_message`` copy full of ANSI escapes; a JSON
+    line carries the plain event only."""
+    import json
+
+    from resetflow.logs import JsonFormatter
+
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1, "Finished server process [%d]", (7,), None
+    )
+    record.color_message = "Finished server process [\x1b[36m%d\x1b[0m]"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["event"] == "Finished server process [7]"
+    assert "color_message" not in line and "\x1b" not in json.dumps(line)

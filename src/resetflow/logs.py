@@ -18,8 +18,13 @@ request_id: ContextVar[str | None] = ContextVar("resetflow_request_id", default=
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 QUIET_LOGGERS = ("aiosqlite", "sqlalchemy.engine", "asyncpg", "httpx", "httpcore")
-# Attributes every LogRecord has; anything else on a record came from ``extra``.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Attributes every LogRecord has; anything else on a record came from ``extra``. Uvicorn
+# adds ``color_message`` (its event with ANSI colour codes) to its own: not for JSON lines.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -360,6 +360,7 @@ def test_json_log_lines_leave_out_uvicorns_ansi_colour_copy() -> None:
     """Uvicorn logs its events with a ``color_message`` copy full of ANSI escapes; a JSON
     line carries the plain event only."""
     import json
+    import logging
 
     from resetflow.logs import JsonFormatter
 

@@ -30,9 +30,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from resetflow.storage.sqlite_inline import (
     BUSY_TIMEOUT_MS,
-    InlineConnection,
     execute_direct,
     inline_creator,
+    raw_sqlite,
 )
 
 _WRITE = "resetflow_write"
@@ -214,8 +214,7 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.get_execution_options().get(_WRITE, False)
         sql = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-        driver = conn.connection.driver_connection
-        raw = driver.raw_connection if isinstance(driver, InlineConnection) else None
+        raw = raw_sqlite(conn.connection.driver_connection)
         if raw is None:
             conn.exec_driver_sql(sql)
         else:

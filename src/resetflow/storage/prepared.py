@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
-from resetflow.storage.sqlite_inline import InlineConnection, execute_direct
+from resetflow.storage.sqlite_inline import execute_direct, raw_sqlite
 
 Row = Mapping[str, Any]
 _Processor = Callable[[Any], Any] | None
@@ -73,20 +73,20 @@ class Prepared:
 
     async def execute(self, conn: AsyncConnection, params: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows; its row count."""
-        raw = inline_sqlite(conn)
-        form = self._form(conn.dialect, params) if raw is not None else None
-        if raw is None or form is None:
+        direct = self._direct(conn, params)
+        if direct is None:
             return (await conn.execute(self.statement, dict(params))).rowcount
+        raw, form = direct
         count, _ = execute_direct(raw, form.sql, form.arguments(params))
         return count
 
     async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Row]:
         """Run a SELECT (or a statement with RETURNING); every row, by column key."""
-        raw = inline_sqlite(conn)
-        form = self._form(conn.dialect, params) if raw is not None else None
-        if raw is None or form is None:
+        direct = self._direct(conn, params)
+        if direct is None:
             result = await conn.execute(self.statement, dict(params))
             return [dict(row._mapping) for row in result]
+        raw, form = direct
         _, found = execute_direct(raw, form.sql, form.arguments(params))
         return [form.row(values) for values in found]
 
@@ -94,6 +94,16 @@ class Prepared:
         """The first row, or ``None``; meant for look-ups by a unique key."""
         found = await self.rows(conn, params)
         return found[0] if found else None
+
+    def _direct(
+        self, conn: AsyncConnection, params: Mapping[str, Any]
+    ) -> tuple[sqlite3.Connection, _DirectForm] | None:
+        """The connection and compiled form to run on directly; ``None``: SQLAlchemy's."""
+        raw = inline_sqlite(conn)
+        if raw is None:
+            return None
+        form = self._form(conn.dialect, params)
+        return None if form is None else (raw, form)
 
     def _form(self, dialect: Dialect, params: Mapping[str, Any]) -> _DirectForm | None:
         names = tuple(params)
@@ -111,8 +121,9 @@ def inline_sqlite(conn: AsyncConnection) -> sqlite3.Connection | None:
     """
     if conn.dialect.name != "sqlite":
         return None
-    driver = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
-    return driver.raw_connection if isinstance(driver, InlineConnection) else None
+    if conn.sync_connection is None:
+        return None
+    return raw_sqlite(conn.sync_connection.connection.driver_connection)
 
 
 def _direct_form(

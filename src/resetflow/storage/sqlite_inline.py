@@ -55,6 +55,14 @@ class InlineConnection(aiosqlite.Connection):
         return self._connection if self._running else None
 
 
+def raw_sqlite(driver_connection: Any) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under a driver connection whose calls run inline
+    (:class:`InlineConnection`), else ``None``."""
+    if isinstance(driver_connection, InlineConnection):
+        return driver_connection.raw_connection
+    return None
+
+
 def execute_direct(
     raw: sqlite3.Connection, sql: str, args: tuple[Any, ...] = ()
 ) -> tuple[int, list[Any]]:

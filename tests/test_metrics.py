@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,6 +22,7 @@ from tests.support.flow import (
     sign_up_verified,
     wait_for_dev_message,
 )
+from tests.support.processes import ProcessSet
 from tests.support.servers import free_port
 
 EMAIL = "ada@example.com"
@@ -231,3 +233,91 @@ def test_each_metrics_object_has_its_own_registry_and_bounded_labels() -> None:
     assert value(one, "resetflow_http_requests_total", method="other") == 1
     labels = {v for s in one for v in s.labels.values()}
     assert not [v for v in labels if "123456" in v or "ada@" in v]
+
+
+# In prod --------------------------------------------------------------------------------
+
+PROD = {"env": "prod", "secret_key": "s" * 48, "base_url": "https://auth.example.org"}
+
+
+def test_r19_prod_metrics_are_off_without_a_token_since_their_counters_tell_contacts_apart(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    # Why: open, /metrics shows a reset code issued for a known contact and none for an
+    # unknown one, whatever /send-token answers (the same for both).
+    dev = live_app()
+    with dev.client() as client:
+        sign_up_verified(client)
+
+        def issued() -> float | None:
+            return value(scrape(client), "resetflow_codes_issued_total", purpose="reset")
+
+        before = issued()
+        assert client.post("/send-token", json={"email": "nobody@example.com"}).status_code == 202
+        after_unknown = issued()
+        assert client.post("/send-token", json={"email": EMAIL}).status_code == 202
+        after_known = issued()
+    assert (before, after_unknown, after_known) == (0, 0, 1)
+
+    # So in prod, without RESETFLOW_METRICS_TOKEN there is no /metrics at all.
+    prod = live_app(**PROD)
+    with prod.client() as client:
+        answer = client.get("/metrics", headers={"X-Forwarded-Proto": "https"})
+        plain = client.get("/metrics", follow_redirects=False)
+    assert answer.status_code == 404
+    assert answer.json()["code"] == "not_found"
+    assert plain.status_code == 404
+
+
+def test_r49_prod_serves_metrics_over_plain_http_to_the_token_holder_and_redirects_the_rest(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    app = live_app(**PROD, metrics_token=TOKEN)
+    with app.client() as client:
+        # Prometheus asks the process itself, on its private address: no redirect to https.
+        samples = scrape(client, Authorization=f"Bearer {TOKEN}")
+        refused = client.get("/metrics", follow_redirects=False)
+        page = client.get("/login", follow_redirects=False)
+    assert value(samples, "resetflow_outbox_depth") == 0
+    assert refused.status_code == 401
+    assert "location" not in refused.headers
+    assert refused.headers["strict-transport-security"].startswith("max-age=31536000")
+    assert page.status_code == 308
+    assert page.headers["location"] == f"https://{app.url.removeprefix('http://')}/login"
+
+
+# Several processes -----------------------------------------------------------------------
+
+
+def test_serve_with_two_workers_answers_the_same_totals_whichever_process_is_scraped(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    processes = ProcessSet(logs=tmp_path / "logs", env={"RESETFLOW_DATA_DIR": str(tmp_path)})
+    try:
+        with processes.logs_on_failure():
+            processes.start("web", "serve", "--workers", "2", "--port", str(port))
+            processes.wait_ready("web", f"{url}/healthz")
+            deadline = time.monotonic() + 30
+            while len(processes.events("web", "Application startup complete.")) < 2:
+                assert time.monotonic() < deadline, "the two web processes did not start"
+                time.sleep(0.1)
+            # One connection each, so that the kernel hands them to either process.
+            statuses = [httpx.get(f"{url}/readyz").status_code for _ in range(40)]
+            assert statuses == [200] * 40
+
+            def readyz_total() -> float | None:
+                samples = parse(httpx.get(f"{url}/metrics").text)
+                return value(samples, "resetflow_http_requests_total", route="/readyz")
+
+            # A request is counted once its answer is out: the last may lag the client.
+            deadline = time.monotonic() + 10
+            while readyz_total() != 40 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            # Each process alone answered about half: with one registry each, the scrapes
+            # would disagree with one another and with 40.
+            assert [readyz_total() for _ in range(20)] == [40] * 20
+            assert processes.stop("web") == 0
+    finally:
+        processes.stop_all()

@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from resetflow.accounts.models import Channel
@@ -284,6 +285,8 @@ def deployment(
             "RESETFLOW_LIMIT_GLOBAL": "100000/second",
             "RESETFLOW_DELIVERY_LEASE_SECONDS": "5",
             "RESETFLOW_WORKER_POLL_SECONDS": "0.2",
+            # Shared by every process, as on one host in production (docs/deployment.md).
+            "RESETFLOW_METRICS_DIR": str(tmp / "metrics"),
         },
     )
     try:
@@ -341,6 +344,52 @@ def test_200_resets_over_two_web_processes_and_two_workers_are_each_sent_once(
             assert duplicates == {}
             assert set(counts) == set(emails)
             assert deployment.job_statuses(emails) == {"sent": 200}
+            for worker in workers:
+                deployment.stop_worker(worker)
+        finally:
+            deployment.stop_workers()
+
+
+def test_either_web_process_reports_the_deliveries_of_the_separate_workers(
+    deployment: Deployment,
+) -> None:
+    emails = [f"counted{number:03d}@example.com" for number in range(30)]
+    processes = deployment.processes
+
+    def totals(url: str) -> tuple[float, float]:
+        """(reset codes issued, messages sent over SMTP), as this web process reports."""
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+        def total(name: str, **labels: str) -> float:
+            return sum(
+                s.value
+                for s in samples
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            )
+
+        return (
+            total("resetflow_codes_issued_total", purpose="reset"),
+            total("resetflow_deliveries_total", provider="smtp", status="sent"),
+        )
+
+    with processes.logs_on_failure():
+        deployment.create_users(emails, first_phone=300)
+        before = [totals(url) for url in deployment.web]
+        assert before[0] == before[1]
+        workers = [deployment.start_worker(), deployment.start_worker()]
+        try:
+            assert Counter(deployment.request_resets(emails)) == {202: 30}
+            deployment.wait_all_received(emails)
+            deployment.wait_outbox_settled()
+            issued, sent = before[0][0] + 30, before[0][1] + 30
+            # A worker counts an attempt just after recording it: the last may lag.
+            deadline = time.monotonic() + 10
+            while totals(deployment.web[0]) != (issued, sent) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            # The web processes issued the codes and the workers sent them; neither web
+            # process sent anything itself, yet both report all of it.
+            assert [totals(url) for url in deployment.web] == [(issued, sent)] * 2
             for worker in workers:
                 deployment.stop_worker(worker)
         finally:

@@ -102,8 +102,13 @@ class Settings(BaseSettings):
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=256, ge=64, le=1024)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
-    # Bearer token for GET /metrics; unset (or empty): open, to be restricted at the proxy.
+    # Bearer token for GET /metrics. Unset (or empty): in dev /metrics is open; in prod it
+    # is off (404), since its counters tell a known contact from an unknown one (R19).
     metrics_token: SecretStr | None = None
+    # A directory shared by every resetflow process of the host (web processes, workers):
+    # /metrics then answers the sums over all of them (resetflow/metrics.py). `serve
+    # --workers N` makes a temporary one when this is unset.
+    metrics_dir: Path | None = None
     # Provider webhooks (web/webhooks.py). Twilio's status callbacks are signed with the
     # auth token; with an https base URL, messages ask Twilio for them. Postmark's are let
     # in by basic auth (user + password) or the X-Resetflow-Webhook-Secret header.
@@ -143,9 +148,9 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("templates_dir", mode="before")
+    @field_validator("templates_dir", "metrics_dir", mode="before")
     @classmethod
-    def _empty_templates_dir_is_unset(cls, value: object) -> object:
+    def _empty_directory_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("templates_dir")
@@ -153,6 +158,11 @@ class Settings(BaseSettings):
     def _templates_dir_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_dir():
             raise ValueError("no such directory")
+        return value.resolve() if value is not None else None
+
+    @field_validator("metrics_dir")
+    @classmethod
+    def _metrics_dir_absolute(cls, value: Path | None) -> Path | None:
         return value.resolve() if value is not None else None
 
     @field_validator("metrics_token")

@@ -4,12 +4,22 @@ Built by :func:`resetflow.services.build_services`, never at import time, so tha
 apps in one process (the tests) never share or double-register a series. Exposed as
 Prometheus text at ``GET /metrics`` (see :mod:`resetflow.web.metrics`).
 
+Several processes (``resetflow serve --workers N``, ``resetflow worker``) each count what
+they do. With a shared directory (``RESETFLOW_METRICS_DIR``; ``serve --workers N`` makes
+one of its own), every process keeps its values there (prometheus_client's multiprocess
+mode, one memory-mapped file per process and metric type) and ``/metrics`` of any of them
+answers the sum over all: the deliveries of separate worker processes included, and the
+same totals whichever web process takes the scrape. Without one, a process answers its own
+values, as one process should.
+
 This module imports nothing of resetflow, so that any service may take a :class:`Metrics`.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,7 +28,9 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    values,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 #: The code purposes counted by name (``recovery.codes``: ``RESET``, ``verify_purpose``).
 PURPOSES = ("reset", "verify-email", "verify-sms", "change-email", "change-sms")
@@ -67,7 +79,13 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, *, registry: CollectorRegistry | None = None, shared_directory: Path | None = None
+    ) -> None:
+        """``shared_directory``: keep the values there, shared with the other resetflow
+        processes that use it (the module's docstring). It holds for the whole process:
+        a second ``Metrics`` of the process must name the same directory, or none."""
+        self._shared = _share_values_in(shared_directory) if shared_directory else None
         self.registry = registry if registry is not None else CollectorRegistry()
         self._requests = Counter(
             "resetflow_http_requests",
@@ -109,11 +127,14 @@ class Metrics:
             "resetflow_outbox_depth",
             "Outbox jobs queued or sending, read when scraped.",
             registry=self.registry,
+            # Read from the database by whichever process is scraped: its latest is right.
+            multiprocess_mode="mostrecent",
         )
         self._outbox_oldest = Gauge(
             "resetflow_outbox_oldest_queued_age_seconds",
             "Age in seconds of the oldest queued outbox job (0 when none), read when scraped.",
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         # Known purposes start at 0, so rates work before the first code.
         for purpose in PURPOSES:
@@ -160,8 +181,33 @@ class Metrics:
     # Exposition --------------------------------------------------------------------
 
     def render(self) -> bytes:
-        """Every metric of this registry in the Prometheus text format."""
-        return generate_latest(self.registry)
+        """Every metric in the Prometheus text format: this registry's values, or with a
+        shared directory the sums over every process that keeps its values there."""
+        if self._shared is None:
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        MultiProcessCollector(combined, path=str(self._shared))  # type: ignore[no-untyped-call]
+        return generate_latest(combined)
+
+
+def _share_values_in(directory: Path) -> Path:
+    """Switch this process's metric values to memory-mapped files in ``directory``.
+
+    prometheus_client decides where values live per process (``values.ValueClass``, and
+    the directory from ``PROMETHEUS_MULTIPROC_DIR``), so this is process-wide; metrics
+    created afterwards use it. Files of earlier processes are kept: their counts stay in
+    the sums, so that the totals never go down when a process is replaced.
+    """
+    directory = directory.resolve()
+    current = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if getattr(values.ValueClass, "_multiprocess", False):
+        if current != str(directory):
+            raise RuntimeError(f"metrics are shared in {current} already, not {directory}")
+        return directory
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    return directory
 
 
 def _purpose(purpose: str) -> str:

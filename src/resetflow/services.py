@@ -83,7 +83,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         min_length=settings.password_min_length, max_length=settings.password_max_length
     )
     audit = AuditLog(database=database, clock=clock)
-    metrics = Metrics()
+    metrics = Metrics(shared_directory=settings.metrics_dir)
     codes = OneTimeCodes(
         database=database,
         keyring=keyring,

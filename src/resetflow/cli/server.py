@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import signal
-from collections.abc import Coroutine
+import tempfile
+from collections.abc import Coroutine, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -61,9 +64,26 @@ def serve(
     }
     if workers == 1:
         uvicorn.run(create_app(settings, migrate=False), **options)
-    else:
+        return
+    with _shared_metrics(settings):
         # Each process builds its own app (and reads the same settings).
         uvicorn.run("resetflow.app:create_app", factory=True, workers=workers, **options)
+
+
+@contextlib.contextmanager
+def _shared_metrics(settings: Settings) -> Iterator[None]:
+    """The web processes of one ``serve --workers N`` count into one directory, so that
+    ``/metrics`` answers the same totals whichever of them takes the scrape: a temporary
+    one (gone when ``serve`` ends) unless ``RESETFLOW_METRICS_DIR`` names one."""
+    if settings.metrics_dir is not None:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="resetflow-metrics-") as directory:
+        os.environ["RESETFLOW_METRICS_DIR"] = directory  # read by each process's settings
+        try:
+            yield
+        finally:
+            os.environ.pop("RESETFLOW_METRICS_DIR", None)
 
 
 def migrate() -> None:

@@ -5,9 +5,11 @@ the raw path or query, and ``"unmatched"`` when no route matched (404, or a requ
 refused before routing whose path matches no route), so its values are a small fixed set.
 
 ``/metrics`` is left out of the OpenAPI schema. With ``RESETFLOW_METRICS_TOKEN`` set it
-wants ``Authorization: Bearer <token>``; without, it is open, and operators should keep it
-from the public (at the proxy). ``Cache-Control: no-store`` comes from the security
-middleware, like on every answer.
+wants ``Authorization: Bearer <token>``. Without, it is open in dev and absent (404) in
+prod (app.py): its counters (codes issued, deliveries sent) move for a known contact and
+not for an unknown one, which would tell them apart (R19). Like the probes, it is served
+over plain http in prod too (security.py): Prometheus scrapes the process itself.
+``Cache-Control: no-store`` comes from the security middleware, like on every answer.
 """
 
 from __future__ import annotations

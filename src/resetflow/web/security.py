@@ -3,7 +3,10 @@
 - R29: ``Cache-Control: no-store`` on every page and answer (static files excepted).
 - R41, R50: ``Referrer-Policy: no-referrer``, ``nosniff``, a CSP without inline script
   and with ``frame-ancestors 'none'``.
-- R49: in prod, HSTS for a year, and plain-http requests are redirected, not served.
+- R49: in prod, HSTS for a year, and plain-http requests are redirected, not served;
+  except the machine endpoints ``/healthz``, ``/readyz`` and ``/metrics``, which load
+  balancers and Prometheus ask of the process itself, on its private address (a redirect
+  to https there reaches nothing; ``/metrics`` wants its token in prod, app.py).
 - R46: bodies over the limit are refused with 413 before they are read whole.
 """
 
@@ -28,6 +31,9 @@ DOCS_CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; frame-ancestors 'none'"
 )
 
+# Asked of the process by probes and Prometheus, never by a browser: no https redirect.
+MACHINE_ENDPOINTS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 
 class SecurityMiddleware:
     def __init__(
@@ -48,11 +54,7 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        if (
-            self._https_only
-            and self._scheme(scope) != "https"
-            and path not in ("/healthz", "/readyz")
-        ):
+        if self._https_only and self._scheme(scope) != "https" and path not in MACHINE_ENDPOINTS:
             await self._redirect_to_https(scope, send)
             return
         declared = _header(scope, b"content-length")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,11 +25,16 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from resetflow.accounts.models import Channel
+from resetflow.clock import Clock
+from resetflow.config import Settings
 from resetflow.notify.messages import RenderedMessage
 from resetflow.notify.providers import smtp as smtp_module
 from resetflow.notify.providers.base import ProviderError
+from resetflow.notify.providers.registry import build_providers
 from resetflow.notify.providers.smtp import SmtpProvider, format_email
 from resetflow.notify.templates import TemplateRenderer
+from resetflow.storage.database import Database
+from resetflow.storage.dev_outbox import DevMailbox
 from tests.support.servers import SmtpSink, free_port, run, smtp_server
 
 SENDER = "resetflow@example.org"
@@ -730,3 +736,30 @@ def test_a_refused_login_is_a_configuration_error() -> None:
         _in_loop(scenario)
     finally:
         controller.stop()
+
+
+def test_the_smtp_pool_settings_reach_the_provider(
+    sink: tuple[WatchedSink, int], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """RESETFLOW_SMTP_POOL_SIZE bounds the sessions, RESETFLOW_SMTP_IDLE_SECONDS closes
+    an unused one (QUIT) after that long."""
+    server, port = sink
+    settings = make_settings(
+        email_provider="smtp",
+        sms_provider="console",
+        smtp_host="127.0.0.1",
+        smtp_port=port,
+        smtp_pool_size=2,
+        smtp_idle_seconds=0.2,
+    )
+    mailbox = DevMailbox(database=Database(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"))
+    [provider] = build_providers(settings, mailbox=mailbox, clock=Clock())[Channel.EMAIL]
+
+    async def scenario() -> None:
+        await asyncio.gather(*(provider.send(_message(f"u{i}@example.com")) for i in range(12)))
+        await _until(lambda: server.quits == server.sessions, "the idle sessions' QUIT")
+        await provider.close()
+
+    _in_loop(scenario)
+    assert len(server.messages) == 12
+    assert server.sessions == 2  # 12 at once, through two sessions

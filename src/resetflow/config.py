@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".resetflow")
     secret_key: SecretStr | None = None
     database_url: str | None = None
+    # PostgreSQL, per process: connections kept open, extra ones allowed under load, and
+    # how long a request waits for one before it is answered 503. Every process (web
+    # process and worker, plus one LISTEN connection each) counts against the server's
+    # max_connections (docs/deployment.md).
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_max_overflow: int = Field(default=20, ge=0, le=500)
+    database_pool_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     redis_url: str | None = None
     # Keys in Redis start with this, so that several deployments can share one server.
     redis_prefix: str = Field(default="resetflow", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
@@ -67,6 +74,10 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     smtp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Per process: SMTP sessions open at once (each sends one message at a time), and how
+    # long an unused one stays open for the next message.
+    smtp_pool_size: int = Field(default=4, ge=1, le=64)
+    smtp_idle_seconds: float = Field(default=30.0, gt=0, le=3600)
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None

@@ -64,7 +64,12 @@ def make_renderer(settings: Settings) -> TemplateRenderer:
 
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     clock = clock or Clock()
-    database = Database(settings.resolved_database_url)
+    database = Database(
+        settings.resolved_database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout_seconds,
+    )
     limiter = RateLimiter(
         storage=make_storage(settings.redis_url, prefix=settings.redis_prefix),
         rules=settings.limit_rules,

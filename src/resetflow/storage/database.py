@@ -46,7 +46,18 @@ Work = Callable[[AsyncConnection], Awaitable[Any]]
 class Database:
     """An async SQLAlchemy engine with read and write transactions."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 10,
+        max_overflow: int = 20,
+        pool_timeout: float = 30.0,
+    ) -> None:
+        """``pool_size``, ``max_overflow`` and ``pool_timeout`` (seconds a transaction
+        waits for a connection before ``sqlalchemy.exc.TimeoutError``, answered 503) shape
+        the PostgreSQL pool; SQLite ignores them (one writer, connections are files)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {"echo": echo}
@@ -60,7 +71,12 @@ class Database:
             # No pool_pre_ping: it costs a round trip per transaction. A connection that
             # died with the server fails its first statement instead (503), and SQLAlchemy
             # then invalidates the whole pool, so only that one request sees the outage's end.
-            options.update(pool_size=10, max_overflow=20, pool_recycle=1800)
+            options.update(
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                pool_recycle=1800,
+            )
         self.engine: AsyncEngine = create_async_engine(url, **options)
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
         # SQLite: the one connection every write transaction of this process runs on, kept

@@ -47,6 +47,8 @@ def _make(name: str, settings: Settings, *, mailbox: DevMailbox, clock: Clock) -
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             starttls=settings.smtp_starttls,
             timeout=settings.smtp_timeout_seconds,
+            pool_size=settings.smtp_pool_size,
+            idle_seconds=settings.smtp_idle_seconds,
         )
     if name == "twilio":
         assert settings.twilio_account_sid and settings.twilio_auth_token

@@ -8,16 +8,20 @@ import os
 import signal
 import tempfile
 from collections.abc import Coroutine, Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from resetflow.cli import heap
 from resetflow.cli.sockets import ListenError, check_can_listen, display_address
 from resetflow.config import Settings, load_settings
 from resetflow.logs import configure_logging, logging_config
 from resetflow.notify.listener import OutboxListener
 from resetflow.services import build_services
 from resetflow.storage.migrate import upgrade
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 # uvicorn's exit status when it cannot start (a port taken, among others): kept for ours.
 STARTUP_FAILURE = 3
@@ -63,11 +67,25 @@ def serve(
         "log_config": logging_config(),
     }
     if workers == 1:
-        uvicorn.run(create_app(settings, migrate=False), **options)
+        app = create_app(settings, migrate=False)
+        heap.settle()
+        uvicorn.run(app, **options)
         return
     with _shared_metrics(settings):
         # Each process builds its own app (and reads the same settings).
-        uvicorn.run("resetflow.app:create_app", factory=True, workers=workers, **options)
+        uvicorn.run(
+            "resetflow.cli.server:web_process_app", factory=True, workers=workers, **options
+        )
+
+
+def web_process_app() -> FastAPI:
+    """The app of one process of ``serve --workers N`` (uvicorn calls this in each): the
+    settings are read again there, the database is already migrated (``serve`` did it)."""
+    from resetflow.app import create_app
+
+    app = create_app(migrate=False)
+    heap.settle()
+    return app
 
 
 @contextlib.contextmanager
@@ -115,6 +133,7 @@ def run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
 
 async def _work(settings: Settings, *, drain: bool) -> None:
     services = build_services(settings)
+    heap.settle()
     try:
         if drain:
             handled = await services.worker.drain()

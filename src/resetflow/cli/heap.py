@@ -3,9 +3,10 @@
 What start-up builds (modules, routes, tables, compiled statements, templates) lives as
 long as the process, yet CPython's collector walks it again at every full collection:
 ~140,000 objects, about 80 ms of a paused event loop each time, and 0.07 ms of collection
-per ``/send-token`` in ``make bench-cpu`` (docs/performance.md has the load figures). Once start-up is done, :func:`settle` moves it
-out of the collector's way (``gc.freeze``) and collects the young generation less often;
-objects are still freed by reference counting at once, and cycles still collected.
+per ``/send-token`` in ``make bench-cpu`` (docs/performance.md has the load figures).
+Once start-up is done, :func:`settle` moves it out of the collector's way
+(``gc.freeze``) and collects the young generation less often; objects are still freed by
+reference counting at once, and cycles still collected.
 """
 
 from __future__ import annotations

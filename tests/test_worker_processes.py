@@ -14,6 +14,8 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LiveApp
 from tests.support.flow import create_verified_account, find_code, sign_up
@@ -138,3 +140,113 @@ def test_serve_with_two_web_processes(tmp_path: Path) -> None:
             server.kill()
             server.wait()
         log.close()
+
+
+# resetflow worker --metrics-port ----------------------------------------------------------
+
+METRICS_TOKEN = "worker-scrape-token-0123456789abcdef"
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_a_worker_with_a_metrics_port_reports_its_own_deliveries(
+    live_app: Callable[..., LiveApp], smtp: tuple[SmtpSink, int], tmp_path: Path
+) -> None:
+    """A worker alone in its container: no web process sums its counts, so it serves
+    them itself; the web process, which sent nothing, reports none of them."""
+    sink, port = smtp
+    app = live_app(
+        inprocess_worker=False, email_provider="smtp", smtp_host="127.0.0.1", smtp_port=port
+    )
+    create_verified_account(app.settings)
+    metrics_port = free_port()
+    log = (tmp_path / "worker.log").open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "resetflow", "worker", "--metrics-port", str(metrics_port)],
+        env=_env(
+            RESETFLOW_DATA_DIR=str(app.settings.data_dir),
+            RESETFLOW_EMAIL_PROVIDER="smtp",
+            RESETFLOW_SMTP_HOST="127.0.0.1",
+            RESETFLOW_SMTP_PORT=str(port),
+            RESETFLOW_WORKER_POLL_SECONDS="0.2",
+            RESETFLOW_METRICS_TOKEN=METRICS_TOKEN,
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{metrics_port}"
+    sent = (
+        "resetflow_deliveries_total",
+        (("channel", "email"), ("provider", "smtp"), ("status", "sent")),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
+            time.sleep(0.1)
+        with app.client() as client:
+            assert client.post("/send-token", json={"email": "ada@example.com"}).status_code == 202
+            sink.wait_for("ada@example.com", timeout=20)
+            web = _samples(client.get("/metrics").text)
+
+        bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        deadline = time.monotonic() + 10
+        while (own := _samples(httpx.get(f"{url}/metrics", headers=bearer).text)).get(sent) != 1:
+            assert time.monotonic() < deadline, own
+            time.sleep(0.1)
+        refused = httpx.get(f"{url}/metrics")
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"] == "Bearer"
+        # The outbox gauges are the web processes' (read from the database when scraped).
+        assert not [name for name, _ in own if name.startswith("resetflow_outbox_")]
+        assert web.get(sent) is None
+        assert web[("resetflow_codes_issued_total", (("purpose", "reset"),))] == 1
+
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz", timeout=2)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        log.close()
+
+
+@pytest.mark.parametrize(
+    ("env", "reason"),
+    [
+        ({"RESETFLOW_METRICS_DIR": "shared"}, "would count them twice"),
+        (
+            {"RESETFLOW_ENV": "prod", "RESETFLOW_SECRET_KEY": "k" * 48},
+            "set RESETFLOW_METRICS_TOKEN",
+        ),
+    ],
+)
+def test_a_worker_refuses_a_metrics_port_that_would_mislead_or_leak(
+    tmp_path: Path, env: dict[str, str], reason: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "resetflow", "worker", "--metrics-port", str(free_port())],
+        env=_env(RESETFLOW_DATA_DIR=str(tmp_path / "data"), **env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert reason in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import (
@@ -30,7 +31,9 @@ from prometheus_client import (
     generate_latest,
     values,
 )
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 #: The code purposes counted by name (``recovery.codes``: ``RESET``, ``verify_purpose``).
 PURPOSES = ("reset", "verify-email", "verify-sms", "change-email", "change-sms")
@@ -40,6 +43,8 @@ DELIVERY_STATUSES = frozenset({"sent", "retry", "failed"})
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: The ``route`` label of a request that matched no route (404, early refusals).
 UNMATCHED = "unmatched"
+#: The gauges read from the database when scraped (web/metrics.py), by family name.
+OUTBOX_GAUGES = frozenset({"resetflow_outbox_depth", "resetflow_outbox_oldest_queued_age_seconds"})
 #: Any value outside a label's known set is counted under this one.
 OTHER = "other"
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
@@ -180,6 +185,13 @@ class Metrics:
 
     # Exposition --------------------------------------------------------------------
 
+    def render_own(self) -> bytes:
+        """This process's own values, without the outbox gauges (only a process that
+        reads the database when scraped has them): a worker's ``--metrics-port``."""
+        own = CollectorRegistry(auto_describe=False)
+        own.register(_Families(self.registry, leave_out=OUTBOX_GAUGES))
+        return generate_latest(own)
+
     def render(self) -> bytes:
         """Every metric in the Prometheus text format: this registry's values, or with a
         shared directory the sums over every process that keeps its values there."""
@@ -188,6 +200,17 @@ class Metrics:
         combined = CollectorRegistry()
         MultiProcessCollector(combined, path=str(self._shared))  # type: ignore[no-untyped-call]
         return generate_latest(combined)
+
+
+class _Families(Collector):
+    """The metric families of ``registry``, but those named in ``leave_out``."""
+
+    def __init__(self, registry: CollectorRegistry, *, leave_out: frozenset[str]) -> None:
+        self._registry = registry
+        self._leave_out = leave_out
+
+    def collect(self) -> Iterable[Metric]:
+        return [f for f in self._registry.collect() if f.name not in self._leave_out]
 
 
 def _share_values_in(directory: Path) -> Path:

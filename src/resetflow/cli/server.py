@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from resetflow.cli import heap
+from resetflow.cli.metrics_listener import MetricsListener
 from resetflow.cli.sockets import ListenError, check_can_listen, display_address
 from resetflow.config import Settings, load_settings
 from resetflow.logs import configure_logging, logging_config
 from resetflow.notify.listener import OutboxListener
 from resetflow.services import build_services
 from resetflow.storage.migrate import upgrade
+from resetflow.web.worker_metrics import worker_metrics_app
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -113,11 +115,44 @@ def migrate() -> None:
 
 def worker(
     drain: Annotated[bool, typer.Option("--drain", help="Deliver what is due, then exit.")] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Serve this worker's /metrics and /healthz on this port (for a host or "
+            "container without a web process; RESETFLOW_METRICS_TOKEN as for the web).",
+        ),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Interface for --metrics-port.")] = "127.0.0.1",
 ) -> None:
     """Run a delivery worker: claims outbox jobs and sends them. Stops on SIGTERM/SIGINT."""
     settings = load_settings()
     configure_logging()
-    run_on_fastest_loop(_work(settings, drain=drain))
+    listen = None
+    if metrics_port is not None and not drain:
+        problem = _metrics_port_problem(settings)
+        if problem is not None:
+            typer.echo(f"resetflow: --metrics-port: {problem}", err=True)
+            raise typer.Exit(2)
+        try:
+            check_can_listen(metrics_host, metrics_port)
+        except ListenError as error:
+            typer.echo(f"resetflow: --metrics-port: {error}", err=True)
+            raise typer.Exit(STARTUP_FAILURE) from None
+        listen = (metrics_host, metrics_port)
+    run_on_fastest_loop(_work(settings, drain=drain, metrics_address=listen))
+
+
+def _metrics_port_problem(settings: Settings) -> str | None:
+    if settings.metrics_dir is not None:
+        return (
+            "RESETFLOW_METRICS_DIR is set, so this host's web processes report this "
+            "worker's counts; serving them here too would count them twice"
+        )
+    if settings.is_prod and settings.metrics_token is None:
+        return "set RESETFLOW_METRICS_TOKEN: in prod, metrics are served only behind it"
+    return None
 
 
 def run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
@@ -131,10 +166,18 @@ def run_on_fastest_loop(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
-async def _work(settings: Settings, *, drain: bool) -> None:
+async def _work(
+    settings: Settings, *, drain: bool, metrics_address: tuple[str, int] | None = None
+) -> None:
     services = build_services(settings)
     heap.settle()
+    metrics_listener = None
     try:
+        if metrics_address is not None:
+            host, port = metrics_address
+            app = worker_metrics_app(metrics=services.metrics, token=settings.metrics_token)
+            metrics_listener = MetricsListener(app, host=host, port=port)
+            metrics_listener.start()  # before any job: a scrape sees every delivery
         if drain:
             handled = await services.worker.drain()
             typer.echo(f"delivered or settled {handled} job(s)")
@@ -143,14 +186,18 @@ async def _work(settings: Settings, *, drain: bool) -> None:
         # SIGTERM: finish the jobs in hand (their leases cover them), claim no more, exit.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, services.worker.stop)
-        listener = None
+        outbox_listener = None
         if services.database.url.startswith("postgresql"):
-            listener = OutboxListener(database_url=services.database.url, outbox=services.outbox)
-            listener.start()
+            outbox_listener = OutboxListener(
+                database_url=services.database.url, outbox=services.outbox
+            )
+            outbox_listener.start()
         try:
             await services.worker.run()
         finally:
-            if listener is not None:
-                await listener.stop()
+            if outbox_listener is not None:
+                await outbox_listener.stop()
     finally:
+        if metrics_listener is not None:
+            metrics_listener.stop()
         await services.close()

@@ -102,15 +102,8 @@ def metrics_router(
 
     @router.get("/metrics")
     async def prometheus_metrics(request: Request) -> Response:
-        if expected is not None and not _bearer_matches(request, expected):
-            return JSONResponse(
-                {
-                    "error": "A valid bearer token is required to read the metrics.",
-                    "code": ErrorCode.NOT_SIGNED_IN.value,
-                },
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if expected is not None and not bearer_matches(request, expected):
+            return token_required()
         depth, oldest_age = await _read_outbox(database, clock)
         metrics.set_outbox(depth=depth, oldest_queued_age_seconds=oldest_age)
         return Response(metrics.render(), media_type=metrics.content_type)
@@ -118,7 +111,19 @@ def metrics_router(
     return router
 
 
-def _bearer_matches(request: Request, expected: bytes) -> bool:
+def token_required() -> Response:
+    """The answer to a scrape without the right ``Authorization: Bearer`` token."""
+    return JSONResponse(
+        {
+            "error": "A valid bearer token is required to read the metrics.",
+            "code": ErrorCode.NOT_SIGNED_IN.value,
+        },
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def bearer_matches(request: Request, expected: bytes) -> bool:
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return False

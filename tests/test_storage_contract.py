@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from resetflow.accounts.models import Channel
+from resetflow.accounts.models import Channel, User
 from resetflow.crypto import Keyring
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
@@ -21,7 +21,7 @@ from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryRepository
 from resetflow.storage.tables import one_time_codes
-from resetflow.storage.users import UserRepository
+from resetflow.storage.users import DECOY_USER_ID, UserRepository
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -73,6 +73,37 @@ async def test_r48_lookups_are_exact_not_substring_or_case_folded(database_url: 
             assert await users.by_phone("+1415555010") is None
     finally:
         await db.close()
+
+
+async def test_r20_a_reset_lookup_reads_one_row_for_known_and_unknown_contacts(
+    database_url: str,
+) -> None:
+    """R20: the account with the contact, else the decoy account, from one statement: a
+    request for an unknown contact reads a row as a known one does. R48 holds for it."""
+    db = Database(database_url)
+    try:
+        await _user(db)
+        async with db.read() as conn:
+            users = UserRepository(conn)
+            by_email = await users.by_contact_or_decoy(email="ada@example.com", phone=None)
+            by_phone = await users.by_contact_or_decoy(email=None, phone="+14155550100")
+            unknown = [
+                await users.by_contact_or_decoy(email="nobody@example.com", phone=None),
+                await users.by_contact_or_decoy(email="%@example.com", phone=None),
+                await users.by_contact_or_decoy(email="ADA@example.com", phone=None),
+                await users.by_contact_or_decoy(email=None, phone="+1415555010"),
+            ]
+        assert by_email.id == by_phone.id == "u" * 32
+        assert by_email == await _by_email(db, "ada@example.com")
+        assert [user.id for user in unknown] == [DECOY_USER_ID] * 4
+        assert all(user.verified_channels == [] for user in unknown)
+    finally:
+        await db.close()
+
+
+async def _by_email(db: Database, email: str) -> User | None:
+    async with db.read() as conn:
+        return await UserRepository(conn).by_email(email)
 
 
 async def test_email_and_phone_are_unique(database_url: str) -> None:

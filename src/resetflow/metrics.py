@@ -141,10 +141,12 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
-        # Known purposes start at 0, so rates work before the first code.
-        for purpose in PURPOSES:
-            for counter in (self._issued, self._accepted, self._rejected):
-                counter.labels(purpose=purpose)
+        # Known purposes start at 0, so rates work before the first code. Their series
+        # are looked up once here, not per code: labels() costs more than the increment.
+        self._by_purpose = {
+            counter: {purpose: counter.labels(purpose=purpose) for purpose in PURPOSES}
+            for counter in (self._issued, self._accepted, self._rejected)
+        }
 
     # HTTP --------------------------------------------------------------------------
 
@@ -161,13 +163,17 @@ class Metrics:
     # One-time codes ----------------------------------------------------------------
 
     def code_issued(self, purpose: str) -> None:
-        self._issued.labels(purpose=_purpose(purpose)).inc()
+        self._count_code(self._issued, purpose)
 
     def code_accepted(self, purpose: str) -> None:
-        self._accepted.labels(purpose=_purpose(purpose)).inc()
+        self._count_code(self._accepted, purpose)
 
     def code_rejected(self, purpose: str) -> None:
-        self._rejected.labels(purpose=_purpose(purpose)).inc()
+        self._count_code(self._rejected, purpose)
+
+    def _count_code(self, counter: Counter, purpose: str) -> None:
+        series = self._by_purpose[counter].get(purpose)
+        (series if series is not None else counter.labels(purpose=OTHER)).inc()
 
     # Delivery ----------------------------------------------------------------------
 
@@ -231,7 +237,3 @@ def _share_values_in(directory: Path) -> Path:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     return directory
-
-
-def _purpose(purpose: str) -> str:
-    return purpose if purpose in PURPOSES else OTHER

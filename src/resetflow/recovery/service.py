@@ -92,9 +92,10 @@ class RecoveryService:
         allowed = await self._limiter.allow_destination(destination, purpose=RESET)
 
         async def record(conn: AsyncConnection) -> User | None:
-            users = UserRepository(conn)
-            user = await (users.by_email(email) if email else users.by_phone(phone or ""))
-            routes = _routes(user, user.verified_channels) if user else []
+            # The decoy account stands in for an unknown contact (read like a real one).
+            found = await UserRepository(conn).by_contact_or_decoy(email=email, phone=phone)
+            routes = _routes(found, found.verified_channels)  # none for the decoy
+            user = found if found.id != DECOY_USER_ID else None
             real = user is not None and bool(routes) and allowed
             target = user if real and user is not None else None
             issued = await self._codes.issue(

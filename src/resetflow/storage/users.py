@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, func, insert, literal_column, select, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel, User
@@ -61,6 +61,20 @@ class UserRepository:
     async def by_phone(self, phone: str) -> User | None:
         row = await _BY_PHONE.first(self._conn, {"contact": phone})
         return _to_user(row) if row else None
+
+    async def by_contact_or_decoy(self, *, email: str | None, phone: str | None) -> User:
+        """The account with this email (else phone), or the decoy account (its id is
+        ``DECOY_USER_ID``) when there is none.
+
+        One statement, and one row comes back and is read either way, so that a request
+        for an unknown contact does the work of a known one (R20): both look the contact
+        up, both look the decoy up, and one row of the same shape is turned into a User.
+        """
+        statement = _BY_EMAIL_OR_DECOY if email is not None else _BY_PHONE_OR_DECOY
+        contact = email if email is not None else phone or ""
+        row = await statement.first(self._conn, {"contact": contact, "decoy": DECOY_USER_ID})
+        assert row is not None, "the decoy account is missing (migration 0003)"
+        return _to_user(row)
 
     async def exists_with(self, *, email: str, phone: str | None) -> bool:
         condition = users.c.email == email
@@ -149,10 +163,21 @@ class UserRepository:
         return _to_user(row._mapping) if row else None
 
 
-# Built once: every /send-token looks an account up by contact.
-# Every /send-token looks its contact up.
+# Built once: every /send-token looks its contact up.
 _BY_EMAIL = Prepared(select(users).where(users.c.email == bindparam("contact")))
 _BY_PHONE = Prepared(select(users).where(users.c.phone == bindparam("contact")))
+
+
+def _or_decoy(contact: Any) -> Prepared:
+    """The account whose ``contact`` column matches, else the decoy: both rows are
+    looked up, ``pick`` puts the account first, and one row is returned."""
+    found = select(users, literal_column("0").label("pick")).where(contact == bindparam("contact"))
+    decoy = select(users, literal_column("1").label("pick")).where(users.c.id == bindparam("decoy"))
+    return Prepared(union_all(found, decoy).order_by(literal_column("pick")).limit(1))
+
+
+_BY_EMAIL_OR_DECOY = _or_decoy(users.c.email)
+_BY_PHONE_OR_DECOY = _or_decoy(users.c.phone)
 
 
 def _to_user(row: Any) -> User:

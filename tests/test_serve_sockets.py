@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +24,7 @@ import uvicorn
 
 from resetflow.cli.sockets import ListenError, check_can_listen
 from resetflow.web import nodelay
-from tests.support.processes import ProcessSet
+from tests.support.processes import ProcessSet, run_resetflow
 from tests.support.servers import free_port
 
 PROTOCOLS = {
@@ -226,16 +223,14 @@ def test_serve_on_a_taken_port_fails_with_one_line(tmp_path: Path, workers: str)
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("RESETFLOW_", "COURIER_"))}
-        command = ["serve", "--workers", workers, "--port", str(port)]
-        done = subprocess.run(
-            [sys.executable, "-m", "resetflow", *command],
-            env={**env, "RESETFLOW_DATA_DIR": str(tmp_path / "data")},
+        done = run_resetflow(
+            "serve",
+            "--workers",
+            workers,
+            "--port",
+            str(port),
+            env={"RESETFLOW_DATA_DIR": str(tmp_path / "data")},
             cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
         )
     assert done.returncode == 3
     assert done.stderr.splitlines() == [

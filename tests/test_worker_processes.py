@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LiveApp
 from tests.support.flow import create_verified_account, find_code, sign_up
+from tests.support.processes import run_resetflow
 from tests.support.servers import SmtpSink, free_port
 
 
@@ -93,6 +94,22 @@ def test_a_worker_in_another_process_wakes_on_notify_not_on_its_poll(
         log.close()
 
 
+def _wait_until_ok(
+    url: str, process: subprocess.Popen[bytes], log: Path, *, timeout: float = 30
+) -> None:
+    """Until ``url`` answers 200; fails with the process's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
 def _children(pid: int) -> list[int]:
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -116,15 +133,7 @@ def test_serve_with_two_web_processes(tmp_path: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
+        _wait_until_ok(f"{base}/readyz", server, tmp_path / "serve.log", timeout=60)
         with httpx.Client(base_url=base, timeout=30) as client:
             answer = sign_up(client, name="Ada")
             assert answer.status_code == 201
@@ -186,16 +195,7 @@ def test_a_worker_with_a_metrics_port_reports_its_own_deliveries(
         (("channel", "email"), ("provider", "smtp"), ("status", "sent")),
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()
-            time.sleep(0.1)
+        _wait_until_ok(f"{url}/healthz", worker, tmp_path / "worker.log")
         with app.client() as client:
             assert client.post("/send-token", json={"email": "ada@example.com"}).status_code == 202
             sink.wait_for("ada@example.com", timeout=20)
@@ -238,14 +238,12 @@ def test_a_worker_with_a_metrics_port_reports_its_own_deliveries(
 def test_a_worker_refuses_a_metrics_port_that_would_mislead_or_leak(
     tmp_path: Path, env: dict[str, str], reason: str
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "resetflow", "worker", "--metrics-port", str(free_port())],
-        env=_env(RESETFLOW_DATA_DIR=str(tmp_path / "data"), **env),
+    done = run_resetflow(
+        "worker",
+        "--metrics-port",
+        str(free_port()),
+        env={"RESETFLOW_DATA_DIR": str(tmp_path / "data"), **env},
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert done.returncode == 2
     assert reason in done.stderr

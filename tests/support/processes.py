@@ -15,14 +15,35 @@ from pathlib import Path
 import httpx
 
 
+def clean_env(**values: str) -> dict[str, str]:
+    """This process's environment without any resetflow setting, plus ``values``."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("RESETFLOW_", "COURIER_"))}
+    return {**base, **values}
+
+
+def run_resetflow(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m resetflow ARGS`` to its end in ``cwd`` (no .env of the repository),
+    with ``env`` as its only resetflow settings; output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "resetflow", *args],
+        env=clean_env(**env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 class ProcessSet:
     """Starts resetflow commands with one environment; each writes stdout and stderr to
     ``<logs>/<name>.log``. :meth:`stop_all` ends whatever is still running."""
 
     def __init__(self, *, env: dict[str, str], logs: Path) -> None:
         # Nothing of the developer's shell: only what the test gives.
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("RESETFLOW_", "COURIER_"))}
-        self.env = {**base, "PYTHONUNBUFFERED": "1", **env}
+        self.env = clean_env(PYTHONUNBUFFERED="1", **env)
         self.logs = logs
         self.logs.mkdir(parents=True, exist_ok=True)
         self._running: dict[str, subprocess.Popen[bytes]] = {}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -110,8 +110,9 @@ class RecoveryService:
                 conn,
                 notification=Notification.PASSWORD_RESET_TOKEN,
                 routes=routes if target else [DECOY_ROUTE],
-                context=self._context(target or user or _DECOY_PROFILE, token=issued.code),
-                locale=(target or user or _DECOY_PROFILE).locale,
+                # An unknown contact's decoy message speaks to the decoy account (its row).
+                context=self._context(target or found, token=issued.code),
+                locale=(target or found).locale,
                 user_id=target.id if target else None,
                 now=now,
                 expires_at=issued.expires_at,
@@ -223,22 +224,6 @@ class RecoveryService:
 
 log = logging.getLogger("resetflow.recovery")
 DECOY_SLOTS = 64
-
-# A stand-in with the shape of a real profile, so that decoy messages cost the same.
-_DECOY_PROFILE = User(
-    id=DECOY_USER_ID,
-    name="decoy",
-    email=DECOY_ROUTE.to,
-    phone=None,
-    password_hash="!",  # noqa: S106 - not a hash: never matches
-    preference=Channel.EMAIL,
-    locale="en",
-    email_verified_at=None,
-    phone_verified_at=None,
-    code_failures=0,
-    code_failure_at=None,
-    created_at=datetime(2026, 1, 1, tzinfo=UTC),
-)
 
 
 async def end_sessions(store: SessionStore, user_id: str) -> int:

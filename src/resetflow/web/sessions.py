@@ -21,6 +21,7 @@ from resetflow.clock import Clock
 from resetflow.crypto import new_token, sha256_hex
 from resetflow.errors import ServiceUnavailable
 from resetflow.storage.sessions import SessionRecord, SessionStore
+from resetflow.web.security import MACHINE_ENDPOINTS
 
 log = logging.getLogger("resetflow.sessions")
 
@@ -184,9 +185,7 @@ class SessionMiddleware:
 def _sessionless(path: str) -> bool:
     """Probes, metrics, static files and provider webhooks neither need nor touch a
     session, so that they keep answering while the session store is down."""
-    return path in ("/healthz", "/readyz", "/metrics") or path.startswith(
-        ("/static/", "/webhooks/")
-    )
+    return path in MACHINE_ENDPOINTS or path.startswith(("/static/", "/webhooks/"))
 
 
 async def _send_unavailable(send: Send) -> None:

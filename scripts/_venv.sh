@@ -1,5 +1,7 @@
-# Shared by scripts/serve and scripts/test: a project virtualenv in .venv, reinstalled
-# only when pyproject.toml changes.
+# Shared by scripts/serve, scripts/test and scripts/lock: a project virtualenv in .venv with
+# exactly the versions of requirements/constraints.txt, reinstalled only when pyproject.toml
+# or the lock changes.
+LOCK=requirements/constraints.txt
 ensure_venv() {
   local extras="$1"
   local python="${PYTHON:-python3}"
@@ -12,10 +14,11 @@ ensure_venv() {
     "$python" -m venv .venv
   fi
   local stamp=".venv/.installed${extras:+-$extras}"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "==> installing resetflow${extras:+ with [$extras]} into .venv"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$LOCK" -nt "$stamp" ]; then
+    echo "==> installing resetflow${extras:+ with [$extras]} into .venv (versions from $LOCK)"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
+    # -c: every dependency, direct or not, at the locked version (scripts/lock upgrades them).
+    .venv/bin/python -m pip install --quiet -c "$LOCK" -e ".${extras:+[$extras]}"
     touch "$stamp"
   fi
 }

@@ -44,6 +44,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--smtp", action="store_true", help="deliver to an aiosmtpd sink")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the run here")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-direct-statements",
+        action="store_true",
+        help="keep the inline connection but run every statement through SQLAlchemy "
+        "(what storage/prepared.py saves; RESETFLOW_SQLITE_FAST_PATH=false turns off both)",
+    )
     return parser.parse_args()
 
 
@@ -136,6 +142,11 @@ async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> s
 
 def main() -> int:
     args = parse_args()
+    if args.no_direct_statements:
+        from resetflow.storage import prepared
+
+        # Benchmark only: Prepared then finds no inline sqlite3 connection to run on.
+        prepared.inline_sqlite = lambda _conn: None  # type: ignore[assignment]
     password_hash = bench_load.hash_password()
     sink = None
     with tempfile.TemporaryDirectory(prefix="resetflow-cpu-") as tmp:

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_max_overflow: int = Field(default=20, ge=0, le=500)
     database_pool_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    # SQLite only: the inline aiosqlite connection and direct statements (storage/prepared.py).
+    sqlite_fast_path: bool = True
     redis_url: str | None = None
     # Keys in Redis start with this, so that several deployments can share one server.
     redis_prefix: str = Field(default="resetflow", pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -69,6 +69,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_timeout=settings.database_pool_timeout_seconds,
+        sqlite_fast_path=settings.sqlite_fast_path,
     )
     limiter = RateLimiter(
         storage=make_storage(settings.redis_url, prefix=settings.redis_prefix),

@@ -54,15 +54,24 @@ class Database:
         pool_size: int = 10,
         max_overflow: int = 20,
         pool_timeout: float = 30.0,
+        sqlite_fast_path: bool = True,
     ) -> None:
         """``pool_size``, ``max_overflow`` and ``pool_timeout`` (seconds a transaction
         waits for a connection before ``sqlalchemy.exc.TimeoutError``, answered 503) shape
-        the PostgreSQL pool; SQLite ignores them (one writer, connections are files)."""
+        the PostgreSQL pool; SQLite ignores them (one writer, connections are files).
+
+        ``sqlite_fast_path`` (RESETFLOW_SQLITE_FAST_PATH): on a SQLite file, run calls on
+        the loop's thread and hot statements straight on ``sqlite3``
+        (:mod:`.sqlite_inline`, :mod:`.prepared`, the adapters that lean on aiosqlite's and
+        SQLAlchemy's internals); off, everything goes through SQLAlchemy and aiosqlite as
+        they ship, at a measured CPU cost (docs/performance.md)."""
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         options: dict[str, Any] = {"echo": echo}
         path = make_url(url).database if self.is_sqlite else None
-        self._inline = bool(path) and path != ":memory:" and "mode=memory" not in url
+        self._inline = (
+            sqlite_fast_path and bool(path) and path != ":memory:" and "mode=memory" not in url
+        )
         if self._inline:
             options["async_creator"] = inline_creator(str(path))
         elif self.is_sqlite:

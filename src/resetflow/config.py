@@ -12,13 +12,16 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from resetflow.ratelimit import LimitRules
+
+if TYPE_CHECKING:
+    from resetflow.notify.events import WebhookEndpoint
 
 EMAIL_PROVIDERS = frozenset({"smtp", "postmark", "courier", "outbox", "console"})
 SMS_PROVIDERS = frozenset({"twilio", "courier", "outbox", "console"})
@@ -129,6 +132,17 @@ class Settings(BaseSettings):
     postmark_webhook_user: str | None = None
     postmark_webhook_password: SecretStr | None = None
     postmark_webhook_secret: SecretStr | None = None
+    # Events for the host application (notify/events.py, docs/webhooks.md): POSTed to
+    # this URL, signed with this ``whsec_`` secret (Standard Webhooks). https in prod; in
+    # dev http too, to a loopback address only.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    # More endpoints, each with its own secret and events: a JSON list of
+    # {"url": ..., "secret": "whsec_...", "events": ["user.created", ...]} ("events"
+    # left out: all). A secret string, so that no error message or repr shows it.
+    webhooks: SecretStr | None = None
+    # Standard Webhooks recommends 15 to 30 s: the receiver has time to answer.
+    webhook_timeout_seconds: float = Field(default=15.0, gt=0, le=60)
 
     limits_enabled: bool = True
     limit_ip: str = "20/minute;300/hour"
@@ -291,6 +305,12 @@ class Settings(BaseSettings):
         # The __Host- prefix makes the browser insist on Secure, Path=/ and no Domain.
         return "__Host-resetflow" if self.is_prod else "resetflow_session"
 
+    @property
+    def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        """Where events for the host app go (RESETFLOW_WEBHOOK_URL/_SECRET, then each
+        entry of RESETFLOW_WEBHOOKS); :class:`ConfigError` naming the variable."""
+        return _webhook_endpoints(self)
+
     def secret(self) -> bytes:
         """The master secret; :func:`load_settings` guarantees it is set."""
         assert self.secret_key is not None
@@ -332,6 +352,7 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(_first_problem(error)) from None
     _check_providers(settings)
     _check_webhook_secrets(settings)
+    settings.webhook_endpoints  # noqa: B018 (parsed here: a bad value stops the start-up)
     if settings.secret_key is None or not settings.secret_key.get_secret_value():
         if settings.is_prod:
             raise ConfigError("RESETFLOW_SECRET_KEY: required when RESETFLOW_ENV=prod")
@@ -398,6 +419,94 @@ def _check_webhook_secrets(settings: Settings) -> None:
             "RESETFLOW_POSTMARK_WEBHOOK_USER/RESETFLOW_POSTMARK_WEBHOOK_PASSWORD: set both or "
             "neither"
         )
+
+
+def _webhook_endpoints(settings: Settings) -> list[WebhookEndpoint]:
+    """The event endpoints, checked. Messages name the variable and never show a secret
+    (nor the URL, whose path or query may hold a token of the receiver's)."""
+    import json
+
+    from resetflow.notify.events import EventType, WebhookEndpoint, decode_secret
+
+    def endpoint(
+        variable: str, url: str, secret: str, events: Any = None, *, key_variable: str = ""
+    ) -> WebhookEndpoint:
+        _check_event_url(variable, url, prod=settings.is_prod)
+        try:
+            decode_secret(secret)
+        except ValueError as error:
+            problem = (
+                f"{key_variable}: {error}" if key_variable else f"{variable}: the secret {error}"
+            )
+            raise ConfigError(problem) from None
+        wanted: frozenset[EventType] | None = None
+        if events is not None:
+            known = {event.value for event in EventType}
+            if not isinstance(events, list) or not all(e in known for e in events):
+                raise ConfigError(
+                    f"{variable}: events must be a list of {', '.join(sorted(known))}"
+                )
+            wanted = frozenset(EventType(e) for e in events)
+        return WebhookEndpoint(url=url, secret=SecretStr(secret), events=wanted)
+
+    found: list[WebhookEndpoint] = []
+    url = (settings.webhook_url or "").strip()
+    secret = settings.webhook_secret.get_secret_value().strip() if settings.webhook_secret else ""
+    if url and not secret:
+        raise ConfigError("RESETFLOW_WEBHOOK_SECRET: required when RESETFLOW_WEBHOOK_URL is set")
+    if secret and not url:
+        raise ConfigError("RESETFLOW_WEBHOOK_URL: required when RESETFLOW_WEBHOOK_SECRET is set")
+    if url:
+        found.append(
+            endpoint("RESETFLOW_WEBHOOK_URL", url, secret, key_variable="RESETFLOW_WEBHOOK_SECRET")
+        )
+    raw = settings.webhooks.get_secret_value().strip() if settings.webhooks else ""
+    if raw:
+        variable = "RESETFLOW_WEBHOOKS"
+        try:
+            entries = json.loads(raw)
+        except ValueError:
+            raise ConfigError(f"{variable}: must be a JSON list of endpoints") from None
+        if not isinstance(entries, list):
+            raise ConfigError(f"{variable}: must be a JSON list of endpoints")
+        for number, entry in enumerate(entries, start=1):
+            where = f"{variable} (entry {number})"
+            if (
+                not isinstance(entry, dict)
+                or not isinstance(entry.get("url"), str)
+                or not isinstance(entry.get("secret"), str)
+                or set(entry) - {"url", "secret", "events"}
+            ):
+                raise ConfigError(f'{where}: must be {{"url", "secret", "events"?}}')
+            found.append(
+                endpoint(where, entry["url"].strip(), entry["secret"].strip(), entry.get("events"))
+            )
+    urls = [e.url for e in found]
+    if len(set(urls)) != len(urls):
+        raise ConfigError("RESETFLOW_WEBHOOKS: the same URL is configured twice")
+    return found
+
+
+def _check_event_url(variable: str, url: str, *, prod: bool) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ConfigError(f"{variable}: must be an absolute https URL")
+    if parts.scheme == "http":
+        if prod:
+            raise ConfigError(f"{variable}: must be https when RESETFLOW_ENV=prod")
+        if not _is_loopback(parts.hostname):
+            raise ConfigError(
+                f"{variable}: plain http is allowed only to a loopback address (dev); use https"
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _dev_secret(data_dir: Path) -> str:

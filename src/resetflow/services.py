@@ -13,11 +13,13 @@ from resetflow.clock import Clock
 from resetflow.config import Settings
 from resetflow.crypto import Keyring
 from resetflow.metrics import Metrics
+from resetflow.notify.events import Events
 from resetflow.notify.outbox import Outbox
 from resetflow.notify.providers.base import Provider
 from resetflow.notify.providers.registry import build_providers
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer, webotp_host
+from resetflow.notify.webhooks_out import WebhookSender
 from resetflow.notify.worker import DeliveryWorker, WorkerPolicy
 from resetflow.ratelimit import RateLimiter, make_storage
 from resetflow.recovery.codes import OneTimeCodes
@@ -45,10 +47,13 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter
     audit: AuditLog
+    events: Events  # events for the host app (notify/events.py)
+    webhooks: WebhookSender
 
     async def close(self) -> None:
         for provider in self.providers:
             await provider.close()
+        await self.webhooks.close()
         await self.sessions.close()
         await self.database.close()
 
@@ -83,6 +88,13 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         else SqlSessionStore(database=database)
     )
     outbox = Outbox(keyring=keyring)
+    events = Events(endpoints=settings.webhook_endpoints, keyring=keyring)
+    webhooks = WebhookSender(
+        events=events,
+        database=database,
+        clock=clock,
+        timeout_seconds=settings.webhook_timeout_seconds,
+    )
     mailbox = DevMailbox(database=database)
     hasher = PasswordHasher()
     policy = PasswordPolicy(
@@ -123,6 +135,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         sms_guard=SmsGuard(limiter=limiter, allowed_regions=settings.sms_countries),
         audit=audit,
         sessions=sessions,
+        webhooks=webhooks,
     )
     return Services(
         settings=settings,
@@ -144,6 +157,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             default_phone_region=settings.default_phone_region,
             sms_countries=settings.sms_countries,
             courier_profiles=courier_profiles,
+            events=events,
         ),
         recovery=RecoveryService(
             database=database,
@@ -157,6 +171,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             grant_ttl_seconds=settings.reset_grant_ttl_seconds,
             audit=audit,
             limiter=limiter,
+            events=events,
         ),
         contact_change=ContactChangeService(
             database=database,
@@ -171,10 +186,13 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             default_phone_region=settings.default_phone_region,
             sms_countries=settings.sms_countries,
             courier_profiles=courier_profiles,
+            events=events,
         ),
         worker=worker,
         limiter=limiter,
         audit=audit,
         providers=list({id(p): p for ps in providers.values() for p in ps}.values()),
         metrics=metrics,
+        events=events,
+        webhooks=webhooks,
     )

@@ -31,6 +31,7 @@ from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.crypto import new_token
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotSignedIn
+from resetflow.notify.events import Events, SessionsRevokedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
 from resetflow.ratelimit import RateLimiter
@@ -80,7 +81,9 @@ class ContactChangeService:
         default_phone_region: str | None = None,
         sms_countries: frozenset[str] = frozenset(),
         courier_profiles: bool = False,
+        events: Events | None = None,
     ) -> None:
+        self._events = events or Events.disabled()  # for the host app (notify/events.py)
         self._db = database
         self._codes = codes
         self._outbox = outbox
@@ -238,6 +241,12 @@ class ContactChangeService:
                     raise _Taken()
                 await users.set_contact(user.id, channel, pending.value, verified_at=now)
                 await users.void_sessions(user.id, now=now)
+                await self._events.contact_changed(
+                    conn, user, channel, current=pending.value, now=now
+                )
+                await self._events.sessions_revoked(
+                    conn, user.id, reason=SessionsRevokedReason.CONTACT_CHANGED, now=now
+                )
                 if self._courier_profiles:
                     changed = await users.get(user.id)
                     assert changed is not None

@@ -15,6 +15,7 @@ from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.errors import InvalidCredentials, InvalidInput
+from resetflow.notify.events import Events
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
 from resetflow.ratelimit import RateLimiter
@@ -50,7 +51,9 @@ class AccountService:
         default_phone_region: str | None = None,
         sms_countries: frozenset[str] = frozenset(),
         courier_profiles: bool = False,
+        events: Events | None = None,
     ) -> None:
+        self._events = events or Events.disabled()  # for the host app (notify/events.py)
         self._db = database
         self._codes = codes
         self._outbox = outbox
@@ -151,6 +154,7 @@ class AccountService:
                     created = await users.get(user_id)
                     assert created is not None
                     await self._outbox.enqueue_courier_profile(conn, user=created, now=now)
+                await self._events.user_created(conn, user_id, now=now)  # with the account
                 user_id_or_none = user_id
             await self._audit.record(
                 AuditEvent.SIGN_UP,
@@ -224,6 +228,7 @@ class AccountService:
         assert user is not None
         async with self._db.write() as conn:
             await UserRepository(conn).mark_verified(user.id, channel, now=self._clock.now())
+            await self._events.contact_verified(conn, user, channel, now=self._clock.now())
             if self._courier_profiles:
                 await self._outbox.enqueue_courier_profile(conn, user=user, now=self._clock.now())
             await self._audit.record(
@@ -234,7 +239,7 @@ class AccountService:
                 conn=conn,
                 channel=channel.value,
             )
-        if self._courier_profiles:
+        if self._courier_profiles or self._events.enabled:
             self._outbox.wake()
 
     async def authenticate(

@@ -48,10 +48,18 @@ ProviderName = StrEnum(  # type: ignore[misc]
 )
 
 
+# The channels a job can name: a message's, or webhook (events for the host app).
+JobChannel = StrEnum(  # type: ignore[misc]
+    "JobChannel", {name.upper(): name for name in (*Channel, deliveries.EVENT_CHANNEL)}
+)
+
+
 @app.command("list")
 def list_deliveries(
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
-    channel: Annotated[Channel | None, typer.Option(help="Only jobs sent on this channel.")] = None,
+    channel: Annotated[
+        JobChannel | None, typer.Option(help="Only jobs sent on this channel.")
+    ] = None,
     provider: Annotated[
         ProviderName | None, typer.Option(help="Only jobs this provider took.")
     ] = None,

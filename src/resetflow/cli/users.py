@@ -15,6 +15,7 @@ from resetflow.audit import AuditEvent
 from resetflow.config import load_settings
 from resetflow.crypto import new_token
 from resetflow.errors import ResetflowError
+from resetflow.notify.events import SessionsRevokedReason
 from resetflow.services import Services, build_services
 from resetflow.storage.migrate import upgrade
 from resetflow.storage.users import DECOY_USER_ID, UserRepository
@@ -128,6 +129,12 @@ def end_sessions(who: Annotated[str, typer.Argument(help="Account id, email or p
         user = await find_user(services, who)
         if user is None:
             return None
+        # Void in the database first (as a reset does, R27), with the event for the host app.
+        async with services.database.write() as conn:
+            await UserRepository(conn).void_sessions(user.id, now=services.clock.now())
+            await services.events.sessions_revoked(
+                conn, user.id, reason=SessionsRevokedReason.OPERATOR, now=services.clock.now()
+            )
         return await services.sessions.delete_user(user.id)
 
     ended = run_with_services(work)

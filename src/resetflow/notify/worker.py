@@ -44,6 +44,7 @@ from resetflow.notify.providers.base import Provider, ProviderError, SendResult
 from resetflow.notify.providers.courier import CourierProvider
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
+from resetflow.notify.webhooks_out import WebhookSender
 from resetflow.storage import deliveries
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
@@ -90,7 +91,9 @@ class DeliveryWorker:
         audit: AuditLog | None = None,
         sessions: SessionStore | None = None,
         random: Callable[[], float] | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
+        self._webhooks = webhooks  # events for the host app (notify/webhooks_out.py)
         self._db = database
         self._outbox = outbox
         self._providers = providers
@@ -196,6 +199,12 @@ class DeliveryWorker:
             # The code inside is dead: sending it would only confuse (and leak) (SPEC §5).
             await self._finish(job, status=deliveries.FAILED, error="expired before sending")
             log.info("delivery_expired", extra={"job_id": job.id})
+            return
+        if self._webhooks is not None and self._webhooks.handles(job):
+            retry_delay = partial(self._policy.retry_delay, random=self._random)
+            await self._webhooks.deliver(
+                job, owner=self.owner, max_tries=self._policy.max_tries, retry_delay=retry_delay
+            )
             return
         routes, context = self._outbox.open_payload(job.id, job.sealed_payload)
         if routes == [DECOY_ROUTE]:

@@ -20,6 +20,7 @@ from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.errors import InvalidInput, ResetNotAllowed
+from resetflow.notify.events import Events, SessionsRevokedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
 from resetflow.ratelimit import RateLimiter
@@ -54,7 +55,9 @@ class RecoveryService:
         audit: AuditLog,
         limiter: RateLimiter,
         grant_ttl_seconds: int = 600,
+        events: Events | None = None,
     ) -> None:
+        self._events = events or Events.disabled()  # for the host app (notify/events.py)
         self._db = database
         self._codes = codes
         self._outbox = outbox
@@ -193,6 +196,10 @@ class RecoveryService:
             # Committed with the new password: the sessions end even if the clean-up
             # below fails (R27).
             await users.void_sessions(user.id, now=now)
+            await self._events.password_reset(conn, user, now=now)  # committed with the change
+            await self._events.sessions_revoked(
+                conn, user.id, reason=SessionsRevokedReason.PASSWORD_RESET, now=now
+            )
             # One job per verified contact: each must hear of the change (R39).
             for route in _routes(user, user.verified_channels):
                 await self._outbox.enqueue(

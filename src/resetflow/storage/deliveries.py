@@ -22,13 +22,16 @@ QUEUED = "queued"
 SENDING = "sending"
 SENT = "sent"
 FAILED = "failed"
-# Set by provider webhooks (web/webhooks.py), only ever on a job that is ``sent``.
+# Set by provider webhooks (web/webhooks.py), only ever on a job that is ``sent``; and on
+# an event job (channel ``webhook``) when the host application answered 2xx.
 DELIVERED = "delivered"
 UNDELIVERABLE = "undeliverable"
 # Every status a real job can have, in the order of its life (the delivery log's filters).
 JOB_STATUSES = (QUEUED, SENDING, SENT, DELIVERED, FAILED, UNDELIVERABLE)
 # The providers a job can name (notify/providers/), for the delivery log's filters.
-PROVIDERS = ("console", "courier", "outbox", "postmark", "smtp", "twilio")
+PROVIDERS = ("console", "courier", "outbox", "postmark", "smtp", "twilio", "webhook")
+# The channel of events for the host application (notify/events.py), set when queued.
+EVENT_CHANNEL = "webhook"
 # The attempt status of a provider's report; what it said is in the attempt's ``error``.
 WEBHOOK = "webhook"
 # Written for unknown accounts so that they cost what real requests cost; a worker claims
@@ -139,10 +142,16 @@ class DeliveryRepository:
         expires_at: datetime | None,
         now: datetime,
         status: str = QUEUED,
+        channel: str | None = None,
+        provider: str | None = None,
     ) -> None:
+        # Channel and provider are known up front only for events (notify/events.py);
+        # messages learn theirs when sent, and their insert keeps its one set of columns.
+        known = {"channel": channel, "provider": provider} if channel or provider else {}
         await _INSERT_JOB.execute(
             self._conn,
             {
+                **known,
                 "id": job_id,
                 "user_id": user_id,
                 "notification": notification,
@@ -462,15 +471,21 @@ class DeliveryRepository:
         real jobs, and /readyz is public, so its figures must move alike after a request
         for a known and for an unknown contact (R19).
         """
-        waiting = delivery_jobs.c.status.in_([QUEUED, DECOY])
+        waiting = delivery_jobs.c.status.in_([QUEUED, DECOY]) & _NOT_EVENT
         query = select(func.min(delivery_jobs.c.created_at)).where(waiting)
         oldest: datetime | None = (await self._conn.execute(query)).scalar_one_or_none()
         return oldest
 
     async def count_pending(self) -> int:
         """Jobs a worker has yet to finish: waiting (decoys too) or being sent."""
-        pending = delivery_jobs.c.status.in_([QUEUED, DECOY, SENDING])
+        pending = delivery_jobs.c.status.in_([QUEUED, DECOY, SENDING]) & _NOT_EVENT
         return int((await self._conn.execute(select(func.count()).where(pending))).scalar_one())
+
+
+# Events for the host app are left out of the outbox's lag and depth (/readyz, metrics):
+# a receiver that is down must not make resetflow unready, and the count of events
+# queued by a sign-up must not tell a new account from a taken contact (R19, R52).
+_NOT_EVENT = delivery_jobs.c.channel.is_(None) | (delivery_jobs.c.channel != EVENT_CHANNEL)
 
 
 def _to_job(m: Any) -> DeliveryJob:

@@ -22,14 +22,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from resetflow.accounts.models import Channel
-from resetflow.storage.deliveries import JOB_STATUSES, PROVIDERS, DeliveryRepository
+from resetflow.storage.deliveries import (
+    EVENT_CHANNEL,
+    JOB_STATUSES,
+    PROVIDERS,
+    DeliveryRepository,
+)
 from resetflow.web.edge import services_of
 from resetflow.web.render import page
 
 router = APIRouter(include_in_schema=False)
 
 LIMIT = 100
-CHANNELS = tuple(channel.value for channel in Channel)
+CHANNELS = (*(channel.value for channel in Channel), EVENT_CHANNEL)
 FILTERS = {"status": JOB_STATUSES, "channel": CHANNELS, "provider": PROVIDERS}
 
 

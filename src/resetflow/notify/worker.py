@@ -11,6 +11,12 @@ expired before a retry"). A failure about the recipient (``ProviderError.recipie
 address, an unsubscribed number) skips the route's other providers and moves on at once.
 Every attempt is written to the delivery log, without the message.
 
+A provider that failed ``uncertain`` (no answer came: it may have accepted the message)
+says so in its logged attempt (``OUTCOME_UNKNOWN``). Before that provider is used again
+for the job, the worker asks it whether it has the message after all
+(:meth:`Provider.find_accepted`, from ``LOOKUP_SKEW`` before the job was written): if so
+the job is recorded as sent with that message id, and nothing is sent twice.
+
 A ``courier-profile`` job is not a message: its one route is ``PROFILE_ROUTE``, and it
 merges the sealed profile into Courier (:meth:`CourierProvider.merge_profile`), with the
 same backoff for retryable errors; a permanent one fails the job with the reason.
@@ -28,7 +34,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -40,7 +46,7 @@ from resetflow.clock import Clock
 from resetflow.metrics import Metrics
 from resetflow.notify.messages import Notification, RenderedMessage, Route
 from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox
-from resetflow.notify.providers.base import Provider, ProviderError, SendResult
+from resetflow.notify.providers.base import OUTCOME_UNKNOWN, Provider, ProviderError, SendResult
 from resetflow.notify.providers.courier import CourierProvider
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
@@ -55,6 +61,10 @@ log = logging.getLogger("resetflow.delivery")
 CODE_NOTIFICATIONS = frozenset(
     {Notification.PASSWORD_RESET_TOKEN.value, Notification.VERIFY_CONTACT.value}
 )
+
+# How far before a job was written a provider's copy of its message may seem to have been
+# created: the provider's clock is not ours, and its times have whole seconds.
+LOOKUP_SKEW = timedelta(seconds=60)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,9 +327,22 @@ class DeliveryWorker:
                 # Not sent, not retried here: the next verified channel takes over.
                 await self._log_skip(job, route, reason=refusal)
                 return False, refusal
+        # Providers whose earlier attempt on this route got no answer (retries only).
+        unanswered = await self._unanswered(job, route) if job.tries > 0 else frozenset()
         for provider in self._providers.get(route.channel, []):
             try:
-                result = await _send(provider, message)
+                result = None
+                if provider.name in unanswered:
+                    result = await _find_accepted(
+                        provider, message, since=job.created_at - LOOKUP_SKEW
+                    )
+                    if result is not None:
+                        log.info(
+                            "delivery_found_after_timeout",
+                            extra={"job_id": job.id, "provider": provider.name},
+                        )
+                if result is None:
+                    result = await _send(provider, message)
             except ProviderError as error:
                 retryable = retryable or error.retryable
                 reason = f"{provider.name}: {error}"
@@ -358,6 +381,21 @@ class DeliveryWorker:
             )
             return None
         return retryable, reason
+
+    async def _unanswered(self, job: DeliveryJob, route: Route) -> frozenset[str]:
+        """The providers that may have accepted this job's message on ``route`` already:
+        an earlier attempt of theirs failed with ``OUTCOME_UNKNOWN``."""
+        async with self._db.read() as conn:
+            attempts = await DeliveryRepository(conn).attempts(job.id)
+        destination = mask(route.to)
+        return frozenset(
+            attempt.provider
+            for attempt in attempts
+            if attempt.status == "retry"
+            and attempt.channel == route.channel.value
+            and attempt.destination == destination
+            and OUTCOME_UNKNOWN in (attempt.error or "")
+        )
 
     async def _record_sent(
         self,
@@ -471,3 +509,22 @@ async def _send(provider: Provider, message: RenderedMessage) -> SendResult:
             extra={"provider": provider.name, "error_type": type(error).__name__},
         )
         raise ProviderError(f"unexpected {type(error).__name__}", retryable=True) from None
+
+
+async def _find_accepted(
+    provider: Provider, message: RenderedMessage, *, since: datetime
+) -> SendResult | None:
+    """``provider.find_accepted``, with any other exception a retryable, still uncertain
+    :class:`ProviderError`: not knowing must never lead to a second message."""
+    try:
+        return await provider.find_accepted(message, since=since)
+    except ProviderError:
+        raise
+    except Exception as error:
+        log.error(
+            "provider_unexpected_error",
+            extra={"provider": provider.name, "error_type": type(error).__name__},
+        )
+        raise ProviderError(
+            f"look-up: unexpected {type(error).__name__}", retryable=True, uncertain=True
+        ) from None

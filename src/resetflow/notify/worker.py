@@ -18,8 +18,11 @@ for the job, the worker asks it whether it has the message after all
 the job is recorded as sent with that message id, and nothing is sent twice.
 
 A ``courier-profile`` job is not a message: its one route is ``PROFILE_ROUTE``, and it
-merges the sealed profile into Courier (:meth:`CourierProvider.merge_profile`), with the
-same backoff for retryable errors; a permanent one fails the job with the reason.
+merges the account's profile, as it is when the job runs, into Courier
+(:meth:`CourierProvider.merge_profile`), with the same backoff for retryable errors; a
+permanent one fails the job with the reason. A user's profile jobs merge one at a time in
+the order they were written (a job waits ``PROFILE_WAIT`` while an earlier one is in
+flight), so an older profile never lands after a newer one.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from resetflow.audit import AuditEvent, AuditLog
 from resetflow.clock import Clock
 from resetflow.metrics import Metrics
 from resetflow.notify.messages import Notification, RenderedMessage, Route
-from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox
+from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox, courier_profile
 from resetflow.notify.providers.base import OUTCOME_UNKNOWN, Provider, ProviderError, SendResult
 from resetflow.notify.providers.courier import CourierProvider
 from resetflow.notify.sms_guard import SmsGuard
@@ -55,6 +58,7 @@ from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository
 from resetflow.storage.sessions import SessionStore
+from resetflow.storage.users import UserRepository
 
 log = logging.getLogger("resetflow.delivery")
 # Messages that carry a code: their sending is an audit event (R43).
@@ -65,6 +69,8 @@ CODE_NOTIFICATIONS = frozenset(
 # How far before a job was written a provider's copy of its message may seem to have been
 # created: the provider's clock is not ours, and its times have whole seconds.
 LOOKUP_SKEW = timedelta(seconds=60)
+# How long a courier-profile job waits while an earlier one of the same user is in flight.
+PROFILE_WAIT = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +273,31 @@ class DeliveryWorker:
             ),
             None,
         )
-        profile = context.get("profile")
-        if courier is None or job.user_id is None or not isinstance(profile, dict):
+        if courier is None or job.user_id is None or not isinstance(context.get("profile"), dict):
             reason = "no courier provider" if courier is None else "no profile to merge"
             await self._finish(job, status=deliveries.FAILED, error=reason)
             return
+        # One merge of a user at a time, in the order the jobs were written, and of the
+        # account as it is now: a newer profile is never overwritten by an older one.
+        async with self._db.read() as conn:
+            earlier = await DeliveryRepository(conn).in_flight_before(job, now=self._clock.now())
+            user = None if earlier else await UserRepository(conn).get(job.user_id)
+        if earlier:
+            async with self._db.write() as conn:
+                await DeliveryRepository(conn).reschedule(
+                    job.id,
+                    owner=self.owner,
+                    route_index=0,
+                    tries=job.tries,
+                    next_attempt_at=self._clock.now() + PROFILE_WAIT,
+                    error=job.last_error,
+                    now=self._clock.now(),
+                )
+            return
+        if user is None:
+            await self._finish(job, status=deliveries.FAILED, error="no such account")
+            return
+        profile = courier_profile(user)
         route = PROFILE_ROUTE
         try:
             await courier.merge_profile(job.user_id, profile)

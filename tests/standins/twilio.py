@@ -30,8 +30,8 @@ share answered ``500``/``503`` at once, and a share held for ``hold_seconds`` (l
 the client's timeout) and only then answered ``503``. A held request is *not* recorded as
 a sent message (:attr:`RecordedRequest.timed_out` marks it): the stand-in plays a Twilio
 that never took the message in, so a retry that then succeeds is the one and only SMS.
-(The real Twilio may have accepted a request whose answer never arrived, and the retry
-could then text the code twice; that case is not modelled.)
+(The real Twilio may have accepted a request whose answer never arrived: that case is
+:meth:`TwilioStandIn.hang`'s, below.)
 
 The list resource (``GET`` on the same path, ``ListMessage`` in
 ``tests/fixtures/twilio/list_messages.openapi.json``) filters the accepted messages for
@@ -49,7 +49,7 @@ requests are held past the client's timeout, and (``accept=True``) the message *
 accepted and listed, answered ``201`` too late; with ``accept=False`` it is not.
 
 Not modelled: alphanumeric sender IDs, API-key auth, subaccounts, status callbacks, and
-any message state after ``queued``.
+any message state after ``queued`` but the ``sent`` of :meth:`TwilioStandIn.mark_sent`.
 """
 
 from __future__ import annotations

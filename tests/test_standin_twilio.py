@@ -244,8 +244,8 @@ REFUSALS: dict[str, tuple[Case, int, int]] = {
         400,
         21617,
     ),
-    "GET instead of POST": (
-        lambda t: httpx.get(t.messages_url, auth=(t.account_sid, t.auth_token)),
+    "PUT instead of POST": (
+        lambda t: httpx.put(t.messages_url, auth=(t.account_sid, t.auth_token)),
         405,
         20004,
     ),

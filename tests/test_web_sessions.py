@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from resetflow.clock import FrozenClock
 from tests.conftest import LiveApp
@@ -262,3 +264,49 @@ def test_operators_can_end_every_session_of_a_user(live_app: Callable[..., LiveA
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "ended 1 session(s)"
         assert client.get("/account", follow_redirects=False).status_code == 303
+
+
+@pytest.mark.parametrize("stores", ["sqlite", "postgres-redis"])
+def test_session_idle_expiry_signs_out_and_each_use_slides_it(
+    live_app: Callable[..., LiveApp], request: pytest.FixtureRequest, stores: str
+) -> None:
+    """RESETFLOW_SESSION_IDLE_SECONDS (SM): a session unused for the idle window is
+    signed out; each use slides the window, up to the absolute lifetime and no further."""
+    clock = FrozenClock()
+    overrides: dict[str, object] = {"session_idle_seconds": 1800, "session_ttl_seconds": 3600}
+    if stores == "postgres-redis":
+        overrides.update(
+            database_url=request.getfixturevalue("postgres_url"),
+            redis_url=request.getfixturevalue("redis_server"),
+            redis_prefix=f"resetflow-test-{secrets.token_hex(6)}",
+        )
+    app = live_app(clock=clock, **overrides)
+
+    def signed_in(client: httpx.Client) -> bool:
+        response = client.get("/account", follow_redirects=False)
+        assert response.status_code in (200, 303), response.text
+        return response.status_code == 200
+
+    with app.client() as setup:
+        sign_up_verified(setup)
+    with app.client() as client:
+        assert _login(client).status_code == 200
+        # Unused for 31 minutes (well within the 60-minute lifetime): signed out.
+        clock.advance(31 * 60)
+        assert not signed_in(client)
+
+    with app.client() as client:
+        assert _login(client).status_code == 200
+        # Used every 20 minutes: each use slides the 30-minute window (40 > 30).
+        for _ in range(2):
+            clock.advance(20 * 60)
+            assert signed_in(client)
+
+    with app.client() as client:
+        assert _login(client).status_code == 200
+        # Used every 19 minutes, but the 60-minute lifetime is the hard cap.
+        for _ in range(3):
+            clock.advance(19 * 60)
+            assert signed_in(client)
+        clock.advance(4 * 60)
+        assert not signed_in(client)

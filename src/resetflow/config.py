@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     recovery_max_pause_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     reset_grant_ttl_seconds: int = Field(default=600, ge=30, le=600)
     session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
+    # A session unused this long ends; each use slides it, never past session_ttl_seconds.
+    session_idle_seconds: int = Field(default=1800, ge=60, le=30 * 24 * 3600)
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=256, ge=64, le=1024)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)

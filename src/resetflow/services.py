@@ -83,9 +83,13 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     )
     keyring = Keyring(settings.secret())
     sessions: SessionStore = (
-        RedisSessionStore.from_url(settings.redis_url, prefix=f"{settings.redis_prefix}:")
+        RedisSessionStore.from_url(
+            settings.redis_url,
+            prefix=f"{settings.redis_prefix}:",
+            idle_seconds=settings.session_idle_seconds,
+        )
         if settings.redis_url
-        else SqlSessionStore(database=database)
+        else SqlSessionStore(database=database, idle_seconds=settings.session_idle_seconds)
     )
     outbox = Outbox(keyring=keyring)
     events = Events(endpoints=settings.webhook_endpoints, keyring=keyring)

@@ -30,11 +30,26 @@ share answered ``500``/``503`` at once, and a share held for ``hold_seconds`` (l
 the client's timeout) and only then answered ``503``. A held request is *not* recorded as
 a sent message (:attr:`RecordedRequest.timed_out` marks it): the stand-in plays a Twilio
 that never took the message in, so a retry that then succeeds is the one and only SMS.
-(The real Twilio may have accepted a request whose answer never arrived, and the retry
-could then text the code twice; that case is not modelled.)
+(The real Twilio may have accepted a request whose answer never arrived: that case is
+:meth:`TwilioStandIn.hang`'s, below.)
+
+The list resource (``GET`` on the same path, ``ListMessage`` in
+``tests/fixtures/twilio/list_messages.openapi.json``) filters the accepted messages for
+real: ``To`` and ``From`` exactly, ``DateSent`` / ``DateSent<`` / ``DateSent>`` on the
+day (GMT, ``YYYY-MM-DD``) of ``date_sent``, so a message still ``queued`` (no
+``date_sent``) matches none of them, as on Twilio; newest first, ``PageSize`` per page
+(50 by default, at most 1000), with ``next_page_uri`` (a path with ``Page`` and an opaque
+``PageToken``) while more remain. Query parameters are checked against the operation's
+schemas (unknown ones refused with ``20001``, as for the form) and the answer against
+``ListMessageResponse``. :meth:`TwilioStandIn.mark_sent` moves the queued messages on to
+``sent`` with a ``date_sent``.
+
+:meth:`TwilioStandIn.hang` plays the case the chaos mode leaves out: the next valid create
+requests are held past the client's timeout, and (``accept=True``) the message *is*
+accepted and listed, answered ``201`` too late; with ``accept=False`` it is not.
 
 Not modelled: alphanumeric sender IDs, API-key auth, subaccounts, status callbacks, and
-any message state after ``queued``.
+any message state after ``queued`` but the ``sent`` of :meth:`TwilioStandIn.mark_sent`.
 """
 
 from __future__ import annotations
@@ -57,7 +72,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
@@ -73,6 +88,7 @@ from tests.support.servers import serve_in_thread
 SPEC_PATH = (
     Path(__file__).resolve().parents[1] / "fixtures" / "twilio" / "create_message.openapi.json"
 )
+LIST_SPEC_PATH = SPEC_PATH.with_name("list_messages.openapi.json")
 SPEC_URI = "urn:resetflow-tests:twilio:create-message"
 MESSAGES_PATH = "/2010-04-01/Accounts/{AccountSid}/Messages.json"
 MESSAGE_SCHEMA = "api.v2010.account.message"
@@ -200,6 +216,18 @@ def _registry() -> Registry:
     return Registry().with_resource(SPEC_URI, DRAFT202012.create_resource(components))
 
 
+@cache
+def list_spec() -> dict[str, Any]:
+    """The ``ListMessage`` cut-out (same commit, same components as :func:`spec`)."""
+    document: dict[str, Any] = json.loads(LIST_SPEC_PATH.read_text(encoding="utf-8"))
+    return document
+
+
+def _list_operation() -> dict[str, Any]:
+    operation: dict[str, Any] = list_spec()["paths"][MESSAGES_PATH]["get"]
+    return operation
+
+
 # Formats the spec names. A checker only judges strings; "type" judges the rest.
 FORMATS = FormatChecker(formats=())
 _E164 = re.compile(r"(?:(?:whatsapp|messenger|rcs):)?\+[1-9][0-9]{6,14}")
@@ -275,6 +303,33 @@ def message_validator() -> Draft202012Validator:
     """The ``201`` answer of ``CreateMessage``: ``api.v2010.account.message``."""
     responses = _operation()["responses"]["201"]["content"]["application/json"]
     return _validator(to_json_schema(responses["schema"]))
+
+
+@cache
+def list_parameter_validators() -> dict[str, Draft202012Validator]:
+    """The ``ListMessage`` query parameters, by name. The spec says ``date-time`` for the
+    ``DateSent`` ones, where Twilio takes ``YYYY-MM-DD`` (see the fixture's README)."""
+    validators = {}
+    for parameter in _list_operation()["parameters"]:
+        if parameter["in"] != "query":
+            continue
+        schema = to_json_schema(parameter["schema"])
+        if parameter["name"].startswith("DateSent"):
+            schema = {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
+        validators[parameter["name"]] = _validator(schema)
+    return validators
+
+
+@cache
+def list_validator() -> Draft202012Validator:
+    """The ``200`` answer of ``ListMessage``. Its page URIs are paths (as in Twilio's own
+    examples), so their ``uri`` format, which wants a scheme, is not checked."""
+    content = _list_operation()["responses"]["200"]["content"]["application/json"]
+    schema = to_json_schema(content["schema"])
+    for name, prop in schema["properties"].items():
+        if name.endswith("uri"):
+            prop.pop("format", None)
+    return _validator(schema)
 
 
 @cache
@@ -492,11 +547,20 @@ class _Chaos:
 
 
 class _Held(Exception):
-    """A valid request that chaos mode holds past the client's timeout."""
+    """A valid request held past the client's timeout (chaos mode, :meth:`hang`); with a
+    ``resource``, the message was accepted and the late answer is its ``201``."""
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, resource: dict[str, Any] | None = None) -> None:
         super().__init__(seconds)
         self.seconds = seconds
+        self.resource = resource
+
+
+@dataclass
+class _Hang:
+    remaining: int
+    seconds: float
+    accept: bool
 
 
 @dataclass
@@ -518,6 +582,7 @@ class TwilioStandIn:
     _failures: dict[str, _Failure] = field(default_factory=dict)
     _outage: _Outage | None = None
     _chaos: _Chaos | None = None
+    _hang: _Hang | None = None
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
@@ -623,11 +688,27 @@ class TwilioStandIn:
                 fail=fail, timeout=timeout, hold_seconds=hold_seconds, rng=random.Random(seed)
             )
 
+    def hang(self, *, seconds: float, requests: int = 1, accept: bool = True) -> None:
+        """Hold the next ``requests`` valid create requests ``seconds`` (longer than the
+        client's timeout) before answering; with ``accept`` the message is accepted (and
+        listed) on arrival and the late answer is its ``201``, else a late ``503``."""
+        with self._changed:
+            self._hang = _Hang(remaining=requests, seconds=seconds, accept=accept)
+
+    def mark_sent(self) -> None:
+        """Every queued message is now ``sent``, with ``date_sent`` set to now."""
+        now = email.utils.format_datetime(datetime.now(UTC).replace(microsecond=0))
+        with self._changed:
+            for message in self._messages:
+                if message.resource["status"] == "queued":
+                    message.resource.update(status="sent", date_sent=now, date_updated=now)
+
     def recover(self) -> None:
-        """End an outage and chaos mode, and forget every per-number failure."""
+        """End an outage, chaos mode and hangs, and forget every per-number failure."""
         with self._changed:
             self._outage = None
             self._chaos = None
+            self._hang = None
             self._failures.clear()
 
     # The HTTP side -----------------------------------------------------------------------
@@ -642,12 +723,17 @@ class TwilioStandIn:
             return error.response()
         except _Held as held:
             # Recorded on arrival: the client gives up before the answer anyway.
+            if held.resource is not None:
+                self._record(request, raw, form, 201, held.resource, timed_out=True)
+                await asyncio.sleep(held.seconds)
+                return JSONResponse(held.resource, status_code=201)
             late = TwilioError(503, *_REASONS[503])
             self._record(request, raw, form, late.status, late.body(), timed_out=True)
             await asyncio.sleep(held.seconds)
             return late.response()
-        self._record(request, raw, form, 201, resource)
-        return JSONResponse(resource, status_code=201)
+        status = 200 if request.method == "GET" else 201
+        self._record(request, raw, form, status, resource)
+        return JSONResponse(resource, status_code=status)
 
     async def _not_found(self, request: Request) -> Response:
         raw = await request.body()
@@ -663,6 +749,8 @@ class TwilioStandIn:
             raise TwilioError(
                 404, 20404, f"The requested resource {request.url.path} was not found"
             )
+        if request.method == "GET":
+            return self._list(request)
         if request.method != "POST":
             raise TwilioError(405, 20004, "Method not allowed")
         parameters = form_to_parameters(form or [])
@@ -673,6 +761,9 @@ class TwilioStandIn:
             text = failure.message.format(to=parameters["To"], body=parameters.get("Body", ""))
             raise TwilioError(failure.status, failure.code, text)
         self._take_chaos()
+        hang = self._take_hang()
+        if hang is not None and not hang.accept:
+            raise _Held(hang.seconds)
         resource = message_resource(self.account_sid, parameters)
         # The stand-in must answer in Twilio's shape too: a broken answer is a 500 here.
         message_validator().validate(resource)
@@ -687,7 +778,68 @@ class TwilioStandIn:
                     resource=resource,
                 )
             )
+        if hang is not None:
+            raise _Held(hang.seconds, resource)
         return resource
+
+    def _list(self, request: Request) -> dict[str, Any]:
+        """``ListMessage``: the accepted messages that match, newest first, one page."""
+        query = list(request.query_params.multi_items())
+        names = [name for name, _ in query]
+        validators = list_parameter_validators()
+        unknown = sorted(set(names) - set(validators))
+        if unknown:
+            raise TwilioError(400, 20001, f"Unknown parameters: {', '.join(unknown)}")
+        params: dict[str, Any] = {}
+        for name, value in query:
+            if name in params:
+                raise TwilioError(400, 20001, f"Parameter given twice: {name}")
+            kind = validators[name].schema.get("type")
+            typed: Any = int(value) if kind == "integer" and value.isdigit() else value
+            if not validators[name].is_valid(typed):
+                raise TwilioError(400, 20001, f"Invalid parameter: {name}")
+            params[name] = typed
+        size = int(params.get("PageSize", 50))
+        page = int(params.get("Page", 0))
+        token = params.get("PageToken")
+        if page > 0 and token != _page_token(page):
+            raise TwilioError(400, 20001, "Invalid parameter: PageToken")
+        with self._changed:
+            found = [dict(m.resource) for m in reversed(self._messages) if _matches(m, params)]
+        chosen = found[page * size : (page + 1) * size]
+        base = f"/2010-04-01/Accounts/{self.account_sid}/Messages.json"
+        filters = [(n, str(v)) for n, v in params.items() if n not in ("Page", "PageToken")]
+        filters = [f for f in filters if f[0] != "PageSize"] + [("PageSize", str(size))]
+
+        def uri(index: int) -> str:
+            extra = [("Page", str(index))]
+            if index > 0:
+                extra.append(("PageToken", _page_token(index)))
+            return f"{base}?{urlencode(filters + extra)}"
+
+        answer = {
+            "end": page * size + max(len(chosen) - 1, 0),
+            "first_page_uri": uri(0),
+            "messages": chosen,
+            "next_page_uri": uri(page + 1) if (page + 1) * size < len(found) else None,
+            "page": page,
+            "page_size": size,
+            "previous_page_uri": uri(page - 1) if page > 0 else None,
+            "start": page * size,
+            "uri": uri(page),
+        }
+        list_validator().validate(answer)
+        return answer
+
+    def _take_hang(self) -> _Hang | None:
+        with self._changed:
+            hang = self._hang
+            if hang is None:
+                return None
+            hang.remaining -= 1
+            if hang.remaining <= 0:
+                self._hang = None
+            return hang
 
     def _take_outage(self) -> None:
         with self._changed:
@@ -750,6 +902,31 @@ class TwilioStandIn:
         with self._changed:
             self._requests.append(recorded)
             self._changed.notify_all()
+
+
+def _page_token(page: int) -> str:
+    return f"PA{page:08d}"
+
+
+def _matches(message: SentMessage, params: dict[str, Any]) -> bool:
+    """Whether ``message`` passes the list filters (``DateSent*`` on its ``date_sent``)."""
+    if "To" in params and message.to != params["To"]:
+        return False
+    if "From" in params and message.from_ != params["From"]:
+        return False
+    day_filters = [n for n in ("DateSent", "DateSent<", "DateSent>") if n in params]
+    if not day_filters:
+        return True
+    sent = message.resource.get("date_sent")
+    if not sent:
+        return False
+    day = email.utils.parsedate_to_datetime(sent).astimezone(UTC).date().isoformat()
+    return all(
+        (name == "DateSent" and day == params[name])
+        or (name == "DateSent<" and day <= params[name])
+        or (name == "DateSent>" and day >= params[name])
+        for name in day_filters
+    )
 
 
 def _form_of(request: Request, raw: bytes) -> list[tuple[str, str]] | None:

@@ -227,10 +227,10 @@ class AccountService:
         )
         assert user is not None
         async with self._db.write() as conn:
+            # No Courier profile merge: a verification changes none of its fields (the
+            # sign-up's or the contact change's job carries the contact).
             await UserRepository(conn).mark_verified(user.id, channel, now=self._clock.now())
             await self._events.contact_verified(conn, user, channel, now=self._clock.now())
-            if self._courier_profiles:
-                await self._outbox.enqueue_courier_profile(conn, user=user, now=self._clock.now())
             await self._audit.record(
                 AuditEvent.CONTACT_VERIFIED,
                 outcome="ok",
@@ -239,7 +239,7 @@ class AccountService:
                 conn=conn,
                 channel=channel.value,
             )
-        if self._courier_profiles or self._events.enabled:
+        if self._events.enabled:
             self._outbox.wake()
 
     async def authenticate(

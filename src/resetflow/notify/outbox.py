@@ -85,11 +85,7 @@ class Outbox:
         if not routes:
             raise ValueError("a delivery job needs at least one route")
         job_id = secrets.token_hex(16)
-        payload = {
-            "routes": [{"channel": r.channel.value, "to": r.to} for r in routes],
-            "context": context,
-        }
-        sealed = self._keyring.seal(json.dumps(payload).encode(), context=job_id.encode())
+        sealed = self._seal(job_id, routes, context)
         await DeliveryRepository(conn).enqueue(
             job_id=job_id,
             user_id=user_id,
@@ -105,16 +101,39 @@ class Outbox:
             await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
         return job_id
 
+    def _seal(self, job_id: str, routes: list[Route], context: dict[str, Any]) -> bytes:
+        payload = {
+            "routes": [{"channel": r.channel.value, "to": r.to} for r in routes],
+            "context": context,
+        }
+        return self._keyring.seal(json.dumps(payload).encode(), context=job_id.encode())
+
     async def enqueue_courier_profile(
         self, conn: AsyncConnection, *, user: User, now: datetime
     ) -> str:
         """Record a job that merges ``user``'s profile into Courier (in the caller's
-        transaction, like every job); the worker sends nothing for it."""
+        transaction, like every job); the worker sends nothing for it.
+
+        Coalesced: while a profile job of the user is still ``queued`` (no worker holds
+        it yet), the new snapshot replaces its payload instead of adding a second job, so
+        that one change is one merge. The worker merges the account as it is when the job
+        runs, one job of a user at a time (notify/worker.py), so an older snapshot can
+        never land after a newer one.
+        """
+        context = {"profile": courier_profile(user)}
+        repo = DeliveryRepository(conn)
+        queued = await repo.newest_queued(
+            user_id=user.id, notification=Notification.COURIER_PROFILE.value
+        )
+        if queued is not None:
+            sealed = self._seal(queued, [PROFILE_ROUTE], context)
+            if await repo.replace_queued(queued, sealed_payload=sealed, now=now):
+                return queued
         return await self.enqueue(
             conn,
             notification=Notification.COURIER_PROFILE,
             routes=[PROFILE_ROUTE],
-            context={"profile": courier_profile(user)},
+            context=context,
             locale=user.locale,
             user_id=user.id,
             now=now,

@@ -11,9 +11,18 @@ expired before a retry"). A failure about the recipient (``ProviderError.recipie
 address, an unsubscribed number) skips the route's other providers and moves on at once.
 Every attempt is written to the delivery log, without the message.
 
+A provider that failed ``uncertain`` (no answer came: it may have accepted the message)
+says so in its logged attempt (``OUTCOME_UNKNOWN``). Before that provider is used again
+for the job, the worker asks it whether it has the message after all
+(:meth:`Provider.find_accepted`, from ``LOOKUP_SKEW`` before the job was written): if so
+the job is recorded as sent with that message id, and nothing is sent twice.
+
 A ``courier-profile`` job is not a message: its one route is ``PROFILE_ROUTE``, and it
-merges the sealed profile into Courier (:meth:`CourierProvider.merge_profile`), with the
-same backoff for retryable errors; a permanent one fails the job with the reason.
+merges the account's profile, as it is when the job runs, into Courier
+(:meth:`CourierProvider.merge_profile`), with the same backoff for retryable errors; a
+permanent one fails the job with the reason. A user's profile jobs merge one at a time in
+the order they were written (a job waits ``PROFILE_WAIT`` while an earlier one is in
+flight), so an older profile never lands after a newer one.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -39,8 +48,8 @@ from resetflow.audit import AuditEvent, AuditLog
 from resetflow.clock import Clock
 from resetflow.metrics import Metrics
 from resetflow.notify.messages import Notification, RenderedMessage, Route
-from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox
-from resetflow.notify.providers.base import Provider, ProviderError, SendResult
+from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox, courier_profile
+from resetflow.notify.providers.base import OUTCOME_UNKNOWN, Provider, ProviderError, SendResult
 from resetflow.notify.providers.courier import CourierProvider
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
@@ -50,12 +59,19 @@ from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository
 from resetflow.storage.sessions import SessionStore
+from resetflow.storage.users import UserRepository
 
 log = logging.getLogger("resetflow.delivery")
 # Messages that carry a code: their sending is an audit event (R43).
 CODE_NOTIFICATIONS = frozenset(
     {Notification.PASSWORD_RESET_TOKEN.value, Notification.VERIFY_CONTACT.value}
 )
+
+# How far before a job was written a provider's copy of its message may seem to have been
+# created: the provider's clock is not ours, and its times have whole seconds.
+LOOKUP_SKEW = timedelta(seconds=60)
+# How long a courier-profile job waits while an earlier one of the same user is in flight.
+PROFILE_WAIT = timedelta(seconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,11 +282,31 @@ class DeliveryWorker:
             ),
             None,
         )
-        profile = context.get("profile")
-        if courier is None or job.user_id is None or not isinstance(profile, dict):
+        if courier is None or job.user_id is None or not isinstance(context.get("profile"), dict):
             reason = "no courier provider" if courier is None else "no profile to merge"
             await self._finish(job, status=deliveries.FAILED, error=reason)
             return
+        # One merge of a user at a time, in the order the jobs were written, and of the
+        # account as it is now: a newer profile is never overwritten by an older one.
+        async with self._db.read() as conn:
+            earlier = await DeliveryRepository(conn).in_flight_before(job, now=self._clock.now())
+            user = None if earlier else await UserRepository(conn).get(job.user_id)
+        if earlier:
+            async with self._db.write() as conn:
+                await DeliveryRepository(conn).reschedule(
+                    job.id,
+                    owner=self.owner,
+                    route_index=0,
+                    tries=job.tries,
+                    next_attempt_at=self._clock.now() + PROFILE_WAIT,
+                    error=job.last_error,
+                    now=self._clock.now(),
+                )
+            return
+        if user is None:
+            await self._finish(job, status=deliveries.FAILED, error="no such account")
+            return
+        profile = courier_profile(user)
         route = PROFILE_ROUTE
         try:
             await courier.merge_profile(job.user_id, profile)
@@ -326,9 +362,22 @@ class DeliveryWorker:
                 # Not sent, not retried here: the next verified channel takes over.
                 await self._log_skip(job, route, reason=refusal)
                 return False, refusal
+        # Providers whose earlier attempt on this route got no answer (retries only).
+        unanswered = await self._unanswered(job, route) if job.tries > 0 else frozenset()
         for provider in self._providers.get(route.channel, []):
             try:
-                result = await _send(provider, message)
+                result = None
+                if provider.name in unanswered:
+                    result = await _find_accepted(
+                        provider, message, since=job.created_at - LOOKUP_SKEW
+                    )
+                    if result is not None:
+                        log.info(
+                            "delivery_found_after_timeout",
+                            extra={"job_id": job.id, "provider": provider.name},
+                        )
+                if result is None:
+                    result = await _send(provider, message)
             except ProviderError as error:
                 retryable = retryable or error.retryable
                 reason = f"{provider.name}: {error}"
@@ -367,6 +416,21 @@ class DeliveryWorker:
             )
             return None
         return retryable, reason
+
+    async def _unanswered(self, job: DeliveryJob, route: Route) -> frozenset[str]:
+        """The providers that may have accepted this job's message on ``route`` already:
+        an earlier attempt of theirs failed with ``OUTCOME_UNKNOWN``."""
+        async with self._db.read() as conn:
+            attempts = await DeliveryRepository(conn).attempts(job.id)
+        destination = mask(route.to)
+        return frozenset(
+            attempt.provider
+            for attempt in attempts
+            if attempt.status == "retry"
+            and attempt.channel == route.channel.value
+            and attempt.destination == destination
+            and OUTCOME_UNKNOWN in (attempt.error or "")
+        )
 
     async def _record_sent(
         self,
@@ -480,3 +544,22 @@ async def _send(provider: Provider, message: RenderedMessage) -> SendResult:
             extra={"provider": provider.name, "error_type": type(error).__name__},
         )
         raise ProviderError(f"unexpected {type(error).__name__}", retryable=True) from None
+
+
+async def _find_accepted(
+    provider: Provider, message: RenderedMessage, *, since: datetime
+) -> SendResult | None:
+    """``provider.find_accepted``, with any other exception a retryable, still uncertain
+    :class:`ProviderError`: not knowing must never lead to a second message."""
+    try:
+        return await provider.find_accepted(message, since=since)
+    except ProviderError:
+        raise
+    except Exception as error:
+        log.error(
+            "provider_unexpected_error",
+            extra={"provider": provider.name, "error_type": type(error).__name__},
+        )
+        raise ProviderError(
+            f"look-up: unexpected {type(error).__name__}", retryable=True, uncertain=True
+        ) from None

@@ -282,6 +282,60 @@ class DeliveryRepository:
             updated_at=now,
         )
 
+    async def newest_queued(self, *, user_id: str, notification: str) -> str | None:
+        """The id of ``user_id``'s newest ``queued`` job of this kind, if any (the one a
+        new courier-profile snapshot replaces, notify/outbox.py)."""
+        jobs = delivery_jobs.c
+        found = await self._conn.execute(
+            select(jobs.id)
+            .where(
+                (jobs.user_id == user_id)
+                & (jobs.notification == notification)
+                & (jobs.status == QUEUED)
+            )
+            .order_by(jobs.created_at.desc(), jobs.id.desc())
+            .limit(1)
+        )
+        job_id: str | None = found.scalar_one_or_none()
+        return job_id
+
+    async def replace_queued(self, job_id: str, *, sealed_payload: bytes, now: datetime) -> bool:
+        """Give a job still ``queued`` (no worker holds it) a new payload, due now with
+        its tries reset; ``False`` when a worker took it meanwhile (or it is gone)."""
+        result = await self._conn.execute(
+            update(delivery_jobs)
+            .where((delivery_jobs.c.id == job_id) & (delivery_jobs.c.status == QUEUED))
+            .values(
+                sealed_payload=sealed_payload,
+                tries=0,
+                route_index=0,
+                next_attempt_at=now,
+                updated_at=now,
+            )
+        )
+        return result.rowcount == 1
+
+    async def in_flight_before(self, job: DeliveryJob, *, now: datetime) -> bool:
+        """Whether another job of ``job``'s user and kind, written before it, is being
+        sent (``sending`` under a live lease): per-user order for courier-profile jobs."""
+        jobs = delivery_jobs.c
+        earlier = (jobs.created_at < job.created_at) | (
+            (jobs.created_at == job.created_at) & (jobs.id < job.id)
+        )
+        found = await self._conn.execute(
+            select(jobs.id)
+            .where(
+                (jobs.user_id == job.user_id)
+                & (jobs.notification == job.notification)
+                & (jobs.id != job.id)
+                & (jobs.status == SENDING)
+                & (jobs.lease_until > now)
+                & earlier
+            )
+            .limit(1)
+        )
+        return found.first() is not None
+
     async def _update_leased(self, job_id: str, owner: str, **values: Any) -> bool:
         # Only the lease holder may move a job on: a worker that lost its lease (it was
         # too slow and another took over) must not overwrite the newer outcome.

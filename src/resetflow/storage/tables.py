@@ -145,6 +145,8 @@ sessions = Table(
     Column("data", Text, nullable=False),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False, index=True),
+    # Last use, for the idle limit (storage/sessions/base.py); NULL: at created_at.
+    Column("last_seen_at", UtcDateTime(), nullable=True),
 )
 
 dev_outbox = Table(

@@ -14,6 +14,15 @@ A message that carries a code with an expiry also carries ``ValidityPeriod``: th
 remaining life in whole seconds (Twilio allows 1..36000), so that Twilio drops, rather
 than delivers late, a message still queued when its code has died.
 
+A create request whose answer never came (a read timeout, a connection dropped after the
+request went out) may still have been accepted: it fails as ``uncertain``, and before the
+job is tried again the worker asks :meth:`TwilioProvider.find_accepted`, which reads the
+Messages list resource (``GET`` on the same URL, ``To`` and ``From`` filters, first with
+``DateSent>`` = the day of the first attempt, then without it, since a message Twilio has
+not sent yet has no ``date_sent``) for a message with the same text created at or after
+the job. The text is compared in memory and never logged (it holds the code). A connect
+timeout or refused connection is certain: the request never left.
+
 Errors: 21211/21610/21614 are about the recipient (next channel); 20003 (authentication)
 is a configuration error, not retried, though the channel's next provider is tried;
 429/20429 and 5xx are retryable; any other 4xx is permanent.
@@ -21,6 +30,7 @@ is a configuration error, not retried, though the channel's next provider is tri
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -42,6 +52,21 @@ RATE_LIMITED = 20429
 # Twilio's bounds for ValidityPeriod, in seconds.
 MIN_VALIDITY_SECONDS = 1
 MAX_VALIDITY_SECONDS = 36000
+# Failures after which the request may have been accepted (it went out, no answer came);
+# a connect timeout, a refused connection or a full pool never sent anything.
+_MAYBE_ACCEPTED = (
+    httpx.ReadTimeout,
+    httpx.WriteTimeout,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.RemoteProtocolError,
+)
+# The list look-up after an uncertain failure: messages per page, and pages read at most
+# per query (newest first: the job's message, if any, is on the first).
+LOOKUP_PAGE_SIZE = 50
+LOOKUP_MAX_PAGES = 3
+# Twilio's answer for a message it could not send at all: not a copy to stand by.
+_NOT_SENT_STATUSES = frozenset({"failed", "canceled"})
 
 
 class TwilioProvider(Provider):
@@ -63,7 +88,8 @@ class TwilioProvider(Provider):
     ) -> None:
         if not sender and not messaging_service_sid:
             raise ValueError("Twilio needs a sender number or a messaging service SID")
-        self._url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
+        self._base_url = base_url.rstrip("/")
+        self._url = f"{self._base_url}/2010-04-01/Accounts/{account_sid}/Messages.json"
         self._auth = httpx.BasicAuth(account_sid, auth_token)
         self._sender = sender
         self._messaging_service_sid = messaging_service_sid
@@ -85,7 +111,9 @@ class TwilioProvider(Provider):
             response = await self._client.post(self._url, data=form, auth=self._auth)
         except httpx.HTTPError as error:
             raise ProviderError(
-                f"Twilio unreachable: {type(error).__name__}", retryable=True
+                f"Twilio unreachable: {type(error).__name__}",
+                retryable=True,
+                uncertain=isinstance(error, _MAYBE_ACCEPTED),
             ) from None
         if response.status_code in (200, 201):
             sid = _json(response).get("sid")
@@ -102,6 +130,64 @@ class TwilioProvider(Provider):
             reason, retryable=retryable, recipient=recipient, configuration=configuration
         )
 
+    async def find_accepted(
+        self, message: RenderedMessage, *, since: datetime
+    ) -> SendResult | None:
+        """The message Twilio accepted for ``message`` at or after ``since`` (see the
+        module docstring), or ``None``; :class:`ProviderError` when Twilio cannot be asked."""
+        filters = {"To": message.to, "PageSize": str(LOOKUP_PAGE_SIZE)}
+        if self._sender:
+            filters["From"] = self._sender
+        since = since.astimezone(UTC).replace(microsecond=0)
+        day = since.date().isoformat()
+        for query in ({**filters, "DateSent>": day}, filters):
+            sid = await self._search(query, message.text, since)
+            if sid is not None:
+                return SendResult(provider_message_id=sid)
+        return None
+
+    async def _search(self, query: dict[str, str], text: str, since: datetime) -> str | None:
+        url: str | None = self._url
+        params: dict[str, str] | None = query
+        for _ in range(LOOKUP_MAX_PAGES):
+            if url is None:
+                break
+            try:
+                response = await self._client.get(url, params=params, auth=self._auth)
+            except httpx.HTTPError as error:
+                raise ProviderError(
+                    f"Twilio look-up failed: {type(error).__name__}", retryable=True, uncertain=True
+                ) from None
+            if response.status_code != 200:
+                code = _json(response).get("code", "?")
+                raise ProviderError(
+                    f"Twilio look-up {response.status_code} code {code}",
+                    retryable=True,
+                    uncertain=True,
+                )
+            page = _json(response)
+            messages = page.get("messages")
+            if not isinstance(messages, list):
+                break
+            older = False
+            for item in messages:
+                if not isinstance(item, dict):
+                    continue
+                created = _rfc_2822(item.get("date_created"))
+                if created is None or created < since:
+                    older = True
+                    continue
+                body = item.get("body")
+                # A trial account's messages start with "Sent from your Twilio trial account - ".
+                same = isinstance(body, str) and (body == text or body.endswith(" - " + text))
+                if same and item.get("status") not in _NOT_SENT_STATUSES and item.get("sid"):
+                    return str(item["sid"])
+            next_uri = page.get("next_page_uri")
+            # Newest first: a page that reached back past ``since`` ends the search.
+            url = f"{self._base_url}{next_uri}" if isinstance(next_uri, str) and not older else None
+            params = None
+        return None
+
     async def close(self) -> None:
         await self._client.aclose()
 
@@ -110,6 +196,17 @@ def validity_period(expires_at: datetime, now: datetime) -> int:
     """The code's remaining life in whole seconds, within Twilio's 1..36000."""
     remaining = int((expires_at - now).total_seconds())
     return max(MIN_VALIDITY_SECONDS, min(MAX_VALIDITY_SECONDS, remaining))
+
+
+def _rfc_2822(value: object) -> datetime | None:
+    """Twilio's ``date_created`` (``Fri, 24 May 2019 17:44:46 +0000``), or ``None``."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _json(response: httpx.Response) -> dict[str, object]:

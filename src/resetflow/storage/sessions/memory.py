@@ -9,17 +9,25 @@ from resetflow.storage.sessions.base import SessionRecord, SessionStore
 
 
 class MemorySessionStore(SessionStore):
-    def __init__(self) -> None:
+    def __init__(self, *, idle_seconds: float | None = None) -> None:
         self._records: dict[str, SessionRecord] = {}
+        self.idle_seconds = idle_seconds
 
     async def load(self, id_hash: str, *, now: datetime) -> SessionRecord | None:
         record = self._records.get(id_hash)
-        if record is None or record.expires_at <= now:
+        if record is None or not self.live(record, now):
             return None
         return copy.deepcopy(record)
 
     async def save(self, id_hash: str, record: SessionRecord) -> None:
         self._records[id_hash] = copy.deepcopy(record)
+
+    async def touch(self, id_hash: str, *, now: datetime) -> bool:
+        record = self._records.get(id_hash)
+        if record is None or not self.live(record, now) or record.seen_at >= now:
+            return False
+        record.last_seen_at = now
+        return True
 
     async def delete(self, id_hash: str) -> None:
         self._records.pop(id_hash, None)
@@ -31,7 +39,7 @@ class MemorySessionStore(SessionStore):
         return len(doomed)
 
     async def purge_expired(self, *, now: datetime) -> int:
-        doomed = [key for key, record in self._records.items() if record.expires_at <= now]
+        doomed = [key for key, record in self._records.items() if not self.live(record, now)]
         for key in doomed:
             del self._records[key]
         return len(doomed)

@@ -25,6 +25,9 @@ SMS_PROVIDERS = frozenset({"twilio", "courier", "outbox", "console"})
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "xxx"})
 MIN_SECRET_LENGTH = 32
 MIN_WEBHOOK_SECRET_LENGTH = 16
+# Developer providers: they keep messages (codes included) in the database in clear and
+# print them. Prod refuses them (R58).
+DEV_PROVIDERS = frozenset({"outbox", "console"})
 
 
 class ConfigError(Exception):
@@ -112,6 +115,8 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=256, ge=64, le=1024)
+    # zxcvbn's estimate of the guesses a password takes; 10^10 is the floor (R56).
+    password_min_guesses: float = Field(default=1e10, ge=1e10, le=1e30)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     # Bearer token for GET /metrics. Unset (or empty): in dev /metrics is open; in prod it
     # is off (404), since its counters tell a known contact from an unknown one (R19).
@@ -342,6 +347,8 @@ def load_settings(**overrides: Any) -> Settings:
             f"RESETFLOW_SECRET_KEY: must be at least {MIN_SECRET_LENGTH} random characters, "
             "not a placeholder"
         )
+    if settings.is_prod:
+        _check_no_dev_providers(settings)
     return settings
 
 
@@ -374,6 +381,22 @@ def _check_providers(settings: Settings) -> None:
             "RESETFLOW_TWILIO_FROM or RESETFLOW_TWILIO_MESSAGING_SERVICE_SID: one is required "
             "when the twilio provider is used"
         )
+
+
+def _check_no_dev_providers(settings: Settings) -> None:
+    """In prod, ``outbox`` and ``console`` do not exist (R58): they store codes in clear
+    and print them. The message names the variable that chose one."""
+    for channel in ("email", "sms"):
+        chain_field = f"{channel}_providers"
+        chain = _split(getattr(settings, chain_field))
+        field = chain_field if chain else f"{channel}_provider"
+        for name in chain or [getattr(settings, field)]:
+            if name in DEV_PROVIDERS:
+                real = "smtp, postmark or courier" if channel == "email" else "twilio or courier"
+                raise ConfigError(
+                    f"RESETFLOW_{field.upper()}: {name!r} is a development provider, refused "
+                    f"when RESETFLOW_ENV=prod; configure {real}"
+                )
 
 
 def _check_webhook_secrets(settings: Settings) -> None:

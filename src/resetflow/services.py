@@ -85,7 +85,9 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     mailbox = DevMailbox(database=database)
     hasher = PasswordHasher()
     policy = PasswordPolicy(
-        min_length=settings.password_min_length, max_length=settings.password_max_length
+        min_length=settings.password_min_length,
+        max_length=settings.password_max_length,
+        min_guesses=settings.password_min_guesses,
     )
     audit = AuditLog(database=database, clock=clock)
     metrics = Metrics(shared_directory=settings.metrics_dir)

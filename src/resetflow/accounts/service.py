@@ -112,7 +112,7 @@ class AccountService:
         """
         email, phone = self.normalise_contacts(email=account.email, phone=account.phone)
         self._check_sms_allowed(phone, account.preference)
-        self._policy.check(account.password, personal=(account.name, email, phone))
+        await self._policy.check(account.password, personal=(account.name, email, phone))
         contact = email if account.preference is Channel.EMAIL else phone
         # Counted before the look-up, for taken and free contacts alike (R17).
         may_send = await self._limiter.allow_destination(contact, purpose="verify")

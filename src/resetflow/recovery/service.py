@@ -180,7 +180,7 @@ class RecoveryService:
             user = await UserRepository(conn).get(grant.user_id)
         if user is None:
             raise ResetNotAllowed()
-        self._policy.check(new_password, personal=(user.name, user.email, user.phone))
+        await self._policy.check(new_password, personal=(user.name, user.email, user.phone))
         password_hash = await self._hasher.hash(new_password)
         async with self._db.write() as conn:
             spent = await CodeRepository(conn).use_grant(

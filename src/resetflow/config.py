@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     account_max_failures: int = Field(default=100, ge=1, le=100)
     recovery_pause_seconds: int = Field(default=60, ge=1, le=24 * 3600)
     recovery_max_pause_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
+    # Consecutive failed sign-ins of one account before its sign-in stops until a reset
+    # (or this long without a failure) (R57, resetflow/signin_failures.py).
+    signin_max_failures: int = Field(default=100, ge=1, le=100)
+    signin_failure_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     reset_grant_ttl_seconds: int = Field(default=600, ge=30, le=600)
     session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
     password_min_length: int = Field(default=15, ge=8, le=64)

@@ -22,6 +22,7 @@ from resetflow.notify.worker import DeliveryWorker, WorkerPolicy
 from resetflow.ratelimit import RateLimiter, make_storage
 from resetflow.recovery.codes import OneTimeCodes
 from resetflow.recovery.service import RecoveryService
+from resetflow.signin_failures import SignInFailures, make_failure_counts
 from resetflow.storage.database import Database
 from resetflow.storage.dev_outbox import DevMailbox
 from resetflow.storage.sessions import SessionStore
@@ -50,6 +51,7 @@ class Services:
         for provider in self.providers:
             await provider.close()
         await self.sessions.close()
+        await self.limiter.signin.close()
         await self.database.close()
 
 
@@ -74,6 +76,11 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         storage=make_storage(settings.redis_url, prefix=settings.redis_prefix),
         rules=settings.limit_rules,
         enabled=settings.limits_enabled,
+        signin_failures=SignInFailures(
+            make_failure_counts(settings.redis_url, prefix=settings.redis_prefix),
+            max_failures=settings.signin_max_failures,
+            ttl_seconds=settings.signin_failure_ttl_seconds,
+        ),
     )
     keyring = Keyring(settings.secret())
     sessions: SessionStore = (

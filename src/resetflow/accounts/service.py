@@ -253,15 +253,28 @@ class AccountService:
         async with self._db.read() as conn:
             users = UserRepository(conn)
             user = await (users.by_email(email) if email else users.by_phone(phone or ""))
-        if not await self._hasher.verify(user.password_hash if user else None, password):
+        # Failed sign-ins per account (R57): an unknown contact is counted too, so that
+        # both take the same steps; past the limit even the right password is answered
+        # like a wrong one, after the same hash check (R21, R38).
+        failures = self._limiter.signin
+        key = failures.account_key(user.id) if user else failures.unknown_key(email or phone or "")
+        stopped = await failures.stopped(key)
+        matched = await self._hasher.verify(user.password_hash if user else None, password)
+        if stopped or not matched:
+            await failures.failed(key)
+            if user is None:
+                outcome = "unknown_account"
+            else:
+                outcome = "too_many_failures" if stopped else "wrong_password"
             await self._audit.record(
                 AuditEvent.SIGN_IN,
-                outcome="wrong_password" if user else "unknown_account",
+                outcome=outcome,
                 client=client,
                 user_id=user.id if user else None,
             )
             raise InvalidCredentials()
         assert user is not None
+        await failures.succeeded(key)
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
             async with self._db.write() as conn:

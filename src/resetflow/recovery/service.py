@@ -208,6 +208,9 @@ class RecoveryService:
                 AuditEvent.PASSWORD_CHANGED, outcome="ok", client=client, user_id=user.id, conn=conn
             )
         self._outbox.wake()
+        # The new password opens the account at once, whatever failed before (R57).
+        signin = self._limiter.signin
+        await signin.succeeded(signin.account_key(user.id))
         ended = await end_sessions(self._sessions, user.id)
         await self._audit.record(
             AuditEvent.SESSIONS_ENDED, outcome="ok", client=client, user_id=user.id, count=ended

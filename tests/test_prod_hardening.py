@@ -13,10 +13,10 @@ import pytest
 from resetflow.config import ConfigError
 from resetflow.config import Settings as ResetflowSettings
 from tests.conftest import LiveApp
-from tests.support.flow import create_verified_account
+from tests.support.flow import PASSWORD, create_verified_account, find_code
 from tests.support.processes import ProcessSet, run_resetflow
 from tests.support.prod import prod_environment, prod_settings
-from tests.support.servers import free_port
+from tests.support.servers import SmtpSink, free_port
 
 HTTPS = {"X-Forwarded-Proto": "https"}
 METRICS_TOKEN = "m" * 40
@@ -174,3 +174,41 @@ def test_r49_https_redirect_goes_to_the_base_url_host_not_the_host_header(
             "/login", headers={"X-Forwarded-Host": "evil.example"}, follow_redirects=False
         )
         assert forwarded.headers["location"] == "https://auth.example.org:8443/login"
+
+
+# An email-only deployment: RESETFLOW_SMS_PROVIDER=none -----------------------------------
+
+
+def test_r58_an_email_only_prod_deployment_switches_sms_off_with_none(
+    make_settings: Callable[..., ResetflowSettings],
+    live_app: Callable[..., LiveApp],
+    smtp: tuple[SmtpSink, int],
+) -> None:
+    """Prod refuses ``outbox`` for SMS; a deployment without an SMS provider says
+    ``none``: sign-up with SMS codes is then refused on its ``preference`` field, and
+    email works as before."""
+    sink, port = smtp
+    email_only = {
+        name: value for name, value in prod_settings().items() if not name.startswith("twilio")
+    }
+    email_only.update(sms_provider="none", smtp_port=port, inprocess_worker=True)
+    with pytest.raises(ConfigError, match=r"^RESETFLOW_SMS_PROVIDERS:"):
+        make_settings(**{**email_only, "sms_providers": "twilio,none"})
+    app = live_app(**email_only, trusted_proxies="127.0.0.1/32")
+    assert not app.settings.sms_enabled
+    with app.client() as client:
+        details = {
+            "name": "Ada Lovelace",
+            "email": "ada@example.com",
+            "phone": "+14155550100",
+            "password": PASSWORD,
+        }
+        by_sms = client.post("/create-user", json={**details, "preference": "sms"}, headers=HTTPS)
+        assert by_sms.status_code == 422
+        assert by_sms.json()["code"] == "invalid_input"
+        assert "does not send text messages" in by_sms.json()["fields"]["preference"]
+        by_email = client.post(
+            "/create-user", json={**details, "preference": "email"}, headers=HTTPS
+        )
+        assert by_email.status_code == 201
+    assert find_code(sink.wait_for("ada@example.com")[0].text)

@@ -21,7 +21,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from resetflow.ratelimit import LimitRules
 
 EMAIL_PROVIDERS = frozenset({"smtp", "postmark", "courier", "outbox", "console"})
-SMS_PROVIDERS = frozenset({"twilio", "courier", "outbox", "console"})
+SMS_PROVIDERS = frozenset({"twilio", "courier", "outbox", "console", "none"})
+# In RESETFLOW_SMS_ALLOWED_COUNTRIES' place when RESETFLOW_SMS_PROVIDER=none: a "region"
+# no number has, so that every check of where SMS may go refuses them all.
+NO_SMS_REGION = "none"
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "xxx"})
 MIN_SECRET_LENGTH = 32
 MIN_WEBHOOK_SECRET_LENGTH = 16
@@ -208,7 +211,10 @@ class Settings(BaseSettings):
     @field_validator("sms_providers")
     @classmethod
     def _known_sms_providers(cls, value: str) -> str:
-        return _list_of(value, SMS_PROVIDERS)
+        names = _list_of(value, SMS_PROVIDERS)
+        if "none" in names.split(","):
+            raise ValueError("'none' is set as RESETFLOW_SMS_PROVIDER=none, not in a list")
+        return names
 
     @field_validator("limit_ip", "limit_global", "limit_destination", "limit_sms_prefix")
     @classmethod
@@ -279,8 +285,15 @@ class Settings(BaseSettings):
         return _split(self.sms_providers) or [self.sms_provider]
 
     @property
+    def sms_enabled(self) -> bool:
+        """False with ``RESETFLOW_SMS_PROVIDER=none`` (an email-only deployment)."""
+        return self.sms_provider_chain != ["none"]
+
+    @property
     def sms_countries(self) -> frozenset[str]:
-        """Regions SMS may go to; empty means every region."""
+        """Regions SMS may go to; empty means every region; with SMS off, none at all."""
+        if not self.sms_enabled:
+            return frozenset({NO_SMS_REGION})
         return frozenset(_split(self.sms_allowed_countries))
 
     @property
@@ -396,7 +409,11 @@ def _check_no_dev_providers(settings: Settings) -> None:
         field = chain_field if chain else f"{channel}_provider"
         for name in chain or [getattr(settings, field)]:
             if name in DEV_PROVIDERS:
-                real = "smtp, postmark or courier" if channel == "email" else "twilio or courier"
+                real = (
+                    "smtp, postmark or courier"
+                    if channel == "email"
+                    else "twilio or courier (or none: no SMS at all)"
+                )
                 raise ConfigError(
                     f"RESETFLOW_{field.upper()}: {name!r} is a development provider, refused "
                     f"when RESETFLOW_ENV=prod; configure {real}"

@@ -14,6 +14,7 @@ from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
+from resetflow.config import NO_SMS_REGION
 from resetflow.errors import InvalidCredentials, InvalidInput
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
@@ -291,6 +292,8 @@ class AccountService:
         region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
         if region not in self._sms_countries:
             message = "We cannot send text messages to this country. Choose email for codes."
+            if NO_SMS_REGION in self._sms_countries:  # RESETFLOW_SMS_PROVIDER=none
+                message = "This service does not send text messages. Choose email for codes."
             raise InvalidInput(fields={"preference": message})
 
     async def session_is_current(self, record: SessionRecord) -> bool:

@@ -1,8 +1,8 @@
 """Failed sign-ins per account (R57): the per-IP limits alone let an attacker with many
 addresses guess one account's password without end.
 
-Each account (and, so that both cost the same, each unknown email or phone tried) has a
-count of consecutive failed sign-ins. It grows by one at every refused sign-in, is
+Each account has a count of consecutive failed sign-ins (unknown contacts all count under
+one key, so that both take the same steps). It grows by one at every refused sign-in, is
 cleared by a successful sign-in and by a successful password reset, and is forgotten
 ``ttl_seconds`` (24 h by default) after the last failure. From ``max_failures`` (100, the
 most NIST SP 800-63B allows) on, every sign-in of that account is refused, the right
@@ -24,7 +24,6 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from resetflow.crypto import sha256_hex
 from resetflow.storage.redis import client_options
 
 
@@ -124,9 +123,11 @@ class SignInFailures:
         return f"account:{user_id}"
 
     @staticmethod
-    def unknown_key(identifier: str) -> str:
-        # Hashed: contacts in clear do not belong in Redis (R44).
-        return f"unknown:{sha256_hex(identifier)[:32]}"
+    def unknown_key() -> str:
+        """The one key every unknown contact counts under: the same steps as for an
+        account, without a key per contact tried (which a spray of made-up addresses
+        would grow without bound)."""
+        return "unknown"
 
     async def stopped(self, key: str) -> bool:
         """True when ``key`` has failed ``max_failures`` times in a row."""

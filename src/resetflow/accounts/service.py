@@ -254,11 +254,11 @@ class AccountService:
         async with self._db.read() as conn:
             users = UserRepository(conn)
             user = await (users.by_email(email) if email else users.by_phone(phone or ""))
-        # Failed sign-ins per account (R57): an unknown contact is counted too, so that
-        # both take the same steps; past the limit even the right password is answered
-        # like a wrong one, after the same hash check (R21, R38).
+        # Failed sign-ins per account (R57): unknown contacts are counted too (under one
+        # key), so that both take the same steps; past the limit even the right password
+        # is answered like a wrong one, after the same hash check (R21, R38).
         failures = self._limiter.signin
-        key = failures.account_key(user.id) if user else failures.unknown_key(email or phone or "")
+        key = failures.account_key(user.id) if user else failures.unknown_key()
         stopped = await failures.stopped(key)
         matched = await self._hasher.verify(user.password_hash if user else None, password)
         if stopped or not matched:

@@ -23,6 +23,7 @@ from tests.support.flow import (
     wait_for_dev_message,
 )
 from tests.support.processes import ProcessSet
+from tests.support.prod import prod_settings
 from tests.support.servers import free_port
 
 EMAIL = "ada@example.com"
@@ -237,7 +238,7 @@ def test_each_metrics_object_has_its_own_registry_and_bounded_labels() -> None:
 
 # In prod --------------------------------------------------------------------------------
 
-PROD = {"env": "prod", "secret_key": "s" * 48, "base_url": "https://auth.example.org"}
+PROD = prod_settings()
 
 
 def test_r19_prod_metrics_are_off_without_a_token_since_their_counters_tell_contacts_apart(
@@ -283,7 +284,7 @@ def test_r49_prod_serves_metrics_over_plain_http_to_the_token_holder_and_redirec
     assert "location" not in refused.headers
     assert refused.headers["strict-transport-security"].startswith("max-age=31536000")
     assert page.status_code == 308
-    assert page.headers["location"] == f"https://{app.url.removeprefix('http://')}/login"
+    assert page.headers["location"] == "https://auth.example.org/login"
 
 
 # Several processes -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from tests.support.flow import (
     sign_up_verified,
     wait_for_dev_message,
 )
+from tests.support.prod import prod_settings
 
 COOKIE = "resetflow_session"
 
@@ -70,12 +71,7 @@ def test_r23_cookie_flags_in_dev(live_app: Callable[..., LiveApp]) -> None:
 
 def test_r23_cookie_flags_in_prod(live_app: Callable[..., LiveApp]) -> None:
     """R23: prod cookies are __Host- prefixed and Secure (behind a trusted TLS proxy)."""
-    app = live_app(
-        env="prod",
-        secret_key="s" * 48,
-        base_url="https://auth.example.org",
-        trusted_proxies="127.0.0.1/32",
-    )
+    app = live_app(**prod_settings(trusted_proxies="127.0.0.1/32"))
     with app.client() as client:
         response = client.get("/login", headers={"X-Forwarded-Proto": "https"})
         assert response.status_code == 200

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import LiveApp
 from tests.support.flow import create_verified_account, find_code, sign_up
 from tests.support.processes import run_resetflow
+from tests.support.prod import prod_environment
 from tests.support.servers import SmtpSink, free_port
 
 
@@ -230,7 +231,7 @@ def test_a_worker_with_a_metrics_port_reports_its_own_deliveries(
     [
         ({"RESETFLOW_METRICS_DIR": "shared"}, "would count them twice"),
         (
-            {"RESETFLOW_ENV": "prod", "RESETFLOW_SECRET_KEY": "k" * 48},
+            prod_environment(),
             "set RESETFLOW_METRICS_TOKEN",
         ),
     ],

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -23,7 +24,7 @@ from resetflow.storage.migrate import upgrade_async
 from resetflow.web import account_actions, actions, admin, pages, webhooks
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
-from resetflow.web.metrics import MetricsMiddleware, metrics_router
+from resetflow.web.metrics import MetricsMiddleware, bearer_matches, metrics_router
 from resetflow.web.request_id import RequestIdMiddleware
 from resetflow.web.security import SecurityMiddleware
 from resetflow.web.sessions import SessionMiddleware
@@ -74,7 +75,9 @@ def create_app(
         title="resetflow",
         version=__version__,
         lifespan=lifespan,
-        docs_url="/docs",
+        # A developer page (it loads Swagger UI from a CDN): absent in prod, with
+        # /docs/oauth2-redirect; /openapi.json stays for clients (R58).
+        docs_url=None if settings.is_prod else "/docs",
         redoc_url=None,
         # resetflow's own observability is /metrics and JSON logs. FastAPI's OpenTelemetry
         # bridge, left on, looks for a configured provider on every request (environment
@@ -113,19 +116,34 @@ def create_app(
     async def healthz() -> Response:
         return JSONResponse({"status": "ok"})
 
+    # The outbox figures move right after a /send-token for a known contact (R19): they
+    # are shown only where /metrics would answer (its token; dev without one, where
+    # /metrics is open and shows the same gauges). The public answer is up or down.
+    readyz_token = (
+        settings.metrics_token.get_secret_value().encode()
+        if settings.metrics_token is not None
+        else None
+    )
+
     @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         """Ready when the database and the session store answer and the outbox is not
         lagging behind (oldest waiting job under RESETFLOW_READY_MAX_OUTBOX_LAG_SECONDS)."""
+        if readyz_token is not None:
+            figures = bearer_matches(request, readyz_token)
+        else:
+            figures = not settings.is_prod
         report: dict[str, object] = {"status": "ok"}
         try:
             async with services.database.read() as conn:
                 repo = DeliveryRepository(conn)
-                report["outbox_pending"] = await repo.count_pending()
+                pending = await repo.count_pending() if figures else None
                 oldest = await repo.oldest_queued_at()
             report["database"] = "up"
             lag = (services.clock.now() - oldest).total_seconds() if oldest else 0.0
-            report["outbox_lag_seconds"] = round(max(lag, 0.0), 3)
+            if figures:
+                report["outbox_pending"] = pending
+                report["outbox_lag_seconds"] = round(max(lag, 0.0), 3)
             if lag > settings.ready_max_outbox_lag_seconds:
                 # Messages wait too long: no worker runs, or too few for the load.
                 report.update(status="unavailable", outbox="lagging")
@@ -154,6 +172,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         https_only=settings.is_prod,
         trusted_proxies=settings.trusted_proxy_networks,
+        public_host=urlsplit(settings.base_url).netloc,
     )
     # Added last, so outermost: counts and times every answer, early refusals included.
     app.add_middleware(MetricsMiddleware, metrics=services.metrics, router=app.router)

@@ -50,3 +50,19 @@ def _is_in(value: str, networks: tuple[Network, ...]) -> bool:
     except ValueError:
         return False
     return any(ip in network for network in networks)
+
+
+def limit_subject(address: str) -> str:
+    """What a per-IP limit counts: an IPv4 address as it is, an IPv6 one by its /64 (one
+    subscriber usually holds a whole /64, and could otherwise take a fresh address for
+    every request); an IPv4-mapped IPv6 address as its IPv4 address. Anything else (a
+    Unix socket's ``-``) as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)

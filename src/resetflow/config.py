@@ -24,10 +24,16 @@ if TYPE_CHECKING:
     from resetflow.notify.events import WebhookEndpoint
 
 EMAIL_PROVIDERS = frozenset({"smtp", "postmark", "courier", "outbox", "console"})
-SMS_PROVIDERS = frozenset({"twilio", "courier", "outbox", "console"})
+SMS_PROVIDERS = frozenset({"twilio", "courier", "outbox", "console", "none"})
+# In RESETFLOW_SMS_ALLOWED_COUNTRIES' place when RESETFLOW_SMS_PROVIDER=none: a "region"
+# no number has, so that every check of where SMS may go refuses them all.
+NO_SMS_REGION = "none"
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "dev", "xxx"})
 MIN_SECRET_LENGTH = 32
 MIN_WEBHOOK_SECRET_LENGTH = 16
+# Developer providers: they keep messages (codes included) in the database in clear and
+# print them. Prod refuses them (R58).
+DEV_PROVIDERS = frozenset({"outbox", "console"})
 
 
 class ConfigError(Exception):
@@ -113,12 +119,18 @@ class Settings(BaseSettings):
     account_max_failures: int = Field(default=100, ge=1, le=100)
     recovery_pause_seconds: int = Field(default=60, ge=1, le=24 * 3600)
     recovery_max_pause_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
+    # Consecutive failed sign-ins of one account before its sign-in stops until a reset
+    # (or this long without a failure) (R57, resetflow/signin_failures.py).
+    signin_max_failures: int = Field(default=100, ge=1, le=100)
+    signin_failure_ttl_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     reset_grant_ttl_seconds: int = Field(default=600, ge=30, le=600)
     session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
     # A session unused this long ends; each use slides it, never past session_ttl_seconds.
     session_idle_seconds: int = Field(default=1800, ge=60, le=30 * 24 * 3600)
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=256, ge=64, le=1024)
+    # zxcvbn's estimate of the guesses a password takes; 10^10 is the floor (R56).
+    password_min_guesses: float = Field(default=1e10, ge=1e10, le=1e30)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
     # Bearer token for GET /metrics. Unset (or empty): in dev /metrics is open; in prod it
     # is off (404), since its counters tell a known contact from an unknown one (R19).
@@ -217,7 +229,10 @@ class Settings(BaseSettings):
     @field_validator("sms_providers")
     @classmethod
     def _known_sms_providers(cls, value: str) -> str:
-        return _list_of(value, SMS_PROVIDERS)
+        names = _list_of(value, SMS_PROVIDERS)
+        if "none" in names.split(","):
+            raise ValueError("'none' is set as RESETFLOW_SMS_PROVIDER=none, not in a list")
+        return names
 
     @field_validator("limit_ip", "limit_global", "limit_destination", "limit_sms_prefix")
     @classmethod
@@ -288,8 +303,15 @@ class Settings(BaseSettings):
         return _split(self.sms_providers) or [self.sms_provider]
 
     @property
+    def sms_enabled(self) -> bool:
+        """False with ``RESETFLOW_SMS_PROVIDER=none`` (an email-only deployment)."""
+        return self.sms_provider_chain != ["none"]
+
+    @property
     def sms_countries(self) -> frozenset[str]:
-        """Regions SMS may go to; empty means every region."""
+        """Regions SMS may go to; empty means every region; with SMS off, none at all."""
+        if not self.sms_enabled:
+            return frozenset({NO_SMS_REGION})
         return frozenset(_split(self.sms_allowed_countries))
 
     @property
@@ -367,6 +389,8 @@ def load_settings(**overrides: Any) -> Settings:
             f"RESETFLOW_SECRET_KEY: must be at least {MIN_SECRET_LENGTH} random characters, "
             "not a placeholder"
         )
+    if settings.is_prod:
+        _check_no_dev_providers(settings)
     return settings
 
 
@@ -399,6 +423,26 @@ def _check_providers(settings: Settings) -> None:
             "RESETFLOW_TWILIO_FROM or RESETFLOW_TWILIO_MESSAGING_SERVICE_SID: one is required "
             "when the twilio provider is used"
         )
+
+
+def _check_no_dev_providers(settings: Settings) -> None:
+    """In prod, ``outbox`` and ``console`` do not exist (R58): they store codes in clear
+    and print them. The message names the variable that chose one."""
+    for channel in ("email", "sms"):
+        chain_field = f"{channel}_providers"
+        chain = _split(getattr(settings, chain_field))
+        field = chain_field if chain else f"{channel}_provider"
+        for name in chain or [getattr(settings, field)]:
+            if name in DEV_PROVIDERS:
+                real = (
+                    "smtp, postmark or courier"
+                    if channel == "email"
+                    else "twilio or courier (or none: no SMS at all)"
+                )
+                raise ConfigError(
+                    f"RESETFLOW_{field.upper()}: {name!r} is a development provider, refused "
+                    f"when RESETFLOW_ENV=prod; configure {real}"
+                )
 
 
 def _check_webhook_secrets(settings: Settings) -> None:

@@ -30,10 +30,12 @@ from typing import Protocol
 
 from limits import RateLimitItem, parse_many
 
+from resetflow.client import limit_subject
 from resetflow.crypto import sha256_hex
 from resetflow.errors import RateLimited
 from resetflow.limits_memory import LocalMovingWindowStorage
 from resetflow.limits_redis import RedisWindows
+from resetflow.signin_failures import MemoryFailureCounts, SignInFailures
 from resetflow.storage.redis import client_options
 
 Hit = tuple[str, int, int]
@@ -89,8 +91,17 @@ def make_storage(redis_url: str | None, *, prefix: str = "resetflow") -> Windows
 
 
 class RateLimiter:
-    def __init__(self, *, storage: Windows, rules: LimitRules, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        storage: Windows,
+        rules: LimitRules,
+        enabled: bool = True,
+        signin_failures: SignInFailures | None = None,
+    ) -> None:
         self._storage = storage
+        # Failed sign-ins per account (R57); kept whether or not the limits are enabled.
+        self.signin = signin_failures or SignInFailures(MemoryFailureCounts())
         self._enabled = enabled
         self._per_ip = parse_rules(rules.per_ip)
         self._global = parse_rules(rules.global_)
@@ -100,8 +111,12 @@ class RateLimiter:
 
     async def check_request(self, *, action: str, ip: str) -> None:
         """Count one POST against the client's and the global rules;
-        :class:`RateLimited` (with the wait in seconds, nothing counted) when over."""
-        refused = await self._take((self._per_ip, ("ip", action, ip)), (self._global, ("global",)))
+        :class:`RateLimited` (with the wait in seconds, nothing counted) when over. An IPv6
+        client counts by its /64, which one subscriber typically holds whole (R57)."""
+        subject = limit_subject(ip)
+        refused = await self._take(
+            (self._per_ip, ("ip", action, subject)), (self._global, ("global",))
+        )
         if refused is not None:
             raise RateLimited(retry_after=refused[1])
 

@@ -24,6 +24,7 @@ from resetflow.notify.worker import DeliveryWorker, WorkerPolicy
 from resetflow.ratelimit import RateLimiter, make_storage
 from resetflow.recovery.codes import OneTimeCodes
 from resetflow.recovery.service import RecoveryService
+from resetflow.signin_failures import SignInFailures, make_failure_counts
 from resetflow.storage.database import Database
 from resetflow.storage.dev_outbox import DevMailbox
 from resetflow.storage.sessions import SessionStore
@@ -55,6 +56,7 @@ class Services:
             await provider.close()
         await self.webhooks.close()
         await self.sessions.close()
+        await self.limiter.signin.close()
         await self.database.close()
 
 
@@ -80,6 +82,11 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         storage=make_storage(settings.redis_url, prefix=settings.redis_prefix),
         rules=settings.limit_rules,
         enabled=settings.limits_enabled,
+        signin_failures=SignInFailures(
+            make_failure_counts(settings.redis_url, prefix=settings.redis_prefix),
+            max_failures=settings.signin_max_failures,
+            ttl_seconds=settings.signin_failure_ttl_seconds,
+        ),
     )
     keyring = Keyring(settings.secret())
     sessions: SessionStore = (
@@ -102,7 +109,9 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     mailbox = DevMailbox(database=database)
     hasher = PasswordHasher()
     policy = PasswordPolicy(
-        min_length=settings.password_min_length, max_length=settings.password_max_length
+        min_length=settings.password_min_length,
+        max_length=settings.password_max_length,
+        min_guesses=settings.password_min_guesses,
     )
     audit = AuditLog(database=database, clock=clock)
     metrics = Metrics(shared_directory=settings.metrics_dir)

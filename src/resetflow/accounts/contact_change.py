@@ -29,6 +29,7 @@ from resetflow.accounts.passwords import PasswordHasher
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
+from resetflow.config import NO_SMS_REGION
 from resetflow.crypto import new_token
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotSignedIn
 from resetflow.notify.events import Events, SessionsRevokedReason
@@ -114,6 +115,8 @@ class ContactChangeService:
             region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
             if region not in self._sms_countries:
                 message = "We cannot send text messages to this country."
+                if NO_SMS_REGION in self._sms_countries:  # RESETFLOW_SMS_PROVIDER=none
+                    message = "This service does not send text messages."
                 raise InvalidInput(fields={"value": message})
         return phone
 

@@ -14,6 +14,7 @@ from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from resetflow.accounts.strength import StrengthEstimator
 from resetflow.errors import PasswordRejected
 
 # OWASP's minimum for Argon2id: m=19 MiB, t=2, p=1 (R37).
@@ -90,20 +91,31 @@ def common_passwords() -> frozenset[str]:
 
 
 class PasswordPolicy:
-    """Length bounds and a blocklist; no composition rules (R33, R34, R36)."""
+    """Length bounds, a blocklist and a strength estimate; no composition rules (R33, R34,
+    R36, R56)."""
 
-    def __init__(self, *, min_length: int = 15, max_length: int = 256) -> None:
+    def __init__(
+        self, *, min_length: int = 15, max_length: int = 256, min_guesses: float = 1e10
+    ) -> None:
         if min_length < 8 or max_length < 64:
             raise ValueError("the password policy may not be weaker than 8..64")
         self.min_length = min_length
         self.max_length = max_length
+        self.strength = StrengthEstimator(min_guesses=min_guesses)
 
-    def check(self, password: str, *, personal: tuple[str | None, ...] = ()) -> None:
+    async def check(self, password: str, *, personal: tuple[str | None, ...] = ()) -> None:
         """Raise :class:`PasswordRejected` with the reason, or return if acceptable.
 
         ``personal`` holds the user's own name, email and phone, which are refused as
-        passwords (also the email's local part and the phone without its ``+``).
+        passwords (also the email's local part and the phone without its ``+``), and
+        feed the strength estimate (in a worker thread: it costs milliseconds, R56).
         """
+        self._check_rules(password, personal)
+        weakness = await self.strength.check(normalise_password(password), personal)
+        if weakness is not None:
+            raise PasswordRejected(weakness, fields={"password": weakness})
+
+    def _check_rules(self, password: str, personal: tuple[str | None, ...]) -> None:
         value = normalise_password(password)
         length = len(value)
         if length < self.min_length:

@@ -14,6 +14,7 @@ from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
+from resetflow.config import NO_SMS_REGION
 from resetflow.errors import InvalidCredentials, InvalidInput
 from resetflow.notify.events import Events
 from resetflow.notify.messages import Notification, Route
@@ -115,7 +116,7 @@ class AccountService:
         """
         email, phone = self.normalise_contacts(email=account.email, phone=account.phone)
         self._check_sms_allowed(phone, account.preference)
-        self._policy.check(account.password, personal=(account.name, email, phone))
+        await self._policy.check(account.password, personal=(account.name, email, phone))
         contact = email if account.preference is Channel.EMAIL else phone
         # Counted before the look-up, for taken and free contacts alike (R17).
         may_send = await self._limiter.allow_destination(contact, purpose="verify")
@@ -258,15 +259,28 @@ class AccountService:
         async with self._db.read() as conn:
             users = UserRepository(conn)
             user = await (users.by_email(email) if email else users.by_phone(phone or ""))
-        if not await self._hasher.verify(user.password_hash if user else None, password):
+        # Failed sign-ins per account (R57): unknown contacts are counted too (under one
+        # key), so that both take the same steps; past the limit even the right password
+        # is answered like a wrong one, after the same hash check (R21, R38).
+        failures = self._limiter.signin
+        key = failures.account_key(user.id) if user else failures.unknown_key()
+        stopped = await failures.stopped(key)
+        matched = await self._hasher.verify(user.password_hash if user else None, password)
+        if stopped or not matched:
+            await failures.failed(key)
+            if user is None:
+                outcome = "unknown_account"
+            else:
+                outcome = "too_many_failures" if stopped else "wrong_password"
             await self._audit.record(
                 AuditEvent.SIGN_IN,
-                outcome="wrong_password" if user else "unknown_account",
+                outcome=outcome,
                 client=client,
                 user_id=user.id if user else None,
             )
             raise InvalidCredentials()
         assert user is not None
+        await failures.succeeded(key)
         if self._hasher.needs_rehash(user.password_hash):
             new_hash = await self._hasher.hash(password)
             async with self._db.write() as conn:
@@ -283,6 +297,8 @@ class AccountService:
         region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
         if region not in self._sms_countries:
             message = "We cannot send text messages to this country. Choose email for codes."
+            if NO_SMS_REGION in self._sms_countries:  # RESETFLOW_SMS_PROVIDER=none
+                message = "This service does not send text messages. Choose email for codes."
             raise InvalidInput(fields={"preference": message})
 
     async def session_is_current(self, record: SessionRecord) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import tempfile
@@ -25,6 +26,8 @@ from resetflow.web.worker_metrics import worker_metrics_app
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+log = logging.getLogger("resetflow")
+
 # uvicorn's exit status when it cannot start (a port taken, among others): kept for ours.
 STARTUP_FAILURE = 3
 
@@ -43,6 +46,8 @@ def serve(
     from resetflow.web.nodelay import HTTP_PROTOCOL
 
     settings = load_settings()
+    if workers > 1 and not settings.redis_url:
+        _refuse_or_warn_local_limits(settings, workers)
     try:
         check_can_listen(host, port)  # a taken port: one line now, not a log line later
     except ListenError as error:
@@ -78,6 +83,28 @@ def serve(
         uvicorn.run(
             "resetflow.cli.server:web_process_app", factory=True, workers=workers, **options
         )
+
+
+def _refuse_or_warn_local_limits(settings: Settings, workers: int) -> None:
+    """Without Redis, each web process keeps its own rate-limit windows and SMS budget in
+    memory: N processes would allow N times every limit (R16). Prod refuses to start; dev
+    says so once."""
+    if settings.is_prod:
+        typer.echo(
+            f"resetflow: RESETFLOW_REDIS_URL: required with --workers {workers} in prod "
+            "(without it each process counts rate limits and the SMS budget apart)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    configure_logging()
+    log.warning(
+        "limits_per_process",
+        extra={
+            "workers": workers,
+            "reason": "RESETFLOW_REDIS_URL is not set: each process counts rate limits and "
+            "the SMS budget apart, so they allow up to workers times as much",
+        },
+    )
 
 
 def web_process_app() -> FastAPI:

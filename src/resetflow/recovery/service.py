@@ -183,7 +183,7 @@ class RecoveryService:
             user = await UserRepository(conn).get(grant.user_id)
         if user is None:
             raise ResetNotAllowed()
-        self._policy.check(new_password, personal=(user.name, user.email, user.phone))
+        await self._policy.check(new_password, personal=(user.name, user.email, user.phone))
         password_hash = await self._hasher.hash(new_password)
         async with self._db.write() as conn:
             spent = await CodeRepository(conn).use_grant(
@@ -215,6 +215,9 @@ class RecoveryService:
                 AuditEvent.PASSWORD_CHANGED, outcome="ok", client=client, user_id=user.id, conn=conn
             )
         self._outbox.wake()
+        # The new password opens the account at once, whatever failed before (R57).
+        signin = self._limiter.signin
+        await signin.succeeded(signin.account_key(user.id))
         ended = await end_sessions(self._sessions, user.id)
         await self._audit.record(
             AuditEvent.SESSIONS_ENDED, outcome="ok", client=client, user_id=user.id, count=ended

@@ -43,8 +43,12 @@ class SecurityMiddleware:
         max_body_bytes: int,
         https_only: bool,
         trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
+        public_host: str = "localhost",
     ) -> None:
+        """``public_host`` is the host (and port) of ``RESETFLOW_BASE_URL``: the https
+        redirect goes there, never to the request's ``Host`` header (R40, R49)."""
         self.app = app
+        self._public_host = public_host
         self._max_body = max_body_bytes
         self._https_only = https_only
         self._trusted = trusted_proxies
@@ -103,9 +107,13 @@ class SecurityMiddleware:
         return scheme
 
     async def _redirect_to_https(self, scope: Scope, send: Send) -> None:
-        host = _header(scope, b"host") or "localhost"
         query = scope.get("query_string", b"").decode("latin-1")
-        location = f"https://{host}{scope['path']}" + (f"?{query}" if query else "")
+        # raw_path: the path as the client sent it (percent-escapes kept), so that the
+        # Location header stays one line of ASCII.
+        path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        location = f"https://{self._public_host}{path.decode('latin-1')}" + (
+            f"?{query}" if query else ""
+        )
         await send(
             {
                 "type": "http.response.start",

@@ -29,7 +29,9 @@ def build_providers(
 
     return {
         Channel.EMAIL: [provider(name) for name in settings.email_provider_chain],
-        Channel.SMS: [provider(name) for name in settings.sms_provider_chain],
+        # RESETFLOW_SMS_PROVIDER=none: no SMS provider (nothing may choose SMS: the
+        # allowed regions are none, config.Settings.sms_countries).
+        Channel.SMS: [provider(name) for name in settings.sms_provider_chain if name != "none"],
     }
 
 

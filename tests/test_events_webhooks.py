@@ -38,6 +38,7 @@ from tests.support.flow import (
     wait_for_dev_message,
 )
 from tests.support.processes import run_resetflow
+from tests.support.prod import prod_settings
 from tests.support.webhooks import Received, new_secret, webhook_receiver
 
 EMAIL = "ada@example.com"
@@ -534,10 +535,7 @@ def test_webhook_settings_that_work(make_settings: Callable[..., Settings]) -> N
     assert secret not in repr(settings) and other not in repr(settings)
     assert secret not in repr(settings.webhook_endpoints)
     prod = make_settings(
-        env="prod",
-        secret_key="k" * 48,
-        webhook_url="https://app.example.com/hooks",
-        webhook_secret=secret,
+        **prod_settings(webhook_url="https://app.example.com/hooks", webhook_secret=secret)
     )
     assert [e.url for e in prod.webhook_endpoints] == ["https://app.example.com/hooks"]
 

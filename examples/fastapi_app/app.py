@@ -36,9 +36,10 @@ accounts = create_app()
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Starlette runs only the host's lifespan: hand resetflow its start and its shutdown.
-    async with accounts.router.lifespan_context(accounts):
-        yield
+    # Starlette runs only the host's lifespan: resetflow starts on its first request, and
+    # the host hands it the shutdown (its delivery worker, database and session store).
+    yield
+    await accounts.aclose()
 
 
 app = FastAPI(lifespan=lifespan)

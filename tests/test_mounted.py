@@ -5,15 +5,20 @@ and the cookie's path and name under a prefix (R23)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+import pytest
+from fastapi import FastAPI
 
+from resetflow import create_app
 from resetflow.config import Settings, load_settings
 from tests.conftest import LiveApp
 from tests.support.flow import NEW_PASSWORD, PASSWORD, find_code, wait_for_dev_message
 from tests.support.mounted import PREFIX, csrf_token, mounted, page_urls
+from tests.support.servers import free_port, serve_in_thread
 
 NAME = "Ada Lovelace"
 EMAIL = "ada@example.com"
@@ -234,3 +239,29 @@ def test_cookie_name_follows_the_path() -> None:
     assert prod.cookie_name("/auth") == "__Secure-resetflow"
     dev = load_settings(secret_key="s" * 48, _env_file=None)
     assert dev.cookie_name("/auth") == "resetflow_session"
+
+
+@pytest.mark.parametrize("how", ["first use, then aclose", "the host runs its lifespan"])
+def test_start_and_shutdown_when_mounted(make_settings: Callable[..., Settings], how: str) -> None:
+    """Starlette runs no mounted app's lifespan: resetflow starts on its first request and
+    stops with ``aclose()``; or the host runs resetflow's lifespan inside its own."""
+    port = free_port()
+    auth = create_app(make_settings(base_url=f"http://127.0.0.1:{port}{PREFIX}"))
+    first_use = how.startswith("first use")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if first_use:
+            yield
+            await auth.aclose()
+        else:
+            async with auth.router.lifespan_context(auth):
+                yield
+
+    host = FastAPI(lifespan=lifespan)
+    host.mount(PREFIX, auth)
+    with serve_in_thread(host, port=port) as url:
+        assert auth.runtime.started is not first_use
+        assert httpx.get(f"{url}{PREFIX}/readyz").json()["database"] == "up"
+        assert auth.runtime.started
+    assert not auth.runtime.started

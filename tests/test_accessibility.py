@@ -9,6 +9,7 @@ carry no script.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from tests.conftest import LiveApp
 from tests.support.browser import LaunchedBrowser, launched_chromium, submit
 from tests.support.flow import NEW_PASSWORD, PASSWORD, find_code, wait_for_dev_message
 from tests.support.mounted import PREFIX, mounted, page_urls
+from tests.support.processes import clean_env, run_resetflow
 
 pytestmark = pytest.mark.browser
 
@@ -75,9 +77,10 @@ class Audited:
         self.audited.append(what)
 
 
-def walk_the_flow(page: Page, *, origin: str, prefix: str) -> list[str]:
+def walk_the_flow(page: Page, *, origin: str, prefix: str, data_dir: Path) -> list[str]:
     """Sign up, verify, sign out, forgot password, code, new password, sign in, account;
-    a wrong entry at each form first, so that every error state is audited too."""
+    a wrong entry at each form first, so that every error state is audited too; then, made
+    an operator, the delivery log."""
     web = Audited(page, origin=origin, prefix=prefix)
     outbox = httpx.Client(base_url=f"{origin}{prefix}", timeout=30)
     try:
@@ -162,6 +165,18 @@ def walk_the_flow(page: Page, *, origin: str, prefix: str) -> list[str]:
 
         page.goto(f"{origin}{prefix}/dev/outbox")
         web.at("/dev/outbox")
+
+        granted = run_resetflow(
+            "users",
+            "grant-admin",
+            EMAIL,
+            env=clean_env(RESETFLOW_DATA_DIR=str(data_dir)),
+            cwd=data_dir.parent,
+        )
+        assert granted.returncode == 0, granted.stderr
+        page.goto(f"{origin}{prefix}/admin/deliveries")
+        expect(page.get_by_role("heading", level=1)).to_have_text("Deliveries")
+        web.at("/admin/deliveries")
     finally:
         outbox.close()
     return web.audited
@@ -171,16 +186,19 @@ def test_unmounted_flow_passes_axe(
     live_app: Callable[..., LiveApp], context: BrowserContext
 ) -> None:
     app = live_app()
-    audited = walk_the_flow(context.new_page(), origin=app.url, prefix="")
-    assert len(audited) == 19
+    audited = walk_the_flow(
+        context.new_page(), origin=app.url, prefix="", data_dir=app.settings.data_dir
+    )
+    assert len(audited) == 20
 
 
 def test_mounted_flow_passes_axe(
-    make_settings: Callable[..., Settings], context: BrowserContext
+    make_settings: Callable[..., Settings], context: BrowserContext, tmp_path: Path
 ) -> None:
     """The same flow through a host app that mounts resetflow at /auth: every page, link
     and redirect stays under /auth (the session cookie is scoped to it)."""
-    with mounted(make_settings) as host:
-        audited = walk_the_flow(context.new_page(), origin=host, prefix=PREFIX)
-    assert len(audited) == 19
+    data_dir = tmp_path / "data"  # make_settings' data directory
+    with mounted(make_settings, data_dir=data_dir) as host:
+        audited = walk_the_flow(context.new_page(), origin=host, prefix=PREFIX, data_dir=data_dir)
+    assert len(audited) == 20
     assert {c["path"] for c in context.cookies()} == {PREFIX}

@@ -5,6 +5,7 @@ and the cookie's path and name under a prefix (R23)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 from resetflow import create_app
 from resetflow.config import Settings, load_settings
 from tests.conftest import LiveApp
-from tests.support.flow import NEW_PASSWORD, PASSWORD, find_code, wait_for_dev_message
+from tests.support.flow import NEW_PASSWORD, PASSWORD, find_code, sign_up, wait_for_dev_message
 from tests.support.mounted import PREFIX, csrf_token, mounted, page_urls
 from tests.support.servers import free_port, serve_in_thread
 
@@ -148,24 +149,44 @@ def test_the_whole_flow_through_a_host_app(make_settings: Callable[..., Settings
         outbox.close()
 
 
-def test_json_redirects_carry_the_prefix(make_settings: Callable[..., Settings]) -> None:
-    with mounted(make_settings) as host, httpx.Client(base_url=f"{host}{PREFIX}") as client:
-        created = client.post(
-            "/create-user",
-            json={
-                "name": NAME,
-                "email": EMAIL,
-                "phone": PHONE,
-                "password": PASSWORD,
-                "preference": "email",
-            },
+@pytest.mark.parametrize("store", ["sqlite", "postgres+redis"])
+def test_json_flow_when_mounted_on_each_store(
+    make_settings: Callable[..., Settings], request: pytest.FixtureRequest, store: str
+) -> None:
+    """Opened on first use on both stores (on PostgreSQL + Redis: migrations, the worker and
+    its LISTEN connection, Redis sessions); JSON ``redirect`` values carry the prefix."""
+    options: dict[str, Any] = {"migrate": True}
+    if store == "postgres+redis":
+        options.update(
+            database_url=request.getfixturevalue("postgres_url"),
+            redis_url=request.getfixturevalue("redis_server"),
+            redis_prefix=f"resetflow-test-{secrets.token_hex(6)}",
         )
+    with (
+        mounted(make_settings, **options) as host,
+        httpx.Client(base_url=f"{host}{PREFIX}", timeout=30) as client,
+    ):
+        created = sign_up(client)
         assert created.status_code == 201, created.text
         assert created.json()["redirect"] == "/auth/verify-contact"
-        sent = client.post("/send-token", json={"email": "nobody@example.com"})
+        assert "Path=/auth;" in created.headers["set-cookie"]
+        message = wait_for_dev_message(client, to=EMAIL, notification="verify-contact")
+        verified = client.post("/verify-contact", json={"token": find_code(message["text"])})
+        assert verified.json()["redirect"] == "/auth/"
+        assert client.post("/logout", json={}).json()["redirect"] == "/auth/"
+        sent = client.post("/send-token", json={"email": EMAIL})
         assert sent.status_code == 202
         assert sent.json()["redirect"] == "/auth/enter-token"
-        assert client.post("/logout", json={}).json()["redirect"] == "/auth/"
+        reset = wait_for_dev_message(client, to=EMAIL, notification="password-reset-token")
+        checked = client.post("/verify-token", json={"token": find_code(reset["text"])})
+        assert checked.json()["redirect"] == "/auth/new-password"
+        changed = client.post(
+            "/reset-password",
+            json={"newPassword": NEW_PASSWORD, "newPasswordConfirm": NEW_PASSWORD},
+        )
+        assert changed.json()["redirect"] == "/auth/login"
+        signed_in = client.post("/login", json={"email": EMAIL, "password": NEW_PASSWORD})
+        assert signed_in.json() == {"redirect": "/auth/account"}
 
 
 def test_prefix_from_the_base_url_behind_a_stripping_proxy(

@@ -286,3 +286,20 @@ def test_start_and_shutdown_when_mounted(make_settings: Callable[..., Settings],
         assert httpx.get(f"{url}{PREFIX}/readyz").json()["database"] == "up"
         assert auth.runtime.started
     assert not auth.runtime.started
+
+
+def test_prefix_from_root_path_when_the_base_url_has_none(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Mounted at /auth with a base URL without a path (the default one): pages follow
+    Starlette's root_path."""
+    with (
+        mounted(make_settings, base_url="http://127.0.0.1:8000") as host,
+        httpx.Client(base_url=f"{host}{PREFIX}") as client,
+    ):
+        page = client.get("/login")
+        assert page.status_code == 200
+        assert all(url.startswith("/auth/") for url in page_urls(page.text))
+        assert "Path=/auth;" in page.headers["set-cookie"]
+        sent = client.post("/send-token", json={"email": "nobody@example.com"})
+        assert sent.json()["redirect"] == "/auth/enter-token"

@@ -1,12 +1,13 @@
-"""``create_app(settings)``: the ASGI application. Resources open in the lifespan."""
+"""``create_app(settings)``: the ASGI application. Resources open in the lifespan, or on
+the first request when mounted in a host app (web/lifecycle.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI
@@ -17,61 +18,63 @@ from starlette.responses import JSONResponse, Response
 from resetflow import __version__
 from resetflow.clock import Clock
 from resetflow.config import Settings, load_settings
-from resetflow.notify.listener import OutboxListener
 from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryRepository
-from resetflow.storage.migrate import upgrade_async
-from resetflow.web import account_actions, actions, admin, pages, webhooks
+from resetflow.web import account_actions, actions, admin, pages, theme, webhooks
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
+from resetflow.web.lifecycle import Runtime, StartOnFirstUse
 from resetflow.web.metrics import MetricsMiddleware, bearer_matches, metrics_router
+from resetflow.web.render import page_templates
 from resetflow.web.request_id import RequestIdMiddleware
-from resetflow.web.security import SecurityMiddleware
+from resetflow.web.security import SecurityMiddleware, content_security_policy
 from resetflow.web.sessions import SessionMiddleware
 
 log = logging.getLogger("resetflow")
 STATIC = Path(__file__).parent / "web" / "static"
 
 
+class ResetflowApp(FastAPI):
+    """The app :func:`create_app` returns: a FastAPI app that also starts on its first
+    request when its lifespan does not run (mounted in a host app), and that a host stops
+    with :meth:`aclose` (docs/mounting.md)."""
+
+    def __init__(self, *, runtime: Runtime, **options: Any) -> None:
+        super().__init__(**options)
+        self.runtime = runtime
+
+    async def aclose(self) -> None:
+        """Stop the in-process worker and close the database and session store. A host
+        that mounts resetflow awaits this from its own lifespan's shutdown."""
+        await self.runtime.aclose()
+
+
 def create_app(
     settings: Settings | None = None, *, clock: Clock | None = None, migrate: bool | None = None
-) -> FastAPI:
+) -> ResetflowApp:
     """Build the app. ``migrate`` defaults to on in dev (the embedded default upgrades its
     own SQLite file) and off in prod (run ``resetflow migrate`` as a deploy step)."""
     settings = settings or load_settings()
     services = build_services(settings, clock=clock)
     run_migrations = (not settings.is_prod) if migrate is None else migrate
 
+    # Its counters move for a known contact and not for an unknown one (codes issued,
+    # deliveries sent): in prod, /metrics exists only behind a token (R19).
+    metrics_exposed = settings.metrics_token is not None or not settings.is_prod
+    runtime = Runtime(
+        services=services, run_migrations=run_migrations, metrics_exposed=metrics_exposed
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if run_migrations:
-            await upgrade_async(settings.resolved_database_url)
-        if not metrics_exposed:
-            log.warning("metrics_off", extra={"reason": "RESETFLOW_METRICS_TOKEN is not set"})
-        worker_task = None
-        listener = None
-        if settings.run_worker_in_process:
-            services.outbox.hold_requests_while_behind(settings.inprocess_backpressure_seconds)
-            services.worker.delay_after_wake(settings.inprocess_delivery_jitter_seconds)
-            worker_task = asyncio.create_task(services.worker.run(), name="resetflow-delivery")
-            if services.database.url.startswith("postgresql"):
-                # Jobs written by other web processes wake this worker too.
-                listener = OutboxListener(
-                    database_url=services.database.url, outbox=services.outbox
-                )
-                listener.start()
+        await runtime.ensure_started()
         try:
             yield
         finally:
-            if listener is not None:
-                await listener.stop()
-            if worker_task is not None:
-                services.worker.stop()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.wait_for(worker_task, timeout=10)
-            await services.close()
+            await runtime.aclose()
 
-    app = FastAPI(
+    app = ResetflowApp(
+        runtime=runtime,
         title="resetflow",
         version=__version__,
         lifespan=lifespan,
@@ -85,6 +88,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.services = services
+    app.state.pages = page_templates(settings)
     install_error_handlers(app)
 
     async def current_user(request: Request) -> None:
@@ -98,9 +102,6 @@ def create_app(
     app.include_router(account_actions.router, dependencies=[Depends(current_user)])
     app.include_router(admin.router, dependencies=[Depends(current_user)])
     app.include_router(webhooks.router)
-    # Its counters move for a known contact and not for an unknown one (codes issued,
-    # deliveries sent): in prod, /metrics exists only behind a token (R19).
-    metrics_exposed = settings.metrics_token is not None or not settings.is_prod
     if metrics_exposed:
         app.include_router(
             metrics_router(
@@ -110,6 +111,8 @@ def create_app(
                 token=settings.metrics_token,
             )
         )
+    # Before the /static mount, which would otherwise answer these two paths.
+    app.include_router(theme.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/healthz", include_in_schema=False)
@@ -165,7 +168,11 @@ def create_app(
         secure=settings.is_prod,
         ttl_seconds=settings.session_ttl_seconds,
         still_valid=services.accounts.session_is_current,
+        cookie_path=settings.cookie_path,
+        base_path=settings.base_path,
     )
+    # Outside the sessions, which need the (migrated) database.
+    app.add_middleware(StartOnFirstUse, runtime=runtime)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(
         SecurityMiddleware,
@@ -173,6 +180,7 @@ def create_app(
         https_only=settings.is_prod,
         trusted_proxies=settings.trusted_proxy_networks,
         public_host=urlsplit(settings.base_url).netloc,
+        policy=content_security_policy(logo_url=settings.logo_url),
     )
     # Added last, so outermost: counts and times every answer, early refusals included.
     app.add_middleware(MetricsMiddleware, metrics=services.metrics, router=app.router)

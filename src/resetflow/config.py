@@ -114,6 +114,18 @@ class Settings(BaseSettings):
     # End SMS that carry a code with the WebOTP line "@<host> #<code>" (phones autofill).
     sms_webotp: bool = False
 
+    # Your look (web/theme.py). The name is in page titles and headers and in messages;
+    # the logo is an https:// URL or a file under pages_dir; the accent colours buttons
+    # and links; pages_dir holds page templates that win over the shipped ones, file by
+    # file (as templates_dir does for messages).
+    product_name: str = "resetflow"
+    logo_url: str | None = None
+    accent_color: str = "#2563eb"
+    pages_dir: Path | None = None
+    # The session cookie's Path; unset: the mount prefix (web/prefix.py), "/" unmounted.
+    # A host app whose own pages need the cookie (for /sessions/whoami) sets "/".
+    cookie_path: str | None = None
+
     code_ttl_seconds: int = Field(default=300, ge=30, le=600)
     code_max_tries: int = Field(default=5, ge=1, le=5)
     account_max_failures: int = Field(default=100, ge=1, le=100)
@@ -189,17 +201,48 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
 
-    @field_validator("templates_dir", "metrics_dir", mode="before")
+    @field_validator(
+        "templates_dir", "metrics_dir", "pages_dir", "logo_url", "cookie_path", mode="before"
+    )
     @classmethod
     def _empty_directory_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("templates_dir")
+    @field_validator("templates_dir", "pages_dir")
     @classmethod
     def _templates_dir_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_dir():
             raise ValueError("no such directory")
         return value.resolve() if value is not None else None
+
+    @field_validator("product_name")
+    @classmethod
+    def _product_name_printable(cls, value: str) -> str:
+        value = value.strip()
+        if not 1 <= len(value) <= 60 or not value.isprintable():
+            raise ValueError("must be 1 to 60 printable characters")
+        return value
+
+    @field_validator("accent_color")
+    @classmethod
+    def _accent_is_rrggbb(cls, value: str) -> str:
+        value = value.strip().lower()
+        if (
+            len(value) != 7
+            or value[0] != "#"
+            or any(c not in "0123456789abcdef" for c in value[1:])
+        ):
+            raise ValueError("must be a colour written #rrggbb, like #2563eb")
+        return value
+
+    @field_validator("cookie_path")
+    @classmethod
+    def _cookie_path_absolute(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("/") or any(c in value for c in ";, \t\r\n") or "//" in value:
+            raise ValueError("must be a path starting with / (no ; , or spaces)")
+        return value.rstrip("/") or "/"
 
     @field_validator("metrics_dir")
     @classmethod
@@ -278,6 +321,19 @@ class Settings(BaseSettings):
         return not self.is_prod
 
     @property
+    def base_path(self) -> str:
+        """The path of the base URL without its trailing slash (``/auth``), or ``""``:
+        the mount prefix when it is set (web/prefix.py)."""
+        return urlsplit(self.base_url).path.rstrip("/")
+
+    @property
+    def logo_file(self) -> Path | None:
+        """The logo's file when RESETFLOW_LOGO_URL names one under the pages directory."""
+        if self.logo_url is None or self.logo_url.startswith("https://") or not self.pages_dir:
+            return None
+        return (self.pages_dir / self.logo_url).resolve()
+
+    @property
     def origin(self) -> str:
         parts = urlsplit(self.base_url)
         return f"{parts.scheme}://{parts.netloc}"
@@ -324,10 +380,15 @@ class Settings(BaseSettings):
             sms_budget=f"{self.sms_hourly_budget}/hour",
         )
 
-    @property
-    def cookie_name(self) -> str:
-        # The __Host- prefix makes the browser insist on Secure, Path=/ and no Domain.
-        return "__Host-resetflow" if self.is_prod else "resetflow_session"
+    def cookie_name(self, path: str = "/") -> str:
+        """The session cookie's name for a cookie of this ``path``. In prod: ``__Host-``
+        (the browser insists on Secure, Path=/ and no Domain) when the path is ``/``;
+        under a mount prefix ``__Host-`` cannot be used (a browser refuses a ``__Host-``
+        cookie whose Path is not ``/``), so ``__Secure-`` (Secure still enforced by the
+        browser; resetflow never sets a Domain either)."""
+        if not self.is_prod:
+            return "resetflow_session"
+        return "__Host-resetflow" if path == "/" else "__Secure-resetflow"
 
     @property
     def webhook_endpoints(self) -> list[WebhookEndpoint]:
@@ -377,6 +438,7 @@ def load_settings(**overrides: Any) -> Settings:
     _check_providers(settings)
     _check_webhook_secrets(settings)
     settings.webhook_endpoints  # noqa: B018 (parsed here: a bad value stops the start-up)
+    _check_logo(settings)
     if settings.secret_key is None or not settings.secret_key.get_secret_value():
         if settings.is_prod:
             raise ConfigError("RESETFLOW_SECRET_KEY: required when RESETFLOW_ENV=prod")
@@ -553,6 +615,34 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+LOGO_SUFFIXES = frozenset({".png", ".svg", ".jpg", ".jpeg", ".gif", ".webp", ".avif"})
+
+
+def _check_logo(settings: Settings) -> None:
+    """RESETFLOW_LOGO_URL: an https:// URL, or a picture file under RESETFLOW_PAGES_DIR
+    (served by resetflow at /static/logo)."""
+    value = settings.logo_url
+    if value is None:
+        return
+    problem = (
+        "RESETFLOW_LOGO_URL: must be an https:// URL or an image file under RESETFLOW_PAGES_DIR"
+    )
+    if value.startswith("https://"):
+        parts = urlsplit(value)
+        if not parts.netloc or any(c in value for c in " '\"<>;,"):
+            raise ConfigError(f"{problem} (got {value!r})")
+        return
+    if settings.pages_dir is None or "://" in value:
+        raise ConfigError(f"{problem} (got {value!r})")
+    path = (settings.pages_dir / value).resolve()
+    if (
+        not path.is_relative_to(settings.pages_dir)
+        or not path.is_file()
+        or path.suffix.lower() not in LOGO_SUFFIXES
+    ):
+        raise ConfigError(f"{problem} (got {value!r})")
 
 
 def _dev_secret(data_dir: Path) -> str:

@@ -61,11 +61,13 @@ class Services:
 
 
 def make_renderer(settings: Settings) -> TemplateRenderer:
-    """Templates from RESETFLOW_TEMPLATES_DIR first (file by file), then the shipped ones;
+    """Templates from RESETFLOW_TEMPLATES_DIR first (file by file), then the shipped ones,
+    all given RESETFLOW_PRODUCT_NAME as ``product_name``;
     with RESETFLOW_SMS_WEBOTP, SMS codes end with the WebOTP line for the base URL's host."""
     return TemplateRenderer(
         directories=[settings.templates_dir] if settings.templates_dir else None,
         webotp_host=webotp_host(settings.base_url) if settings.sms_webotp else None,
+        product_name=settings.product_name,
     )
 
 

@@ -24,8 +24,14 @@ DEFAULT_LOCALE = "en"
 
 class TemplateRenderer:
     def __init__(
-        self, *, directories: list[Path] | None = None, webotp_host: str | None = None
+        self,
+        *,
+        directories: list[Path] | None = None,
+        webotp_host: str | None = None,
+        product_name: str = "resetflow",
     ) -> None:
+        # Every template may name the product (RESETFLOW_PRODUCT_NAME) as {{ product_name }}.
+        self._product_name = product_name
         # With webotp_host, an SMS whose context holds a ``token`` ends with the WebOTP
         # line ``@host #code`` (see :func:`webotp_line`).
         self._webotp_host = webotp_host
@@ -78,7 +84,7 @@ class TemplateRenderer:
                 template = self._env.get_template(f"{candidate}/{notification}/{filename}")
             except TemplateNotFound:
                 continue
-            return template.render(**context)
+            return template.render(**{"product_name": self._product_name, **context})
         raise LookupError(f"no template {notification}/{filename} for locale {locale}")
 
 

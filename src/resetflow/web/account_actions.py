@@ -11,7 +11,7 @@ from __future__ import annotations
 import phonenumbers
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from resetflow.accounts.contact_change import PendingChange, contact_kind
 from resetflow.accounts.models import Channel
@@ -20,6 +20,7 @@ from resetflow.errors import NotSignedIn
 from resetflow.web import account_schemas, schemas
 from resetflow.web.edge import client_of, openapi_body, read_action, services_of
 from resetflow.web.inputs import is_form, session_of
+from resetflow.web.prefix import redirect
 from resetflow.web.render import action_done, page
 
 router = APIRouter()
@@ -32,7 +33,7 @@ def _not_signed_in(request: Request) -> Response:
     if not is_form(request):
         raise NotSignedIn()
     session_of(request).set("flash", "Please sign in first.")
-    return RedirectResponse("/login", status_code=303)
+    return redirect(request, "/login")
 
 
 @router.post(
@@ -121,11 +122,11 @@ async def confirm_contact_page(request: Request) -> Response:
     session = session_of(request)
     if request.scope["state"].get("user") is None:
         session.set("flash", "Please sign in first.")
-        return RedirectResponse("/login", status_code=303)
+        return redirect(request, "/login")
     pending = session.get(PENDING)
     if not pending or pending.get("user") != session.user_id:
         session.set("flash", "Choose the new email address or phone number first.")
-        return RedirectResponse("/account", status_code=303)
+        return redirect(request, "/account")
     channel = Channel(pending["channel"])
     return page(
         request,

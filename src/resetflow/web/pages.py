@@ -7,9 +7,10 @@ from datetime import datetime
 import phonenumbers
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from resetflow.web.inputs import session_of
+from resetflow.web.prefix import redirect
 from resetflow.web.render import page
 
 router = APIRouter(include_in_schema=False)
@@ -32,7 +33,7 @@ async def verify_contact(request: Request) -> Response:
     pending = session_of(request).get("verify")
     if not pending:
         session_of(request).set("flash", "Create an account first.")
-        return RedirectResponse("/new-user", status_code=303)
+        return redirect(request, "/new-user")
     return page(request, "verify_contact.html", channel=pending.get("channel", "email"))
 
 
@@ -50,7 +51,7 @@ async def forgot_password(request: Request) -> Response:
 async def enter_token(request: Request) -> Response:
     reset = session_of(request).get("reset")
     if not reset:
-        return RedirectResponse("/forgot-password", status_code=303)
+        return redirect(request, "/forgot-password")
     return page(request, "enter_token.html", mode=reset.get("mode", "email"))
 
 
@@ -67,7 +68,7 @@ async def new_password(request: Request) -> Response:
         session_of(request).set(
             "flash", "Enter the code we sent you before choosing a new password."
         )
-        return RedirectResponse("/forgot-password", status_code=303)
+        return redirect(request, "/forgot-password")
     return page(request, "new_password.html")
 
 
@@ -75,7 +76,7 @@ async def new_password(request: Request) -> Response:
 async def account(request: Request) -> Response:
     if request.scope["state"].get("user") is None:
         session_of(request).set("flash", "Please sign in first.")
-        return RedirectResponse("/login", status_code=303)
+        return redirect(request, "/login")
     user = request.scope["state"]["user"]
     phone = (
         phonenumbers.format_number(

@@ -11,22 +11,48 @@ from pathlib import Path
 from typing import Any
 
 from fastapi.templating import Jinja2Templates
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, Response
 
+from resetflow.config import Settings
 from resetflow.errors import RateLimited, ResetflowError
 from resetflow.web.inputs import is_form, session_of
+from resetflow.web.prefix import prefix_of, redirect, url
+from resetflow.web.theme import theme_version
 
-templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+SHIPPED_PAGES = Path(__file__).parent / "templates"
+
+
+def page_templates(settings: Settings) -> Jinja2Templates:
+    """The page templates: RESETFLOW_PAGES_DIR first (file by file), then the shipped ones.
+    ``url("/login")`` in a template writes a path under the mount prefix (web/prefix.py)."""
+    directories = [settings.pages_dir] if settings.pages_dir else []
+    templates = Jinja2Templates(directory=[*directories, SHIPPED_PAGES])
+    templates.env.globals["url"] = _url
+    return templates
+
+
+@pass_context
+def _url(context: Context, path: str) -> str:
+    return f"{context['prefix']}{path}"
 
 
 def page(request: Request, name: str, *, status: int = 200, **context: Any) -> Response:
     session = session_of(request)
     user = request.scope["state"].get("user")
+    settings: Settings = request.app.state.services.settings
+    templates: Jinja2Templates = request.app.state.pages
     return templates.TemplateResponse(
         request,
         name,
         {
+            "prefix": prefix_of(request.scope, settings.base_path),
+            "product_name": settings.product_name,
+            "logo_url": settings.logo_url if settings.logo_file is None else None,
+            "has_logo_file": settings.logo_file is not None,
+            "theme_version": theme_version(settings),
             "csrf_token": session.csrf_token(),
             "flash": session.pop("flash"),
             "user": user,
@@ -46,7 +72,9 @@ def action_done(
     if is_form(request):
         if flash:
             session_of(request).set("flash", flash)
-        return RedirectResponse(body["redirect"], status_code=303)
+        return redirect(request, body["redirect"])
+    if "redirect" in body:
+        body = {**body, "redirect": url(request, body["redirect"])}
     return JSONResponse(body, status_code=status)
 
 

@@ -19,11 +19,22 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resetflow.errors import PayloadTooLarge
+from resetflow.web.prefix import route_path
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "base-uri 'none'; frame-ancestors 'none'"
 )
+
+
+def content_security_policy(*, logo_url: str | None = None) -> str:
+    """The pages' CSP. An operator's https:// logo (RESETFLOW_LOGO_URL) is allowed as an
+    image by its exact URL, nothing more of its host."""
+    if logo_url is None or not logo_url.startswith("https://"):
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("img-src 'self'", f"img-src 'self' {logo_url}")
+
+
 # /docs loads Swagger UI's script and styles from a CDN; it is a developer page only.
 DOCS_CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self' https://cdn.jsdelivr.net 'unsafe-inline'; "
@@ -44,11 +55,13 @@ class SecurityMiddleware:
         https_only: bool,
         trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = (),
         public_host: str = "localhost",
+        policy: str = CONTENT_SECURITY_POLICY,
     ) -> None:
         """``public_host`` is the host (and port) of ``RESETFLOW_BASE_URL``: the https
         redirect goes there, never to the request's ``Host`` header (R40, R49)."""
         self.app = app
         self._public_host = public_host
+        self._policy = policy
         self._max_body = max_body_bytes
         self._https_only = https_only
         self._trusted = trusted_proxies
@@ -57,7 +70,7 @@ class SecurityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        path = route_path(scope)
         if self._https_only and self._scheme(scope) != "https" and path not in MACHINE_ENDPOINTS:
             await self._redirect_to_https(scope, send)
             return
@@ -82,7 +95,7 @@ class SecurityMiddleware:
                 headers = MutableHeaders(scope=message)
                 is_docs = path in ("/docs", "/docs/oauth2-redirect")
                 headers["content-security-policy"] = (
-                    DOCS_CONTENT_SECURITY_POLICY if is_docs else CONTENT_SECURITY_POLICY
+                    DOCS_CONTENT_SECURITY_POLICY if is_docs else self._policy
                 )
                 headers["x-content-type-options"] = "nosniff"
                 headers["referrer-policy"] = "no-referrer"

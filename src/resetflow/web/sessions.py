@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from http.cookies import SimpleCookie
 from typing import Any
@@ -28,6 +29,7 @@ from resetflow.clock import Clock
 from resetflow.crypto import new_token, sha256_hex
 from resetflow.errors import ServiceUnavailable
 from resetflow.storage.sessions import SessionRecord, SessionStore
+from resetflow.web.prefix import prefix_of, route_path
 from resetflow.web.security import MACHINE_ENDPOINTS
 
 log = logging.getLogger("resetflow.sessions")
@@ -98,25 +100,33 @@ class SessionMiddleware:
         *,
         store: SessionStore,
         clock: Clock,
-        cookie_name: str,
+        cookie_name: Callable[[str], str],
         secure: bool,
         ttl_seconds: int,
         still_valid: Callable[[SessionRecord], Awaitable[bool]] | None = None,
+        cookie_path: str | None = None,
+        base_path: str = "",
     ) -> None:
+        """``cookie_name(path)`` names the cookie for its path (config.Settings.cookie_name);
+        ``cookie_path`` unset means the mount prefix (web/prefix.py), ``/`` unmounted."""
         self.app = app
         self._store = store
         self._clock = clock
-        self._cookie = cookie_name
+        self._cookie_name = cookie_name
+        self._cookie_path = cookie_path
+        self._base_path = base_path
         self._secure = secure
         self._ttl = timedelta(seconds=ttl_seconds)
         self._still_valid = still_valid
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _sessionless(scope["path"]):
+        if scope["type"] != "http" or _sessionless(route_path(scope)):
             await self.app(scope, receive, send)
             return
+        path = self._cookie_path or prefix_of(scope, self._base_path) or "/"
+        cookie = _Cookie(name=self._cookie_name(path), path=path, secure=self._secure)
         try:
-            session = await self._load(scope)
+            session = await self._load(scope, cookie.name)
         except Exception:
             log.exception("session_store_unavailable")
             await _send_unavailable(send)
@@ -131,7 +141,7 @@ class SessionMiddleware:
                 return
             if message["type"] == "http.response.start":
                 try:
-                    cookie = await self._persist(session)
+                    header = await self._persist(session, cookie)
                 except Exception:
                     # The store is down: the answer must not claim a state change that
                     # was not kept. Swap it for a 503 before any byte has gone out.
@@ -139,15 +149,15 @@ class SessionMiddleware:
                     replaced = True
                     await _send_unavailable(send)
                     return
-                if cookie is not None:
-                    MutableHeaders(scope=message).append("set-cookie", cookie)
+                if header is not None:
+                    MutableHeaders(scope=message).append("set-cookie", header)
             await send(message)
 
         await self.app(scope, receive, send_with_cookie)
 
-    async def _load(self, scope: Scope) -> WebSession:
+    async def _load(self, scope: Scope, cookie_name: str) -> WebSession:
         now = self._clock.now()
-        session_id = _cookie_value(scope, self._cookie)
+        session_id = _cookie_value(scope, cookie_name)
         record = None
         if session_id and len(session_id) <= 128:
             record = await self._store.load(sha256_hex(session_id), now=now)
@@ -177,11 +187,11 @@ class SessionMiddleware:
             session.stale = (now - record.seen_at).total_seconds() >= idle * TOUCH_FRACTION
         return session
 
-    async def _persist(self, session: WebSession) -> str | None:
+    async def _persist(self, session: WebSession, cookie: _Cookie) -> str | None:
         if session.retired_id is not None:
             await self._store.delete(sha256_hex(session.retired_id))
         if session.ended:
-            return self._cookie_header("", max_age=0)
+            return cookie.header("", max_age=0)
         now = self._clock.now()
         if not session.modified:
             if session.stale and session.id is not None:
@@ -193,13 +203,22 @@ class SessionMiddleware:
             session.record.expires_at = now + self._ttl
         session.record.last_seen_at = now
         await self._store.save(sha256_hex(session.id), session.record)
-        return self._cookie_header(session.id)
+        return cookie.header(session.id)
 
-    def _cookie_header(self, value: str, *, max_age: int | None = None) -> str:
-        parts = [f"{self._cookie}={value}", "Path=/", "HttpOnly", "SameSite=Lax"]
+
+@dataclass(frozen=True)
+class _Cookie:
+    """The session cookie's name and attributes for one request (R23)."""
+
+    name: str
+    path: str
+    secure: bool
+
+    def header(self, value: str, *, max_age: int | None = None) -> str:
+        parts = [f"{self.name}={value}", f"Path={self.path}", "HttpOnly", "SameSite=Lax"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")
-        if self._secure:
+        if self.secure:
             parts.append("Secure")
         return "; ".join(parts)
 

@@ -25,6 +25,12 @@ from resetflow.web.security import MACHINE_ENDPOINTS
 
 log = logging.getLogger("resetflow.sessions")
 
+# Asked by host applications and reverse proxies on every page view (web/integration.py):
+# they read the session themselves, in one store read, and never write it or set a cookie.
+SESSION_READERS = frozenset({"/sessions/whoami", "/auth/check"})
+# In a signed-in session's data: when the person signed in (a later new id keeps it).
+AUTHENTICATED_AT = "authenticated_at"
+
 
 class WebSession:
     """One browser's session for the length of one request."""
@@ -170,6 +176,8 @@ class SessionMiddleware:
             now = self._clock.now()
             session.record.created_at = now
             session.record.expires_at = now + self._ttl
+            if session.record.user_id is not None:
+                session.record.data.setdefault(AUTHENTICATED_AT, now.isoformat())
         await self._store.save(sha256_hex(session.id), session.record)
         return self._cookie_header(session.id)
 
@@ -184,8 +192,13 @@ class SessionMiddleware:
 
 def _sessionless(path: str) -> bool:
     """Probes, metrics, static files and provider webhooks neither need nor touch a
-    session, so that they keep answering while the session store is down."""
-    return path in MACHINE_ENDPOINTS or path.startswith(("/static/", "/webhooks/"))
+    session, so that they keep answering while the session store is down; the session
+    readers load it themselves."""
+    return (
+        path in MACHINE_ENDPOINTS
+        or path in SESSION_READERS
+        or path.startswith(("/static/", "/webhooks/"))
+    )
 
 
 async def _send_unavailable(send: Send) -> None:

@@ -11,7 +11,15 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
+from resetflow.clock import FrozenClock
+from resetflow.storage.sessions.memory import MemorySessionStore
+from resetflow.web.inputs import session_of
+from resetflow.web.sessions import AUTHENTICATED_AT, SessionMiddleware
 from tests.conftest import LiveApp
 from tests.support.flow import (
     NEW_PASSWORD,
@@ -20,6 +28,7 @@ from tests.support.flow import (
     sign_up_verified,
     wait_for_dev_message,
 )
+from tests.support.servers import serve_in_thread
 
 NAME = "Zoë O'Brien-Ünal"
 
@@ -239,3 +248,48 @@ def test_r59_forward_auth_redirect_carries_return_to_from_a_trusted_proxy_only(
     untrusting = live_app(return_to_allowed="https://app.example.org/")
     with untrusting.client() as client:
         assert login_location(client, FORWARDED) == {}
+
+
+def test_authenticated_at_is_the_sign_in_and_outlives_a_new_session_id() -> None:
+    """SessionMiddleware notes when a person signed in; a later new id (R24) keeps it,
+    while created_at and expires_at follow the id. Sign-out and a new sign-in reset it."""
+    clock = FrozenClock()
+    store = MemorySessionStore()
+
+    async def act(request: Request) -> Response:
+        session = session_of(request)
+        {"in": lambda: session.sign_in("u1"), "new-id": session.rotate, "out": session.restart}[
+            request.path_params["what"]
+        ]()
+        return Response(status_code=204)
+
+    async def show(request: Request) -> Response:
+        record = session_of(request).record
+        return JSONResponse(
+            {
+                "authenticated_at": record.data.get(AUTHENTICATED_AT),
+                "created_at": record.created_at.isoformat(),
+            }
+        )
+
+    app = SessionMiddleware(
+        Starlette(routes=[Route("/{what}", act, methods=["POST"]), Route("/", show)]),
+        store=store,
+        clock=clock,
+        cookie_name="s",
+        secure=False,
+        ttl_seconds=3600,
+    )
+    with serve_in_thread(app) as url, httpx.Client(base_url=url) as client:
+        signed_in_at = clock.now().isoformat()
+        client.post("/in")
+        clock.advance(600)
+        client.post("/new-id")
+        shown = client.get("/").json()
+        assert shown["authenticated_at"] == signed_in_at
+        assert shown["created_at"] == clock.now().isoformat()
+        client.post("/out")
+        assert client.get("/").json()["authenticated_at"] is None
+        clock.advance(60)
+        client.post("/in")
+        assert client.get("/").json()["authenticated_at"] == clock.now().isoformat()

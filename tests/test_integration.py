@@ -24,6 +24,7 @@ from tests.conftest import LiveApp
 from tests.support.flow import (
     NEW_PASSWORD,
     PASSWORD,
+    create_verified_account,
     find_code,
     sign_up_verified,
     wait_for_dev_message,
@@ -293,3 +294,58 @@ def test_authenticated_at_is_the_sign_in_and_outlives_a_new_session_id() -> None
         clock.advance(60)
         client.post("/in")
         assert client.get("/").json()["authenticated_at"] == clock.now().isoformat()
+
+
+PROD = {
+    "env": "prod",
+    "secret_key": "s" * 48,
+    "base_url": "https://app.example.org",
+    "trusted_proxies": "127.0.0.1/32",
+    "return_to_allowed": "https://app.example.org/",
+    # Real providers (prod refuses the dev ones); nothing is sent in this test.
+    "email_provider": "smtp",
+    "sms_provider": "twilio",
+    "twilio_account_sid": "AC" + "0" * 32,
+    "twilio_auth_token": "t" * 32,
+    "twilio_from": "+15005550006",
+}
+
+
+def test_whoami_and_auth_check_in_prod_behind_a_tls_proxy(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    """In prod the cookie is __Host-resetflow and plain http is redirected (R49): a proxy
+    that terminates TLS says so with X-Forwarded-Proto, from a trusted address."""
+    app = live_app(**PROD)
+    create_verified_account(app.settings, name=NAME)
+    https = {"X-Forwarded-Proto": "https"}
+    with app.client() as client:
+        login = client.post(
+            "/login",
+            json={"email": "ada@example.com", "password": PASSWORD},
+            headers=https,
+        )
+        assert login.status_code == 200, login.text
+        cookie = login.headers["set-cookie"].split(";")[0]
+        assert cookie.startswith("__Host-resetflow=")
+        signed_in = {**https, "Cookie": cookie}
+        client.cookies.clear()  # a Secure cookie: sent by hand, as the proxy would
+        whoami = client.get("/sessions/whoami", headers=signed_in)
+        assert whoami.status_code == 200
+        assert whoami.json()["user"]["name"] == NAME
+        assert whoami.headers["strict-transport-security"].startswith("max-age=31536000")
+        check = client.get("/auth/check", headers=signed_in)
+        assert check.status_code == 200
+        assert check.headers["x-resetflow-user-email"] == "ada@example.com"
+        # Plain http is redirected, not answered (R49).
+        plain = client.get("/sessions/whoami", headers={"Cookie": cookie})
+        assert plain.status_code == 308
+        anonymous = client.get(
+            "/auth/check?redirect=1",
+            headers={**FORWARDED, "X-Forwarded-Host": "app.example.org"},
+        )
+        assert anonymous.status_code == 302
+        wanted = "https://app.example.org/reports/2026?view=all&x=%2F"
+        assert anonymous.headers["location"] == (
+            f"https://app.example.org/login?return_to={quote(wanted, safe='')}"
+        )

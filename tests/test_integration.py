@@ -29,7 +29,7 @@ from tests.support.flow import (
     sign_up_verified,
     wait_for_dev_message,
 )
-from tests.support.servers import serve_in_thread
+from tests.support.servers import free_port, serve_in_thread
 
 NAME = "Zoë O'Brien-Ünal"
 
@@ -349,3 +349,18 @@ def test_whoami_and_auth_check_in_prod_behind_a_tls_proxy(
         assert anonymous.headers["location"] == (
             f"https://app.example.org/login?return_to={quote(wanted, safe='')}"
         )
+
+
+def test_whoami_with_the_session_store_down_is_a_503(live_app: Callable[..., LiveApp]) -> None:
+    """Nothing listens where Redis should be: a cookie that must be looked up gets the
+    generic 503 (never a 500, never a 401 that would sign people out of the host app)."""
+    app = live_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    with app.client() as client:
+        client.cookies.set(app.settings.cookie_name, secrets.token_urlsafe(32))
+        for path in ("/sessions/whoami", "/auth/check"):
+            response = client.get(path)
+            assert response.status_code == 503, response.text
+            assert response.json()["code"] == "service_unavailable"
+            assert response.headers["retry-after"] == "5"
+        client.cookies.clear()
+        assert client.get("/sessions/whoami").status_code == 401

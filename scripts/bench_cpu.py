@@ -9,10 +9,12 @@ in-process delivery, the rate limits out of the way as in ``bench_load.py``), in
 waits until the in-process worker has delivered every job. No HTTP server and no load
 generator share the process, so the figure is this process's CPU time (all threads) per
 request: the application's own cost, without uvicorn's. ``--path /healthz`` measures the
-ceiling's route the same way; ``--smtp`` delivers to an aiosmtpd sink in a child
-process instead of the dev outbox; ``--cprofile FILE`` writes a profile of the run.
+ceiling's route the same way; ``--path /sessions/whoami`` and ``--path /auth/check`` ask
+with one signed-in session's cookie (docs/integration.md); ``--smtp`` delivers to an
+aiosmtpd sink in a child process instead of the dev outbox; ``--cprofile FILE`` writes a
+profile of the run.
 
-    .venv/bin/python scripts/bench_cpu.py -n 5000 [--smtp] [--path /healthz]
+    .venv/bin/python scripts/bench_cpu.py -n 5000 [--smtp] [--path /healthz|/sessions/whoami]
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("-n", "--requests", type=int, default=3000)
     parser.add_argument("-c", "--concurrency", type=int, default=32)
     parser.add_argument("--users", type=int, default=10_000)
-    parser.add_argument("--path", default="/send-token", choices=["/send-token", "/healthz"])
+    parser.add_argument(
+        "--path", default="/send-token", choices=["/send-token", "/healthz", *SESSION_PATHS]
+    )
     parser.add_argument("--smtp", action="store_true", help="deliver to an aiosmtpd sink")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the run here")
     parser.add_argument("--seed", type=int, default=1)
@@ -53,12 +57,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+SESSION_PATHS = ("/sessions/whoami", "/auth/check")
+SESSION_ID = "bench-cpu-" + "s" * 40
+
+
 def scope_for(path: str, body: bytes) -> dict[str, Any]:
+    cookie = [(b"cookie", f"resetflow_session={SESSION_ID}".encode())]
     return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
-        "method": "GET" if path == "/healthz" else "POST",
+        "method": "POST" if path == "/send-token" else "GET",
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
@@ -69,6 +78,7 @@ def scope_for(path: str, body: bytes) -> dict[str, Any]:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"user-agent", b"bench-cpu"),
+            *(cookie if path in SESSION_PATHS else []),
         ],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 80),
@@ -113,6 +123,8 @@ async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> s
         bench_load.SqliteStore(data_dir).insert_users(
             [f"u{i:031x}" for i in range(args.users)], emails, password_hash
         )
+        if args.path in SESSION_PATHS:
+            await sign_in(app, user_id=f"u{0:031x}")
         database = sqlite3.connect(data_dir / "resetflow.db")
         profile = cProfile.Profile() if args.cprofile else None
         cpu, wall = time.process_time(), time.perf_counter()
@@ -138,6 +150,24 @@ async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> s
         f"{1e3 * (answered - cpu) / n:.3f} ms answering, {1e3 * cpu_total / n:.3f} ms with "
         f"delivery; {n / wall_total:.0f} req/s; jobs {jobs}"
     )
+
+
+async def sign_in(app: Any, *, user_id: str) -> None:
+    """A signed-in session for the first user, as a sign-in would have saved it."""
+    from datetime import timedelta
+
+    from resetflow.crypto import sha256_hex
+    from resetflow.storage.sessions import SessionRecord
+
+    services = app.state.services
+    now = services.clock.now()
+    record = SessionRecord(
+        user_id=user_id,
+        data={"csrf": "x" * 43, "authenticated_at": now.isoformat()},
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+    await services.sessions.save(sha256_hex(SESSION_ID), record)
 
 
 def main() -> int:

@@ -192,4 +192,7 @@ def test_openapi_document_lists_the_actions(tmp_path: Path) -> None:
     ):
         assert "post" in paths[path]
     body = paths["/send-token"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"email", "phone"}
+    # return_to: where to go once the flow is done (docs/integration.md).
+    assert set(body["properties"]) == {"email", "phone", "return_to"}
+    for path in ("/sessions/whoami", "/auth/check"):
+        assert "get" in paths[path]

@@ -74,6 +74,8 @@ async def _hot_path(db: Database) -> dict[str, Any]:
             locale="en",
             now=NOW,
         )
+        read["by_id"] = await users.get("u" * 32)
+        read["no_id"] = await users.get("x" * 32)
         read["by_email"] = await users.by_email("ada@example.com")
         read["by_phone"] = await users.by_phone("+14155550100")
         read["unknown"] = await users.by_email("nobody@example.com")

@@ -20,7 +20,7 @@ from resetflow.clock import Clock
 from resetflow.config import Settings, load_settings
 from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryRepository
-from resetflow.web import account_actions, actions, admin, pages, theme, webhooks
+from resetflow.web import account_actions, actions, admin, integration, pages, theme, webhooks
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
 from resetflow.web.lifecycle import Runtime, StartOnFirstUse
@@ -102,6 +102,7 @@ def create_app(
     app.include_router(account_actions.router, dependencies=[Depends(current_user)])
     app.include_router(admin.router, dependencies=[Depends(current_user)])
     app.include_router(webhooks.router)
+    app.include_router(integration.router)
     if metrics_exposed:
         app.include_router(
             metrics_router(

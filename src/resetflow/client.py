@@ -36,6 +36,11 @@ def client_ip(peer: str | None, forwarded_for: str | None, *, trusted: tuple[Net
     return address
 
 
+def from_trusted_proxy(peer: str | None, *, trusted: tuple[Network, ...]) -> bool:
+    """Whether the peer is one of the proxies whose ``X-Forwarded-*`` headers count."""
+    return peer is not None and _is_in(peer, trusted)
+
+
 def _is_valid(value: str) -> bool:
     try:
         ipaddress.ip_address(value)

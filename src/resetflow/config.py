@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from resetflow.ratelimit import LimitRules
+from resetflow.web.return_to import AllowList
 
 if TYPE_CHECKING:
     from resetflow.notify.events import WebhookEndpoint
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     allowed_origins: str = ""
     trusted_proxies: str = ""
+    # URL prefixes that ?return_to= may send people to after sign-in, sign-up or a reset
+    # (web/return_to.py): comma-separated, e.g. "https://app.example.org/". Empty: none.
+    return_to_allowed: str = ""
     default_phone_region: str | None = None
 
     email_provider: str = "outbox"
@@ -294,6 +298,12 @@ class Settings(BaseSettings):
             if region.upper() not in phonenumbers.SUPPORTED_REGIONS:
                 raise ValueError(f"{region!r} is not an ISO 3166 region code")
         return value.upper()
+
+    @field_validator("return_to_allowed")
+    @classmethod
+    def _return_to_prefixes_parse(cls, value: str) -> str:
+        AllowList.from_setting(value)
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

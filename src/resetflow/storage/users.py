@@ -52,7 +52,11 @@ class UserRepository:
     async def get(self, user_id: str, *, for_update: bool = False) -> User | None:
         """``for_update`` locks the row until the transaction ends (PostgreSQL; SQLite's
         write transactions are exclusive anyway)."""
-        return await self._one(users.c.id == user_id, for_update=for_update)
+        if for_update:
+            return await self._one(users.c.id == user_id, for_update=True)
+        # Prepared: every signed-in request reads its account (the session check, whoami).
+        row = await _BY_ID.first(self._conn, {"id": user_id})
+        return _to_user(row) if row else None
 
     async def by_email(self, email: str) -> User | None:
         row = await _BY_EMAIL.first(self._conn, {"contact": email})
@@ -164,6 +168,7 @@ class UserRepository:
 
 
 # Built once: every /send-token looks its contact up.
+_BY_ID = Prepared(select(users).where(users.c.id == bindparam("id")))
 _BY_EMAIL = Prepared(select(users).where(users.c.email == bindparam("contact")))
 _BY_PHONE = Prepared(select(users).where(users.c.phone == bindparam("contact")))
 

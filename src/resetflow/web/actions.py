@@ -16,7 +16,7 @@ from resetflow.audit import AuditEvent
 from resetflow.crypto import new_token, sha256_hex
 from resetflow.errors import InvalidInput
 from resetflow.recovery.service import ResetGrant
-from resetflow.web import schemas
+from resetflow.web import return_to, schemas
 from resetflow.web.edge import client_of, openapi_body, read_action, services_of
 from resetflow.web.inputs import session_of
 from resetflow.web.render import action_done
@@ -33,6 +33,7 @@ async def create_user(request: Request) -> Response:
         keep=("name", "email", "phone", "preference"),
     )
     preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
+    going_to = return_to.pending(request, sent=data.return_to)
     attempt_id = new_token()
     user_id = await services_of(request).accounts.sign_up(
         NewAccount(
@@ -53,6 +54,7 @@ async def create_user(request: Request) -> Response:
     else:
         session.restart()
     session.set("verify", {"user": user_id, "attempt": attempt_id, "channel": preference.value})
+    return_to.remember(request, going_to)
     where = "email address" if preference is Channel.EMAIL else "phone"
     return action_done(
         request,
@@ -82,8 +84,9 @@ async def verify_contact(request: Request) -> Response:
     session.rotate()
     what = "email address" if channel is Channel.EMAIL else "phone number"
     message = f"Thanks, your {what} is verified. It can now be used to recover your account."
+    redirect = return_to.destination(request, default="/")
     return action_done(
-        request, status=200, body={"redirect": "/", "message": message}, flash=message
+        request, status=200, body={"redirect": redirect, "message": message}, flash=message
     )
 
 
@@ -127,6 +130,7 @@ async def send_token(request: Request) -> Response:
         "reset", {"user": user_id, "attempt": attempt_id, "mode": mode, "to": destination}
     )
     session_of(request).pop("grant")
+    return_to.remember(request, data.return_to)
     return action_done(
         request,
         status=202,
@@ -174,7 +178,7 @@ async def reset_password(request: Request) -> Response:
         client=client_of(request),
     )
     # No automatic sign-in (R28): a fresh anonymous session, and off to /login.
-    session.restart()
+    return_to.restart_keeping(request)
     message = "Your password was changed. Sign in with your new password."
     return action_done(
         request, status=200, body={"redirect": "/login", "message": message}, flash=message
@@ -194,8 +198,9 @@ async def login(request: Request) -> Response:
     user = await services.accounts.authenticate(
         email=email, phone=phone, password=data.password, client=client_of(request)
     )
+    redirect = return_to.destination(request, sent=data.return_to, default="/account")
     session_of(request).sign_in(user.id)
-    return action_done(request, status=200, body={"redirect": "/account"})
+    return action_done(request, status=200, body={"redirect": redirect})
 
 
 @router.post("/logout")

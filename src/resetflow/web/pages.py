@@ -9,6 +9,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from resetflow.web import return_to
 from resetflow.web.inputs import session_of
 from resetflow.web.prefix import redirect
 from resetflow.web.render import page
@@ -25,6 +26,7 @@ async def index(request: Request) -> Response:
 
 @router.get("/new-user")
 async def new_user(request: Request) -> Response:
+    return_to.remember_from_query(request)
     return page(request, "new_user.html")
 
 
@@ -39,11 +41,13 @@ async def verify_contact(request: Request) -> Response:
 
 @router.get("/login")
 async def login(request: Request) -> Response:
+    return_to.remember_from_query(request)
     return page(request, "login.html")
 
 
 @router.get("/forgot-password")
 async def forgot_password(request: Request) -> Response:
+    return_to.remember_from_query(request)
     return page(request, "forgot_password.html")
 
 

@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from resetflow.config import Settings
 from resetflow.errors import RateLimited, ResetflowError
+from resetflow.web import return_to
 from resetflow.web.inputs import is_form, session_of
 from resetflow.web.prefix import prefix_of, redirect, url
 from resetflow.web.theme import theme_version
@@ -56,6 +57,8 @@ def page(request: Request, name: str, *, status: int = 200, **context: Any) -> R
             "csrf_token": session.csrf_token(),
             "flash": session.pop("flash"),
             "user": user,
+            # Carried by the sign-in, sign-up and forgot-password forms (web/return_to.py).
+            "return_to": session.get(return_to.SESSION_KEY),
             "dev": request.app.state.services.settings.env.value == "dev",
             "values": {},
             "fields": {},

@@ -10,6 +10,10 @@ Code = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
 Password = Annotated[str, Field(min_length=1, max_length=1024)]
 Email = Annotated[str, Field(min_length=1, max_length=254)]
 Phone = Annotated[str, Field(min_length=1, max_length=32)]
+# Where to go at the end of the flow (web/return_to.py). A value that is not allowed, too
+# long (over return_to.MAX_LENGTH) included, is ignored rather than refused; this bound
+# is the default body limit's.
+ReturnTo = Annotated[str, Field(max_length=16 * 1024)]
 
 
 class Body(BaseModel):
@@ -28,6 +32,7 @@ class CreateUser(Body):
     # "phone" is what the tutorial sent; it means SMS.
     preference: Literal["email", "sms", "phone"]
     locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[A-Z]{2})?$")] = "en"
+    return_to: ReturnTo | None = None
 
 
 class CodeSubmission(Body):
@@ -37,6 +42,7 @@ class CodeSubmission(Body):
 class EmailOrPhone(Body):
     email: Email | None = None
     phone: Phone | None = None
+    return_to: ReturnTo | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> EmailOrPhone:

@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -35,6 +35,12 @@ from resetflow.web.security import MACHINE_ENDPOINTS
 log = logging.getLogger("resetflow.sessions")
 # The share of the idle window after which a read-only request marks the session used.
 TOUCH_FRACTION = 0.1
+
+# Asked by host applications and reverse proxies on every page view (web/integration.py):
+# they read the session themselves, in one store read, and never write it or set a cookie.
+SESSION_READERS = frozenset({"/sessions/whoami", "/auth/check"})
+# In a signed-in session's data: when the person signed in (a later new id keeps it).
+AUTHENTICATED_AT = "authenticated_at"
 
 
 class WebSession:
@@ -182,9 +188,7 @@ class SessionMiddleware:
                 ),
             )
         session = WebSession(session_id=session_id, record=record)
-        idle = self._store.idle_seconds
-        if idle is not None:
-            session.stale = (now - record.seen_at).total_seconds() >= idle * TOUCH_FRACTION
+        session.stale = needs_touch(record, idle_seconds=self._store.idle_seconds, now=now)
         return session
 
     async def _persist(self, session: WebSession, cookie: _Cookie) -> str | None:
@@ -201,9 +205,19 @@ class SessionMiddleware:
             session.id = new_token()
             session.record.created_at = now
             session.record.expires_at = now + self._ttl
+            if session.record.user_id is not None:
+                session.record.data.setdefault(AUTHENTICATED_AT, now.isoformat())
         session.record.last_seen_at = now
         await self._store.save(sha256_hex(session.id), session.record)
         return cookie.header(session.id)
+
+
+def needs_touch(record: SessionRecord, *, idle_seconds: float | None, now: datetime) -> bool:
+    """Whether a use of this session should be marked in the store now: with an idle
+    expiry, once ``TOUCH_FRACTION`` of the window has passed since the last mark."""
+    if idle_seconds is None:
+        return False
+    return (now - record.seen_at).total_seconds() >= idle_seconds * TOUCH_FRACTION
 
 
 @dataclass(frozen=True)
@@ -225,8 +239,13 @@ class _Cookie:
 
 def _sessionless(path: str) -> bool:
     """Probes, metrics, static files and provider webhooks neither need nor touch a
-    session, so that they keep answering while the session store is down."""
-    return path in MACHINE_ENDPOINTS or path.startswith(("/static/", "/webhooks/"))
+    session, so that they keep answering while the session store is down; the session
+    readers load it themselves."""
+    return (
+        path in MACHINE_ENDPOINTS
+        or path in SESSION_READERS
+        or path.startswith(("/static/", "/webhooks/"))
+    )
 
 
 async def _send_unavailable(send: Send) -> None:

@@ -81,8 +81,21 @@ def serve(
     with _shared_metrics(settings):
         # Each process builds its own app (and reads the same settings).
         uvicorn.run(
-            "resetflow.cli.server:web_process_app", factory=True, workers=workers, **options
+            "resetflow.cli.server:web_process_app",
+            factory=True,
+            workers=workers,
+            # uvicorn kills and restarts a process that does not answer its supervisor's
+            # ping within this (default 5 s), start-up included: on a loaded 2-core
+            # machine importing and building the app took ~9 s, so processes were killed
+            # over and over (found by the peers benchmark, docs/performance.md).
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_SECONDS,
+            **options,
         )
+
+
+# How long a web process of ``serve --workers N`` may take to start or to answer
+# uvicorn's liveness ping before uvicorn replaces it.
+WORKER_HEALTHCHECK_SECONDS = 60
 
 
 def _refuse_or_warn_local_limits(settings: Settings, workers: int) -> None:

@@ -106,7 +106,7 @@ def test_whoami_is_401_for_anybody_else_and_creates_no_session(
 ) -> None:
     app = live_app(**storage)
     with app.client() as client:
-        for cookies in ({}, {app.settings.cookie_name: secrets.token_urlsafe(32)}):
+        for cookies in ({}, {app.settings.cookie_name(): secrets.token_urlsafe(32)}):
             client.cookies.clear()
             client.cookies.update(cookies)
             response = client.get("/sessions/whoami")
@@ -120,7 +120,7 @@ def test_whoami_is_401_for_anybody_else_and_creates_no_session(
         # A session that exists but is nobody's (a visitor who opened a page) is no one.
         client.cookies.clear()
         assert client.get("/login").status_code == 200
-        assert client.cookies.get(app.settings.cookie_name)
+        assert client.cookies.get(app.settings.cookie_name())
         assert client.get("/sessions/whoami").status_code == 401
 
 
@@ -277,7 +277,7 @@ def test_authenticated_at_is_the_sign_in_and_outlives_a_new_session_id() -> None
         Starlette(routes=[Route("/{what}", act, methods=["POST"]), Route("/", show)]),
         store=store,
         clock=clock,
-        cookie_name="s",
+        cookie_name=lambda _path: "s",
         secure=False,
         ttl_seconds=3600,
     )
@@ -356,7 +356,7 @@ def test_whoami_with_the_session_store_down_is_a_503(live_app: Callable[..., Liv
     generic 503 (never a 500, never a 401 that would sign people out of the host app)."""
     app = live_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     with app.client() as client:
-        client.cookies.set(app.settings.cookie_name, secrets.token_urlsafe(32))
+        client.cookies.set(app.settings.cookie_name(), secrets.token_urlsafe(32))
         for path in ("/sessions/whoami", "/auth/check"):
             response = client.get(path)
             assert response.status_code == 503, response.text

@@ -19,6 +19,7 @@ from resetflow.config import Settings, load_settings
 from tests.conftest import LiveApp
 from tests.support.flow import NEW_PASSWORD, PASSWORD, find_code, sign_up, wait_for_dev_message
 from tests.support.mounted import PREFIX, csrf_token, mounted, page_urls
+from tests.support.prod import prod_settings
 from tests.support.servers import free_port, serve_in_thread
 
 NAME = "Ada Lovelace"
@@ -230,12 +231,9 @@ def test_r23_cookie_under_a_mount_prefix_in_prod(make_settings: Callable[..., Se
     """R23 under a prefix: a __Host- cookie must have Path=/, so a cookie scoped to /auth
     is __Secure- (still Secure, HttpOnly, SameSite=Lax, no Domain); with
     RESETFLOW_COOKIE_PATH=/ it is __Host- again."""
-    prod: dict[str, Any] = {
-        "env": "prod",
-        "secret_key": "s" * 48,
-        "base_url": "https://auth.example.org/auth",
-        "trusted_proxies": "127.0.0.1/32",
-    }
+    prod: dict[str, Any] = prod_settings(
+        base_url="https://auth.example.org/auth", trusted_proxies="127.0.0.1/32"
+    )
     https = {"X-Forwarded-Proto": "https"}
     for cookie_path, name, path in (
         (None, "__Secure-resetflow", "/auth"),
@@ -255,7 +253,7 @@ def test_r23_cookie_under_a_mount_prefix_in_prod(make_settings: Callable[..., Se
 
 
 def test_cookie_name_follows_the_path() -> None:
-    prod = load_settings(env="prod", secret_key="s" * 48, _env_file=None)
+    prod = load_settings(**prod_settings(), _env_file=None)
     assert prod.cookie_name("/") == "__Host-resetflow"
     assert prod.cookie_name("/auth") == "__Secure-resetflow"
     dev = load_settings(secret_key="s" * 48, _env_file=None)

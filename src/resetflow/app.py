@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from resetflow import __version__
 from resetflow.clock import Clock
@@ -42,6 +43,13 @@ class ResetflowApp(FastAPI):
     def __init__(self, *, runtime: Runtime, **options: Any) -> None:
         super().__init__(**options)
         self.runtime = runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Servers give every request a ``state`` dict (ASGI lifespan state), which the web
+        # layer keeps per-request values in; a host calling resetflow in process (httpx's
+        # ASGITransport, a test client without lifespan) may not.
+        scope.setdefault("state", {})
+        await super().__call__(scope, receive, send)
 
     async def aclose(self) -> None:
         """Stop the in-process worker and close the database and session store. A host

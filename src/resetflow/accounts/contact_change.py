@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher
+from resetflow.accounts.service import NOTICE
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
@@ -225,6 +226,10 @@ class ContactChangeService:
         )
         assert pending is not None  # accept() refuses every submission without one
         now = self._clock.now()
+        # The notice to the old contact counts against that address's limit (R55). It goes
+        # out even when over: it is the owner's warning (R42), and each one needs a code.
+        if old_value := pending_old_contact(await self._user(user_id), channel):
+            await self._limiter.allow_destination(old_value, purpose=NOTICE)
         try:
             async with self._db.write() as conn:
                 users = UserRepository(conn)
@@ -291,6 +296,10 @@ class ContactChangeService:
         )
         return channel
 
+    async def _user(self, user_id: str) -> User | None:
+        async with self._db.read() as conn:
+            return await UserRepository(conn).get(user_id)
+
     async def set_preference(self, *, user_id: str, preference: Channel) -> None:
         """Send codes to ``preference`` from now on; only a verified contact will do."""
         async with self._db.write() as conn:
@@ -311,6 +320,12 @@ class ContactChangeService:
         if self._courier_profiles:
             self._outbox.wake()
         log.info("preference_changed", extra={"user_id": user_id, "channel": preference.value})
+
+
+def pending_old_contact(user: User | None, channel: Channel) -> str | None:
+    """Where the "contact changed" notice for ``channel`` will go."""
+    routes = _old_contact_routes(user, channel) if user is not None else []
+    return routes[0].to if routes else None
 
 
 class _Taken(Exception):

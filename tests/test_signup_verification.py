@@ -11,12 +11,14 @@ import re
 import secrets
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 
 from resetflow.accounts.models import User
+from resetflow.clock import FrozenClock
 from resetflow.config import Settings
 from resetflow.services import build_services
 from resetflow.storage.users import UserRepository
@@ -206,3 +208,117 @@ def test_r55_account_exists_notices_count_against_the_address_they_go_to(
         ]
     # The first rule of the production limit is 1 a minute.
     assert len(notices) == 1
+
+
+def _holder(settings: Settings, phone: str) -> User | None:
+    async def read() -> User | None:
+        services = build_services(settings)
+        try:
+            async with services.database.read() as conn:
+                return await UserRepository(conn).by_phone(phone)
+        finally:
+            await services.close()
+
+    return asyncio.run(read())
+
+
+def _newest_id(client: httpx.Client) -> int:
+    return max((m["id"] for m in dev_outbox(client)), default=0)
+
+
+@pytest.mark.parametrize("attacker_verified_own_phone", [False, True])
+def test_an_address_typed_by_someone_else_does_not_keep_its_owner_out(
+    live_app: Callable[..., LiveApp], backend: dict[str, Any], attacker_verified_own_phone: bool
+) -> None:
+    """Issue 11 item 7: Mallory signs up with Ada's email and never verifies it (she
+    cannot). Ada's own sign-up is answered exactly like any new one (R52, R54), her code
+    verifies the address, and Mallory's account loses it: deleted when nothing else of
+    it is verified, else left with only its verified phone. It used to be 'taken' for
+    ever: Ada could neither sign up nor recover."""
+    app = live_app(**backend)
+    with app.client() as mallory:
+        assert (
+            sign_up(
+                mallory,
+                name="Mallory",
+                email="ada@example.com",
+                phone="+14155550166",
+                preference="sms" if attacker_verified_own_phone else "email",
+            ).status_code
+            == 201
+        )
+        if attacker_verified_own_phone:
+            text = wait_for_dev_message(mallory, to="+14155550166", notification="verify-contact")
+            assert (
+                mallory.post("/verify-contact", json={"token": find_code(text["text"])}).status_code
+                == 200
+            )
+    held = _holder(app.settings, "+14155550166")
+    assert held is not None and held.email == "ada@example.com"
+    with app.client() as ada:
+        shapes = _sign_up_sequence(ada, email="ada@example.com", phone="+14155550100")
+    with app.client() as grace:
+        assert shapes == _sign_up_sequence(grace, email="grace@example.com", phone="+14155550101")
+    with app.client() as ada:
+        _wait_until_outbox_settles(ada)
+        after = _newest_id(ada)
+        assert sign_up(ada, email="ada@example.com", phone="+14155550100").status_code == 201
+        message = wait_for_dev_message(
+            ada, to="ada@example.com", notification="verify-contact", after=after
+        )
+        assert not [
+            m for m in dev_outbox(ada) if m["notification"] == "account-exists" and m["id"] > after
+        ]
+        done = ada.post("/verify-contact", json={"token": find_code(message["text"])})
+        assert done.status_code == 200
+        assert ada.get("/account", follow_redirects=False).status_code == 200
+    ours = _account(app.settings, "ada@example.com")
+    assert ours is not None and ours.phone == "+14155550100"
+    assert [c.value for c in ours.verified_channels] == ["email"]
+    left = _holder(app.settings, "+14155550166")
+    if attacker_verified_own_phone:
+        assert left is not None and left.email is None
+        assert [c.value for c in left.verified_channels] == ["sms"]
+    else:
+        assert left is None
+    # Recovery reaches Ada's account now.
+    with app.client() as ada:
+        after = _newest_id(ada)
+        assert ada.post("/send-token", json={"email": "ada@example.com"}).status_code == 202
+        wait_for_dev_message(
+            ada, to="ada@example.com", notification="password-reset-token", after=after
+        )
+
+
+def test_sign_ups_that_never_verify_expire_after_the_ttl(
+    live_app: Callable[..., LiveApp], backend: dict[str, Any]
+) -> None:
+    """RESETFLOW_UNVERIFIED_TTL_HOURS: the worker's housekeeping deletes a sign-up that
+    verified nothing once it is older than the TTL (time moved by a frozen clock); a
+    verified account stays."""
+    clock = FrozenClock(datetime.now(UTC))
+    app = live_app(clock=clock, unverified_ttl_hours=2, **backend)
+    with app.client() as client:
+        assert sign_up(client, email="mallory@example.com", phone="+14155550166").status_code == 201
+    create_verified_account(app.settings, clock=clock)
+
+    def housekeeping() -> None:
+        async def run() -> None:
+            services = build_services(app.settings, clock=clock)
+            try:
+                await services.worker.housekeeping()
+            finally:
+                await services.close()
+
+        asyncio.run(run())
+
+    clock.advance(2 * 3600 - 60)
+    housekeeping()
+    assert _account(app.settings, "mallory@example.com") is not None
+    clock.advance(120)
+    housekeeping()
+    assert _account(app.settings, "mallory@example.com") is None
+    assert _account(app.settings, "ada@example.com") is not None
+    # The address is free again, and the expired sign-up's code opens nothing.
+    with app.client() as client:
+        assert client.post("/verify-contact", json={"token": "123456"}).status_code == 400

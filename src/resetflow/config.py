@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     recovery_max_pause_seconds: int = Field(default=24 * 3600, ge=60, le=30 * 24 * 3600)
     reset_grant_ttl_seconds: int = Field(default=600, ge=30, le=600)
     session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
+    # A sign-up that verified no contact within this many hours is deleted (the worker's
+    # housekeeping): an address typed by someone else is not held for ever (issue 11).
+    unverified_ttl_hours: int = Field(default=24, ge=1, le=30 * 24)
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=256, ge=64, le=1024)
     max_body_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)

@@ -155,9 +155,9 @@ class ContactChangeService:
         now = self._clock.now()
         async with self._db.write() as conn:
             users = UserRepository(conn)
-            owner = await (
-                users.by_email(new_value) if channel is Channel.EMAIL else users.by_phone(new_value)
-            )
+            # Taken means verified by another account (an unverified holder is taken
+            # over when this change completes, as a sign-up's verification does).
+            owner = await users.verified_holder(channel, new_value)
             real = owner is None and allowed
             # Otherwise the code is bound to an attempt nobody holds: it can never match.
             issued = await self._codes.issue(
@@ -234,13 +234,10 @@ class ContactChangeService:
             async with self._db.write() as conn:
                 users = UserRepository(conn)
                 user = await users.get(user_id, for_update=True)
-                owner = await (
-                    users.by_email(pending.value)
-                    if channel is Channel.EMAIL
-                    else users.by_phone(pending.value)
-                )
+                owner = await users.verified_holder(channel, pending.value)
                 if user is None or (owner is not None and owner.id != user.id):
                     raise _Taken()
+                await users.release_unverified(channel, pending.value, taken_by=user.id, now=now)
                 await users.set_contact(user.id, channel, pending.value, verified_at=now)
                 await users.void_sessions(user.id, now=now)
                 if self._courier_profiles:

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 
 import phonenumbers
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
@@ -14,7 +15,7 @@ from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
-from resetflow.errors import InvalidCredentials, InvalidInput
+from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
 from resetflow.ratelimit import RateLimiter, destination_key
@@ -162,8 +163,10 @@ class AccountService:
         user_id = secrets.token_hex(16)
         async with self._db.write() as conn:
             users = UserRepository(conn)
-            by_email = await users.by_email(email)
-            by_phone = await users.by_phone(phone)
+            # Taken means verified by its owner: an address some sign-up only typed
+            # reserves nothing (the first to verify it takes it over, verify_contact).
+            by_email = await users.verified_holder(Channel.EMAIL, email)
+            by_phone = await users.verified_holder(Channel.SMS, phone)
             existing = by_email or by_phone
             if existing is not None:
                 allowed = {preferred: may_send, other: may_notify_other}
@@ -284,18 +287,43 @@ class AccountService:
             client=client,
         )
         assert user is not None
-        async with self._db.write() as conn:
-            await UserRepository(conn).mark_verified(user.id, channel, now=self._clock.now())
-            if self._courier_profiles:
-                await self._outbox.enqueue_courier_profile(conn, user=user, now=self._clock.now())
+        now = self._clock.now()
+        try:
+            async with self._db.write() as conn:
+                users = UserRepository(conn)
+                current = await users.get(user.id, for_update=True)
+                contact = current.contact(channel) if current else None
+                holder = await users.verified_holder(channel, contact) if contact else None
+                if current is None or contact is None or (holder and holder.id != user.id):
+                    raise _Taken()
+                # Whoever else only typed this address loses it, and an account left with
+                # nothing verified goes (issue 11 item 7).
+                released = await users.release_unverified(
+                    channel, contact, taken_by=user.id, now=now
+                )
+                await users.mark_verified(user.id, channel, now=now)
+                if self._courier_profiles:
+                    await self._outbox.enqueue_courier_profile(conn, user=user, now=now)
+                await self._audit.record(
+                    AuditEvent.CONTACT_VERIFIED,
+                    outcome="ok",
+                    client=client,
+                    user_id=user.id,
+                    conn=conn,
+                    channel=channel.value,
+                    released=len(released) or None,
+                )
+        except (_Taken, IntegrityError):
+            # Verified by another account since the code was sent (the partial unique
+            # index catches a race): answered like a wrong code.
             await self._audit.record(
                 AuditEvent.CONTACT_VERIFIED,
-                outcome="ok",
+                outcome="contact_taken",
                 client=client,
                 user_id=user.id,
-                conn=conn,
                 channel=channel.value,
             )
+            raise InvalidCode() from None
         if self._courier_profiles:
             self._outbox.wake()
         return user.id
@@ -394,3 +422,7 @@ class AccountService:
             user_id=owner.id,
             now=self._clock.now(),
         )
+
+
+class _Taken(Exception):
+    """The contact was verified by another account in the meantime."""

@@ -322,3 +322,37 @@ def test_sign_ups_that_never_verify_expire_after_the_ttl(
     # The address is free again, and the expired sign-up's code opens nothing.
     with app.client() as client:
         assert client.post("/verify-contact", json={"token": "123456"}).status_code == 400
+
+
+def test_a_contact_change_takes_over_an_address_only_typed_at_a_sign_up(
+    live_app: Callable[..., LiveApp], backend: dict[str, Any]
+) -> None:
+    """Issue 11 item 7, the change path: Mallory typed Ada's new address at a sign-up
+    and never verified it. Ada's change to it is confirmed with her code (it used to be
+    refused as taken), and Mallory's account, with nothing verified, is gone."""
+    app = live_app(**backend)
+    create_verified_account(app.settings, email="ada@example.com", phone="+14155550100")
+    with app.client() as mallory:
+        assert (
+            sign_up(mallory, name="Mallory", email="ada@new.example", phone="+14155550166")
+        ).status_code == 201
+        _wait_until_outbox_settles(mallory)
+    with app.client() as ada:
+        after = _newest_id(ada)
+        assert (
+            ada.post("/login", json={"email": "ada@example.com", "password": PASSWORD}).status_code
+            == 200
+        )
+        asked = ada.post(
+            "/account/contact",
+            json={"channel": "email", "value": "ada@new.example", "password": PASSWORD},
+        )
+        assert asked.status_code == 202
+        message = wait_for_dev_message(
+            ada, to="ada@new.example", notification="verify-contact", after=after
+        )
+        done = ada.post("/account/confirm-contact", json={"token": find_code(message["text"])})
+        assert done.status_code == 200, done.text
+    ours = _account(app.settings, "ada@new.example")
+    assert ours is not None and ours.phone == "+14155550100" and ours.email_verified_at
+    assert _holder(app.settings, "+14155550166") is None

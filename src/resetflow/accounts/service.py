@@ -191,8 +191,10 @@ class AccountService:
                 )
                 if not verify:
                     # An operator vouches for both contacts (the CLI); never a web sign-up.
-                    await users.mark_verified(user_id, Channel.EMAIL, now=now)
-                    await users.mark_verified(user_id, Channel.SMS, now=now)
+                    # Like a typed code, that takes them from accounts that only typed them.
+                    for channel, contact in ((Channel.EMAIL, email), (Channel.SMS, phone)):
+                        await users.release_unverified(channel, contact, taken_by=user_id, now=now)
+                        await users.mark_verified(user_id, channel, now=now)
                 elif may_send:
                     user = await users.get(user_id)
                     assert user is not None

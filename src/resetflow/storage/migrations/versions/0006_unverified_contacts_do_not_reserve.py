@@ -24,19 +24,23 @@ depends_on = None
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
-        # 0001's unique constraints have no name on SQLite: batch mode names them by this
-        # convention so that they can be dropped (the table is copied without them).
-        names = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
-        unique_email, unique_phone = "uq_users_email", "uq_users_phone"
-    else:
-        names = {}
-        unique_email, unique_phone = "users_email_key", "users_phone_key"
+    names, unique_email, unique_phone = _unique_names()
     with op.batch_alter_table("users", schema=None, naming_convention=names) as batch_op:
         batch_op.drop_constraint(unique_email, type_="unique")
         batch_op.drop_constraint(unique_phone, type_="unique")
         batch_op.alter_column("email", existing_type=sa.String(length=254), nullable=True)
     _create_indexes()
+
+
+def _unique_names() -> tuple[dict[str, str], str, str]:
+    """The naming convention for batch mode, and the names of the two unique constraints.
+
+    0001's have no name on SQLite: batch mode names them by this convention so that they
+    can be dropped (the table is copied without them); downgrade() uses the same names.
+    """
+    if op.get_bind().dialect.name == "sqlite":
+        return {"uq": "uq_%(table_name)s_%(column_0_name)s"}, "uq_users_email", "uq_users_phone"
+    return {}, "users_email_key", "users_phone_key"
 
 
 def _create_indexes() -> None:
@@ -60,7 +64,8 @@ def downgrade() -> None:
     op.drop_index("ix_users_phone", table_name="users")
     op.drop_index("ix_users_email", table_name="users")
     # Fails where several accounts hold one address: delete the duplicates first.
-    with op.batch_alter_table("users", schema=None) as batch_op:
+    names, unique_email, unique_phone = _unique_names()
+    with op.batch_alter_table("users", schema=None, naming_convention=names) as batch_op:
         batch_op.alter_column("email", existing_type=sa.String(length=254), nullable=False)
-        batch_op.create_unique_constraint("users_email_key", ["email"])
-        batch_op.create_unique_constraint("users_phone_key", ["phone"])
+        batch_op.create_unique_constraint(unique_email, ["email"])
+        batch_op.create_unique_constraint(unique_phone, ["phone"])

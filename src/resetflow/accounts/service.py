@@ -170,12 +170,10 @@ class AccountService:
             existing = by_email or by_phone
             if existing is not None:
                 allowed = {preferred: may_send, other: may_notify_other}
-                for owner, contact, channel in (
-                    (by_email, email, Channel.EMAIL),
-                    (by_phone, phone, Channel.SMS),
-                ):
-                    # Only to a contact the owner proved is theirs.
-                    if owner is not None and owner.is_verified(channel) and allowed[contact]:
+                # Each owner hears at the address they verified and someone reused, if
+                # that address's own limit allows (R55).
+                for owner, contact in ((by_email, email), (by_phone, phone)):
+                    if owner is not None and allowed[contact]:
                         await self._tell_existing_owner(conn, owner, contact=contact)
                 user_id_or_none: str | None = None
             else:

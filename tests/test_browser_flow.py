@@ -95,6 +95,8 @@ def test_reset_through_the_pages(
         where = "phone" if preference == "sms" else "email address"
         expect(page.locator(".notice")).to_contain_text(f"We sent a 6-digit code to your {where}")
         expect(page.get_by_role("heading", level=1)).to_have_text(f"Confirm your {where}")
+        # Nobody is signed in before the code is typed (R54).
+        expect(page.get_by_text(f"Signed in as {NAME}")).to_have_count(0)
         welcome = wait_for_dev_message(outbox, to=contact, notification="verify-contact")
         assert welcome["channel"] == preference
         page.get_by_label("6-digit code").fill(find_code(welcome["text"]))

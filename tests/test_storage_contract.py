@@ -21,6 +21,7 @@ from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryRepository
 from resetflow.storage.tables import one_time_codes
+from resetflow.storage.tables import users as users_table
 from resetflow.storage.users import DECOY_USER_ID, UserRepository
 
 pytestmark = pytest.mark.anyio
@@ -106,12 +107,94 @@ async def _by_email(db: Database, email: str) -> User | None:
         return await UserRepository(conn).by_email(email)
 
 
-async def test_email_and_phone_are_unique(database_url: str) -> None:
+async def test_verified_email_and_phone_are_unique_unverified_ones_are_not(
+    database_url: str,
+) -> None:
+    """Only a verified address is unique (migration 0006; it used to be every address, so
+    that an unverified sign-up held its owner's address for ever, issue 11 item 7)."""
     db = Database(database_url)
     try:
         await _user(db)
-        with pytest.raises(IntegrityError):
-            await _user(db, user_id="v" * 32)
+        await _user(db, user_id="v" * 32)  # the same email and phone, unverified: allowed
+        for channel in (Channel.EMAIL, Channel.SMS):
+            async with db.write() as conn:
+                await UserRepository(conn).mark_verified("u" * 32, channel, now=NOW)
+            with pytest.raises(IntegrityError):
+                async with db.write() as conn:
+                    await UserRepository(conn).mark_verified("v" * 32, channel, now=NOW)
+        async with db.read() as conn:
+            users = UserRepository(conn)
+            # Look-ups find the verified holder first.
+            assert (await users.by_email("ada@example.com")).id == "u" * 32  # type: ignore[union-attr]
+            assert (await users.verified_holder(Channel.SMS, "+14155550100")).id == "u" * 32  # type: ignore[union-attr]
+    finally:
+        await db.close()
+
+
+async def test_release_unverified_takes_the_address_over(database_url: str) -> None:
+    """The account that verifies an address takes it from those that only typed it: one
+    left with nothing verified is deleted with its codes, one with a verified contact
+    only loses the address."""
+    db = Database(database_url)
+    try:
+        await _user(db, user_id="n" * 32)  # ada@ / +14155550100, nothing verified
+        await _user(db, user_id="p" * 32, email="mallory@example.com")
+        async with db.write() as conn:
+            # Mallory's account: her own phone verified, Ada's email typed, not verified.
+            await conn.execute(
+                users_table.update()
+                .where(users_table.c.id == "p" * 32)
+                .values(email="ada@example.com", phone="+14155550111", phone_verified_at=NOW)
+            )
+            await CodeRepository(conn).replace(
+                code_id="c" * 32,
+                user_id="n" * 32,
+                purpose="verify-email",
+                attempt_hash="a" * 64,
+                code_mac=b"m" * 32,
+                now=NOW,
+                expires_at=NOW + timedelta(minutes=5),
+            )
+        await _user(db, user_id="w" * 32, email="ada@example.com")
+        async with db.write() as conn:
+            users = UserRepository(conn)
+            released = await users.release_unverified(
+                Channel.EMAIL, "ada@example.com", taken_by="w" * 32, now=NOW
+            )
+            await users.mark_verified("w" * 32, Channel.EMAIL, now=NOW)
+        assert released == ["n" * 32]
+        async with db.read() as conn:
+            users = UserRepository(conn)
+            assert await users.get("n" * 32) is None
+            kept = await users.get("p" * 32)
+            assert kept is not None and kept.email is None and kept.phone == "+14155550111"
+            assert kept.verified_channels == [Channel.SMS]
+            assert (await users.by_email("ada@example.com")).id == "w" * 32  # type: ignore[union-attr]
+            assert (
+                await CodeRepository(conn).current(user_id="n" * 32, purpose="verify-email") is None
+            )
+    finally:
+        await db.close()
+
+
+async def test_delete_never_verified_spares_verified_accounts_and_the_decoy(
+    database_url: str,
+) -> None:
+    db = Database(database_url)
+    try:
+        await _user(db, user_id="n" * 32)
+        await _user(db, user_id="v" * 32, email="grace@example.com")
+        async with db.write() as conn:
+            await UserRepository(conn).mark_verified("v" * 32, Channel.EMAIL, now=NOW)
+        async with db.write() as conn:
+            assert await UserRepository(conn).delete_never_verified(created_before=NOW) == []
+            deleted = await UserRepository(conn).delete_never_verified(
+                created_before=NOW + timedelta(seconds=1)
+            )
+        assert deleted == ["n" * 32]
+        async with db.read() as conn:
+            assert await UserRepository(conn).get("v" * 32) is not None
+            assert await UserRepository(conn).get(DECOY_USER_ID) is not None
     finally:
         await db.close()
 

@@ -143,6 +143,9 @@ class Settings(BaseSettings):
     session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 24 * 3600)
     # A session unused this long ends; each use slides it, never past session_ttl_seconds.
     session_idle_seconds: int = Field(default=1800, ge=60, le=30 * 24 * 3600)
+    # A sign-up that verified no contact within this many hours is deleted (the worker's
+    # housekeeping): an address typed by someone else is not held for ever (issue 11).
+    unverified_ttl_hours: int = Field(default=24, ge=1, le=30 * 24)
     password_min_length: int = Field(default=15, ge=8, le=64)
     password_max_length: int = Field(default=256, ge=64, le=1024)
     # zxcvbn's estimate of the guesses a password takes; 10^10 is the floor (R56).

@@ -90,6 +90,12 @@ def make_storage(redis_url: str | None, *, prefix: str = "resetflow") -> Windows
     return LocalMovingWindowStorage()
 
 
+def destination_key(destination: str) -> str:
+    """The name a contact's destination limit is counted under. Hashed: the counters live
+    in Redis, where contacts in clear do not belong (R44)."""
+    return sha256_hex(destination)[:32]
+
+
 class RateLimiter:
     def __init__(
         self,
@@ -124,9 +130,12 @@ class RateLimiter:
         """Count one ``purpose`` code sent to ``destination``; False (and nothing counted)
         when over. Purposes count apart, so that confirming a new contact does not eat
         into the reset codes a person may need a minute later."""
-        # Hashed: the counters live in Redis, where contacts in clear do not belong (R44).
-        key = ("destination", purpose, sha256_hex(destination)[:32])
-        return await self._take((self._per_destination, key)) is None
+        return await self.allow_destination_key(destination_key(destination), purpose=purpose)
+
+    async def allow_destination_key(self, key: str, *, purpose: str = "verify") -> bool:
+        """:meth:`allow_destination` for a contact known only by its
+        :func:`destination_key` (kept in a session where the contact itself is not)."""
+        return await self._take((self._per_destination, ("destination", purpose, key))) is None
 
     async def allow_sms(self, phone: str) -> str | None:
         """Count one SMS to ``phone``; the reason it may not be sent (nothing counted), or

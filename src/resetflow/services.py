@@ -4,6 +4,7 @@ command (never at import time), and closes them again."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from resetflow.accounts.contact_change import ContactChangeService
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
@@ -151,6 +152,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         audit=audit,
         sessions=sessions,
         webhooks=webhooks,
+        unverified_ttl=timedelta(hours=settings.unverified_ttl_hours),
     )
     return Services(
         settings=settings,

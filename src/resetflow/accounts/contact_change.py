@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher
+from resetflow.accounts.service import NOTICE
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
@@ -160,9 +161,9 @@ class ContactChangeService:
         now = self._clock.now()
         async with self._db.write() as conn:
             users = UserRepository(conn)
-            owner = await (
-                users.by_email(new_value) if channel is Channel.EMAIL else users.by_phone(new_value)
-            )
+            # Taken means verified by another account (an unverified holder is taken
+            # over when this change completes, as a sign-up's verification does).
+            owner = await users.verified_holder(channel, new_value)
             real = owner is None and allowed
             # Otherwise the code is bound to an attempt nobody holds: it can never match.
             issued = await self._codes.issue(
@@ -231,17 +232,18 @@ class ContactChangeService:
         )
         assert pending is not None  # accept() refuses every submission without one
         now = self._clock.now()
+        # The notice to the old contact counts against that address's limit (R55). It goes
+        # out even when over: it is the owner's warning (R42), and each one needs a code.
+        if old_value := pending_old_contact(await self._user(user_id), channel):
+            await self._limiter.allow_destination(old_value, purpose=NOTICE)
         try:
             async with self._db.write() as conn:
                 users = UserRepository(conn)
                 user = await users.get(user_id, for_update=True)
-                owner = await (
-                    users.by_email(pending.value)
-                    if channel is Channel.EMAIL
-                    else users.by_phone(pending.value)
-                )
+                owner = await users.verified_holder(channel, pending.value)
                 if user is None or (owner is not None and owner.id != user.id):
                     raise _Taken()
+                await users.release_unverified(channel, pending.value, taken_by=user.id, now=now)
                 await users.set_contact(user.id, channel, pending.value, verified_at=now)
                 await users.void_sessions(user.id, now=now)
                 await self._events.contact_changed(
@@ -303,6 +305,10 @@ class ContactChangeService:
         )
         return channel
 
+    async def _user(self, user_id: str) -> User | None:
+        async with self._db.read() as conn:
+            return await UserRepository(conn).get(user_id)
+
     async def set_preference(self, *, user_id: str, preference: Channel) -> None:
         """Send codes to ``preference`` from now on; only a verified contact will do."""
         async with self._db.write() as conn:
@@ -323,6 +329,12 @@ class ContactChangeService:
         if self._courier_profiles:
             self._outbox.wake()
         log.info("preference_changed", extra={"user_id": user_id, "channel": preference.value})
+
+
+def pending_old_contact(user: User | None, channel: Channel) -> str | None:
+    """Where the "contact changed" notice for ``channel`` will go."""
+    routes = _old_contact_routes(user, channel) if user is not None else []
+    return routes[0].to if routes else None
 
 
 class _Taken(Exception):

@@ -26,7 +26,7 @@ class User:
 
     id: str
     name: str
-    email: str
+    email: str | None
     phone: str | None
     password_hash: str
     preference: Channel

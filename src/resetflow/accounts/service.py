@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass
 
 import phonenumbers
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
@@ -15,15 +16,31 @@ from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.config import NO_SMS_REGION
-from resetflow.errors import InvalidCredentials, InvalidInput
+from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput
 from resetflow.notify.events import Events
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
-from resetflow.ratelimit import RateLimiter
+from resetflow.ratelimit import RateLimiter, destination_key
 from resetflow.recovery.codes import OneTimeCodes, verify_purpose
 from resetflow.storage.database import Database
 from resetflow.storage.sessions import SessionRecord
 from resetflow.storage.users import UserRepository
+
+# The destination-limit purpose of notices (not codes) sent because of someone else's
+# request: "someone tried to sign up with your address", "your contact changed" (R55).
+NOTICE = "notice"
+
+
+@dataclass(frozen=True, slots=True)
+class SignUp:
+    """What a sign-up did: the new account (``None`` when a contact was taken), and
+    whether the code could be sent (False when the destination limit refused it)."""
+
+    user_id: str | None
+    code_sent: bool
+    # The preferred contact's destination-limit key: a resend for a taken contact
+    # counts against the same limit as one for a new account (R17).
+    destination_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,29 +124,61 @@ class AccountService:
         verify: bool = True,
         client: ClientInfo | None = None,
     ) -> str | None:
+        """:meth:`register`, for callers that only need the new account's id."""
+        result = await self.register(account, attempt_id=attempt_id, verify=verify, client=client)
+        return result.user_id
+
+    async def register(
+        self,
+        account: NewAccount,
+        *,
+        attempt_id: str,
+        verify: bool = True,
+        client: ClientInfo | None = None,
+    ) -> SignUp:
         """Create the account and send a code to its preferred contact.
 
-        Returns the new account's id, or ``None`` when the email or phone is taken: then
-        nothing is created and the existing owner is told instead, and the caller must
-        answer exactly as for a new account (R52). With ``verify=False`` (operators' CLI)
-        both contacts are marked verified and no code is sent.
+        The result's ``user_id`` is ``None`` when the email or phone is taken: then nothing
+        is created and the existing owner is told instead, and the caller must answer
+        exactly as for a new account (R52, R54). ``code_sent`` is False when the preferred
+        contact's destination limit refused the code: the account is created all the same,
+        unverified, and the person asks for a new code later. It depends only on the
+        limit, never on whether the contact was taken.
+
+        Only the contact's owner typing the code marks it verified (R53); ``verify=False``
+        is for operators (``resetflow users create``), who vouch for both contacts.
         """
         email, phone = self.normalise_contacts(email=account.email, phone=account.phone)
         self._check_sms_allowed(phone, account.preference)
         await self._policy.check(account.password, personal=(account.name, email, phone))
-        contact = email if account.preference is Channel.EMAIL else phone
-        # Counted before the look-up, for taken and free contacts alike (R17).
-        may_send = await self._limiter.allow_destination(contact, purpose="verify")
+        preferred = email if account.preference is Channel.EMAIL else phone
+        other = phone if account.preference is Channel.EMAIL else email
+        if verify:
+            # Counted before the look-up, for taken and free contacts alike (R17): the
+            # code (or the notice) to the preferred contact, and a possible notice to the
+            # other one, each against the address it would go to (R55).
+            may_send = await self._limiter.allow_destination(preferred, purpose="verify")
+            may_notify_other = await self._limiter.allow_destination(other, purpose=NOTICE)
+        else:
+            may_send = may_notify_other = False
         password_hash = await self._hasher.hash(account.password)
         await self._outbox.admit()  # backpressure from an in-process worker (Outbox)
         now = self._clock.now()
         user_id = secrets.token_hex(16)
         async with self._db.write() as conn:
             users = UserRepository(conn)
-            existing = await users.by_email(email) or await users.by_phone(phone)
+            # Taken means verified by its owner: an address some sign-up only typed
+            # reserves nothing (the first to verify it takes it over, verify_contact).
+            by_email = await users.verified_holder(Channel.EMAIL, email)
+            by_phone = await users.verified_holder(Channel.SMS, phone)
+            existing = by_email or by_phone
             if existing is not None:
-                if may_send:
-                    await self._tell_existing_owner(conn, existing, email=email, phone=phone)
+                allowed = {preferred: may_send, other: may_notify_other}
+                # Each owner hears at the address they verified and someone reused, if
+                # that address's own limit allows (R55).
+                for owner, contact in ((by_email, email), (by_phone, phone)):
+                    if owner is not None and allowed[contact]:
+                        await self._tell_existing_owner(conn, owner, contact=contact)
                 user_id_or_none: str | None = None
             else:
                 await users.insert(
@@ -142,15 +191,20 @@ class AccountService:
                     locale=account.locale,
                     now=now,
                 )
-                if verify and may_send:
+                if not verify:
+                    # An operator vouches for both contacts (the CLI); never a web sign-up.
+                    # Like a typed code, that takes them from accounts that only typed them.
+                    for channel, contact in ((Channel.EMAIL, email), (Channel.SMS, phone)):
+                        await users.release_unverified(channel, contact, taken_by=user_id, now=now)
+                        await users.mark_verified(user_id, channel, now=now)
+                elif may_send:
                     user = await users.get(user_id)
                     assert user is not None
                     await self._send_verification(
                         conn, user, account.preference, attempt_id=attempt_id
                     )
-                else:
-                    await users.mark_verified(user_id, Channel.EMAIL, now=now)
-                    await users.mark_verified(user_id, Channel.SMS, now=now)
+                # else: over the limit. The account stays unverified (R53); a resend later
+                # sends the code.
                 if self._courier_profiles:
                     created = await users.get(user_id)
                     assert created is not None
@@ -163,11 +217,15 @@ class AccountService:
                 client=client,
                 user_id=user_id_or_none or (existing.id if existing else None),
                 conn=conn,
-                destination=mask(contact),
-                limited="yes" if not may_send else None,
+                destination=mask(preferred),
+                limited="yes" if verify and not may_send else None,
             )
         self._outbox.wake()
-        return user_id_or_none
+        return SignUp(
+            user_id=user_id_or_none,
+            code_sent=may_send,
+            destination_key=destination_key(preferred),
+        )
 
     async def request_verification(
         self,
@@ -175,14 +233,20 @@ class AccountService:
         user_id: str | None,
         channel: Channel,
         attempt_id: str,
+        destination_key: str | None = None,
         client: ClientInfo | None = None,
     ) -> None:
         """Send a fresh code to the account's ``channel`` contact if it is unverified.
 
         Replaces any earlier verification code for that contact. A ``None`` account (a
-        sign-up whose address was taken) does the same work and sends nothing (R52).
+        sign-up whose address was taken) does the same work and sends nothing (R52); its
+        ``destination_key`` (:attr:`SignUp.destination_key`) is counted as the contact
+        would be.
         """
         if user_id is None:
+            # The sign-up's limit is hit as it would be for a new account (R17).
+            if destination_key is not None:
+                await self._limiter.allow_destination_key(destination_key, purpose="verify")
             self._codes.decoy(purpose=verify_purpose(channel.value))
             return
         async with self._db.write() as conn:
@@ -215,8 +279,9 @@ class AccountService:
         attempt_id: str | None,
         code: str,
         client: ClientInfo | None = None,
-    ) -> None:
-        """Mark the ``channel`` contact verified, or raise :class:`InvalidCode`."""
+    ) -> str:
+        """Mark the ``channel`` contact verified and return the account's id, or raise
+        :class:`InvalidCode` (also for a sign-up whose contact was taken, R54)."""
         async with self._db.read() as conn:
             user = await UserRepository(conn).get(user_id) if user_id else None
         await self._codes.accept(
@@ -227,21 +292,47 @@ class AccountService:
             client=client,
         )
         assert user is not None
-        async with self._db.write() as conn:
-            # No Courier profile merge: a verification changes none of its fields (the
-            # sign-up's or the contact change's job carries the contact).
-            await UserRepository(conn).mark_verified(user.id, channel, now=self._clock.now())
-            await self._events.contact_verified(conn, user, channel, now=self._clock.now())
+        now = self._clock.now()
+        try:
+            async with self._db.write() as conn:
+                users = UserRepository(conn)
+                current = await users.get(user.id, for_update=True)
+                contact = current.contact(channel) if current else None
+                holder = await users.verified_holder(channel, contact) if contact else None
+                if current is None or contact is None or (holder and holder.id != user.id):
+                    raise _Taken()
+                # Whoever else only typed this address loses it, and an account left with
+                # nothing verified goes (issue 11 item 7).
+                released = await users.release_unverified(
+                    channel, contact, taken_by=user.id, now=now
+                )
+                await users.mark_verified(user.id, channel, now=now)
+                # No Courier profile merge: a verification changes none of its fields
+                # (the sign-up's or the contact change's job carries the contact).
+                await self._events.contact_verified(conn, user, channel, now=now)
+                await self._audit.record(
+                    AuditEvent.CONTACT_VERIFIED,
+                    outcome="ok",
+                    client=client,
+                    user_id=user.id,
+                    conn=conn,
+                    channel=channel.value,
+                    released=len(released) or None,
+                )
+        except (_Taken, IntegrityError):
+            # Verified by another account since the code was sent (the partial unique
+            # index catches a race): answered like a wrong code.
             await self._audit.record(
                 AuditEvent.CONTACT_VERIFIED,
-                outcome="ok",
+                outcome="contact_taken",
                 client=client,
                 user_id=user.id,
-                conn=conn,
                 channel=channel.value,
             )
+            raise InvalidCode() from None
         if self._events.enabled:
             self._outbox.wake()
+        return user.id
 
     async def authenticate(
         self,
@@ -339,12 +430,10 @@ class AccountService:
         )
 
     async def _tell_existing_owner(
-        self, conn: AsyncConnection, owner: User, *, email: str, phone: str
+        self, conn: AsyncConnection, owner: User, *, contact: str
     ) -> None:
-        # Tell the contact that was reused, where we know it belongs to the owner.
-        channel = Channel.EMAIL if owner.email == email else Channel.SMS
-        contact = owner.contact(channel)
-        assert contact is not None
+        """Tell the owner, at the very contact that was reused (its limit was counted)."""
+        channel = Channel.EMAIL if owner.email == contact else Channel.SMS
         await self._outbox.enqueue(
             conn,
             notification=Notification.ACCOUNT_EXISTS,
@@ -354,3 +443,7 @@ class AccountService:
             user_id=owner.id,
             now=self._clock.now(),
         )
+
+
+class _Taken(Exception):
+    """The contact was verified by another account in the meantime."""

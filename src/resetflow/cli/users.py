@@ -54,7 +54,7 @@ async def find_user(services: Services, who: str) -> User | None:
 def _describe(user: User) -> str:
     verified = ",".join(c.value for c in user.verified_channels) or "none"
     return (
-        f"{user.id}  {user.name!r}  {user.email}  {user.phone or '-'}  "
+        f"{user.id}  {user.name!r}  {user.email or '-'}  {user.phone or '-'}  "
         f"prefers={user.preference.value}  verified={verified}"
         + ("  role=admin" if user.is_admin else "")
     )

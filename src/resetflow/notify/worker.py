@@ -108,6 +108,7 @@ class DeliveryWorker:
         sessions: SessionStore | None = None,
         random: Callable[[], float] | None = None,
         webhooks: WebhookSender | None = None,
+        unverified_ttl: timedelta | None = None,
     ) -> None:
         self._webhooks = webhooks  # events for the host app (notify/webhooks_out.py)
         self._db = database
@@ -120,6 +121,8 @@ class DeliveryWorker:
         self._sms_guard = sms_guard
         self._audit = audit
         self._sessions = sessions
+        # Sign-ups that verified nothing for this long are deleted (housekeeping).
+        self._unverified_ttl = unverified_ttl
         # The jitter source: a float in [0, 1); tests inject a fixed one.
         self._random = random or _random.random
         self._next_housekeeping = 0.0
@@ -170,11 +173,19 @@ class DeliveryWorker:
                 await self._sleep_unless_stopped(self._wake_random() * self._wake_delay)
 
     async def housekeeping(self) -> None:
-        """Delete what nobody needs any more: decoy jobs, long-expired codes and sessions."""
+        """Delete what nobody needs any more: decoy jobs, long-expired codes and sessions,
+        and sign-ups that never verified a contact. Every worker process may run it at
+        once: each step is one idempotent DELETE in its transaction."""
         now = self._clock.now()
         async with self._db.write() as conn:
             await DeliveryRepository(conn).purge_decoys(before=now - timedelta(minutes=10))
             await CodeRepository(conn).purge_expired(before=now - timedelta(days=1))
+            if self._unverified_ttl is not None:
+                expired = await UserRepository(conn).delete_never_verified(
+                    created_before=now - self._unverified_ttl
+                )
+                if expired:
+                    log.info("unverified_sign_ups_deleted", extra={"count": len(expired)})
         if self._sessions is not None:
             await self._sessions.purge_expired(now=now)
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -50,9 +51,12 @@ users = Table(
     metadata,
     Column("id", String(32), primary_key=True),
     Column("name", String(200), nullable=False),
-    # Stored normalised (R47) and looked up exactly through these unique indexes (R48).
-    Column("email", String(254), nullable=False, unique=True),
-    Column("phone", String(20), nullable=True, unique=True),
+    # Stored normalised (R47) and looked up exactly through these indexes (R48). Only a
+    # verified address is unique (uq_users_*_verified below): an unverified one reserves
+    # nothing, and the first account to verify it takes it over (migration 0006). The
+    # email is empty only on an account that lost it that way and kept a verified phone.
+    Column("email", String(254), nullable=True, index=True),
+    Column("phone", String(20), nullable=True, index=True),
     Column("password_hash", String(255), nullable=False),
     Column("preference", String(8), nullable=False),
     Column("locale", String(16), nullable=False, server_default="en"),
@@ -68,6 +72,16 @@ users = Table(
     Column("role", String(16), nullable=False, server_default="user"),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
+    *(
+        Index(
+            f"uq_users_{column}_verified",
+            column,
+            unique=True,
+            sqlite_where=text(f"{column}_verified_at IS NOT NULL"),
+            postgresql_where=text(f"{column}_verified_at IS NOT NULL"),
+        )
+        for column in ("email", "phone")
+    ),
 )
 
 one_time_codes = Table(

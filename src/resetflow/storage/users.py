@@ -5,12 +5,22 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal_column, select, union_all, update
+from sqlalchemy import (
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel, User
 from resetflow.storage.prepared import Prepared
-from resetflow.storage.tables import users
+from resetflow.storage.tables import one_time_codes, users
 
 # The decoy account (migration 0003): requests for unknown addresses write to it, so that
 # they cost what real ones cost. It has no usable password and nothing verified.
@@ -86,6 +96,47 @@ class UserRepository:
             condition = condition | (users.c.phone == phone)
         found = await self._conn.execute(select(users.c.id).where(condition).limit(1))
         return found.first() is not None
+
+    async def verified_holder(self, channel: Channel, value: str) -> User | None:
+        """The account that holds ``value`` verified (only one can: uq_users_*_verified)."""
+        column, verified_at = _columns(channel)
+        return await self._one((column == value) & verified_at.is_not(None))
+
+    async def release_unverified(
+        self, channel: Channel, value: str, *, taken_by: str, now: datetime
+    ) -> list[str]:
+        """``taken_by`` has just verified ``value``: every other account that held it
+        unverified loses it, and one left with nothing verified is deleted. Returns the
+        ids of the deleted accounts (their sessions no longer count: the account is gone).
+        """
+        column, verified_at = _columns(channel)
+        others = (column == value) & verified_at.is_(None) & (users.c.id != taken_by)
+        found = await self._conn.execute(select(users.c.id).where(others))
+        ids = [row[0] for row in found if row[0] != DECOY_USER_ID]
+        if not ids:
+            return []
+        await self._conn.execute(
+            update(users).where(users.c.id.in_(ids)).values({column.name: None, "updated_at": now})
+        )
+        return await self._delete_where(users.c.id.in_(ids) & _never_verified())
+
+    async def delete_never_verified(self, *, created_before: datetime) -> list[str]:
+        """Delete sign-ups that never verified a contact and are older than
+        ``created_before`` (``RESETFLOW_UNVERIFIED_TTL_HOURS``), with their codes."""
+        return await self._delete_where(
+            _never_verified()
+            & (users.c.created_at < created_before)
+            & (users.c.id != DECOY_USER_ID)
+        )
+
+    async def _delete_where(self, condition: Any) -> list[str]:
+        ids = [row[0] for row in await self._conn.execute(select(users.c.id).where(condition))]
+        if ids:
+            await self._conn.execute(
+                delete(one_time_codes).where(one_time_codes.c.user_id.in_(ids))
+            )
+            await self._conn.execute(delete(users).where(users.c.id.in_(ids)))
+        return ids
 
     async def list(self, *, limit: int = 100, offset: int = 0) -> list[User]:
         rows = await self._conn.execute(
@@ -167,22 +218,54 @@ class UserRepository:
         return _to_user(row._mapping) if row else None
 
 
+def _columns(channel: Channel) -> tuple[Any, Any]:
+    if channel is Channel.EMAIL:
+        return users.c.email, users.c.email_verified_at
+    return users.c.phone, users.c.phone_verified_at
+
+
+def _never_verified() -> Any:
+    return users.c.email_verified_at.is_(None) & users.c.phone_verified_at.is_(None)
+
+
+def _holder_order(verified_at: Any) -> tuple[Any, ...]:
+    """Several accounts may hold an address unverified (migration 0006): the one that
+    verified it comes first, then the oldest."""
+    return (case((verified_at.is_(None), 1), else_=0), users.c.created_at, users.c.id)
+
+
+def _by(column: Any, verified_at: Any) -> Prepared:
+    return Prepared(
+        select(users)
+        .where(column == bindparam("contact"))
+        .order_by(*_holder_order(verified_at))
+        .limit(1)
+    )
+
+
 # Built once: every /send-token looks its contact up.
 _BY_ID = Prepared(select(users).where(users.c.id == bindparam("id")))
-_BY_EMAIL = Prepared(select(users).where(users.c.email == bindparam("contact")))
-_BY_PHONE = Prepared(select(users).where(users.c.phone == bindparam("contact")))
+_BY_EMAIL = _by(users.c.email, users.c.email_verified_at)
+_BY_PHONE = _by(users.c.phone, users.c.phone_verified_at)
 
 
-def _or_decoy(contact: Any) -> Prepared:
+def _or_decoy(contact: Any, verified_at: Any) -> Prepared:
     """The account whose ``contact`` column matches, else the decoy: both rows are
-    looked up, ``pick`` puts the account first, and one row is returned."""
-    found = select(users, literal_column("0").label("pick")).where(contact == bindparam("contact"))
-    decoy = select(users, literal_column("1").label("pick")).where(users.c.id == bindparam("decoy"))
-    return Prepared(union_all(found, decoy).order_by(literal_column("pick")).limit(1))
+    looked up, ``pick`` puts the account first (a verified holder before unverified
+    ones, 0 before 1 before 2), and one row is returned."""
+    rank = case((verified_at.is_(None), 1), else_=0)
+    found = select(users, rank.label("pick")).where(contact == bindparam("contact"))
+    decoy = select(users, literal_column("2").label("pick")).where(users.c.id == bindparam("decoy"))
+    both = union_all(found, decoy).subquery()
+    return Prepared(
+        select(*[both.c[c.name] for c in users.c])
+        .order_by(both.c.pick, both.c.created_at, both.c.id)
+        .limit(1)
+    )
 
 
-_BY_EMAIL_OR_DECOY = _or_decoy(users.c.email)
-_BY_PHONE_OR_DECOY = _or_decoy(users.c.phone)
+_BY_EMAIL_OR_DECOY = _or_decoy(users.c.email, users.c.email_verified_at)
+_BY_PHONE_OR_DECOY = _or_decoy(users.c.phone, users.c.phone_verified_at)
 
 
 def _to_user(row: Any) -> User:

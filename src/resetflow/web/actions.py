@@ -35,7 +35,7 @@ async def create_user(request: Request) -> Response:
     preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
     going_to = return_to.pending(request, sent=data.return_to)
     attempt_id = new_token()
-    user_id = await services_of(request).accounts.sign_up(
+    result = await services_of(request).accounts.register(
         NewAccount(
             name=data.name,
             email=data.email,
@@ -48,22 +48,34 @@ async def create_user(request: Request) -> Response:
         client=client_of(request),
     )
     session = session_of(request)
-    # Same session changes for a new and a taken address (R52).
-    if user_id is not None:
-        session.sign_in(user_id)
-    else:
-        session.restart()
-    session.set("verify", {"user": user_id, "attempt": attempt_id, "channel": preference.value})
+    # The same session for a new and a taken address (R52, R54): anonymous, with a new
+    # id, holding the pending verification. Nobody is signed in before a code is typed.
+    session.restart()
+    session.set(
+        "verify",
+        {
+            "user": result.user_id,
+            "attempt": attempt_id,
+            "channel": preference.value,
+            "to": result.destination_key,
+        },
+    )
     return_to.remember(request, going_to)
     where = "email address" if preference is Channel.EMAIL else "phone"
+    if result.code_sent:
+        message = f"Account created. We sent a code to your {where}."
+        flash = f"We sent a 6-digit code to your {where}."
+    else:
+        # Over the destination limit: nothing sent, nothing verified (R53).
+        message = flash = (
+            f"Account created, but we cannot send a code to your {where} right now. "
+            "Ask for a new code in a few minutes."
+        )
     return action_done(
         request,
         status=201,
-        body={
-            "redirect": "/verify-contact",
-            "message": f"Account created. We sent a code to your {where}.",
-        },
-        flash=f"We sent a 6-digit code to your {where}.",
+        body={"redirect": "/verify-contact", "message": message},
+        flash=flash,
     )
 
 
@@ -73,7 +85,7 @@ async def verify_contact(request: Request) -> Response:
     session = session_of(request)
     pending = session.get("verify") or {}
     channel = Channel(pending.get("channel", "email"))
-    await services_of(request).accounts.verify_contact(
+    user_id = await services_of(request).accounts.verify_contact(
         user_id=pending.get("user"),
         channel=channel,
         attempt_id=pending.get("attempt"),
@@ -81,10 +93,15 @@ async def verify_contact(request: Request) -> Response:
         client=client_of(request),
     )
     session.pop("verify")
-    session.rotate()
+    # Where to go next is read before sign_in(), which starts the session's data afresh.
+    redirect = return_to.destination(request, default="/")
+    # Signed in from here (a sign-up), under a new id either way (R24).
+    if session.user_id == user_id:
+        session.rotate()
+    else:
+        session.sign_in(user_id)
     what = "email address" if channel is Channel.EMAIL else "phone number"
     message = f"Thanks, your {what} is verified. It can now be used to recover your account."
-    redirect = return_to.destination(request, default="/")
     return action_done(
         request, status=200, body={"redirect": redirect, "message": message}, flash=message
     )
@@ -100,6 +117,7 @@ async def resend_verification(request: Request) -> Response:
         user_id=pending.get("user"),
         channel=Channel(pending.get("channel", "email")),
         attempt_id=attempt_id,
+        destination_key=pending.get("to"),
         client=client_of(request),
     )
     if pending:

@@ -20,7 +20,7 @@ from resetflow.notify.listener import OutboxListener
 from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryRepository
 from resetflow.storage.migrate import upgrade_async
-from resetflow.web import account_actions, actions, admin, pages, webhooks
+from resetflow.web import account_actions, actions, admin, admin_api, pages, webhooks
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
 from resetflow.web.metrics import MetricsMiddleware, metrics_router
@@ -95,6 +95,8 @@ def create_app(
     app.include_router(account_actions.router, dependencies=[Depends(current_user)])
     app.include_router(admin.router, dependencies=[Depends(current_user)])
     app.include_router(webhooks.router)
+    # Bearer tokens only, no session (R60); 404 while no token exists.
+    app.include_router(admin_api.router)
     # Its counters move for a known contact and not for an unknown one (codes issued,
     # deliveries sent): in prod, /metrics exists only behind a token (R19).
     metrics_exposed = settings.metrics_token is not None or not settings.is_prod

@@ -3,8 +3,9 @@ command (never at import time), and closes them again."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from resetflow.accounts.admin import AdminUsers
 from resetflow.accounts.contact_change import ContactChangeService
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.accounts.service import AccountService
@@ -45,6 +46,8 @@ class Services:
     metrics: Metrics
     limiter: RateLimiter
     audit: AuditLog
+    # The operator API's and the import's one place for account changes (set below).
+    admin_users: AdminUsers = field(init=False)
 
     async def close(self) -> None:
         for provider in self.providers:
@@ -123,7 +126,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         audit=audit,
         sessions=sessions,
     )
-    return Services(
+    services = Services(
         settings=settings,
         clock=clock,
         database=database,
@@ -177,3 +180,14 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         providers=list({id(p): p for ps in providers.values() for p in ps}.values()),
         metrics=metrics,
     )
+    services.admin_users = AdminUsers(
+        database=database,
+        sessions=sessions,
+        recovery=services.recovery,
+        hasher=hasher,
+        policy=policy,
+        audit=audit,
+        clock=clock,
+        default_phone_region=settings.default_phone_region,
+    )
+    return services

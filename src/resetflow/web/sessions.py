@@ -184,8 +184,9 @@ class SessionMiddleware:
 
 def _sessionless(path: str) -> bool:
     """Probes, metrics, static files and provider webhooks neither need nor touch a
-    session, so that they keep answering while the session store is down."""
-    return path in MACHINE_ENDPOINTS or path.startswith(("/static/", "/webhooks/"))
+    session, so that they keep answering while the session store is down. Nor does the
+    operator API: bearer tokens only, so that no browser cookie can drive it (R60)."""
+    return path in MACHINE_ENDPOINTS or path.startswith(("/static/", "/webhooks/", "/admin/api/"))
 
 
 async def _send_unavailable(send: Send) -> None:

@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from resetflow.errors import RateLimited, ResetflowError
+from resetflow.errors import AdminTokenInvalid, RateLimited, ResetflowError
 from resetflow.web.inputs import is_form, session_of
 
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -54,6 +54,8 @@ def error_answer(request: Request, error: ResetflowError) -> Response:
     headers = {}
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, AdminTokenInvalid):
+        headers["WWW-Authenticate"] = "Bearer"
     form_page = request.scope["state"].get("form_page")
     if form_page and is_form(request):
         response = page(

@@ -7,8 +7,9 @@ Formats (SPEC §9 "imported hashes"):
   weaker one is replaced through :meth:`PasswordHasher.needs_rehash` like our own.
 - bcrypt ``$2a$`` / ``$2b$`` / ``$2y$`` (the ``bcrypt`` package, pyca's, maintained).
 - Django ``pbkdf2_sha256$<iterations>$<salt>$<base64 sha256>`` (``hashlib.pbkdf2_hmac``).
-- passlib's scrypt ``$scrypt$ln=<log2 n>,r=<r>,p=<p>$<salt>$<hash>`` in passlib's
-  "adapted base64" (``.`` for ``+``, no padding) (``hashlib.scrypt``).
+- passlib's scrypt ``$scrypt$ln=<log2 n>,r=<r>,p=<p>$<salt>$<hash>``, both parts in
+  unpadded base64 (passlib writes the salt in its "adapted" alphabet, ``.`` for ``+``;
+  both alphabets are read) (``hashlib.scrypt``).
 - ``$resetflow-sha3-argon2id$<argon2id hash>``: the tutorial's unsalted SHA3-256 hex
   digest, wrapped in Argon2id at import (OWASP's layered upgrade of a legacy hash), so
   that the unsalted digest is never stored. Verified as Argon2id(SHA3-256(password)).
@@ -51,7 +52,7 @@ _BCRYPT = re.compile(r"^\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}$")
 _DJANGO = re.compile(r"^pbkdf2_sha256\$([1-9][0-9]{0,8})\$([^$]{1,128})\$([A-Za-z0-9+/]+={0,2})$")
 _SCRYPT = re.compile(
     r"^\$scrypt\$ln=([1-9][0-9]?),r=([1-9][0-9]{0,2}),p=([1-9][0-9]{0,2})"
-    r"\$([./A-Za-z0-9]{0,128})\$([./A-Za-z0-9]{16,512})$"
+    r"\$([./+A-Za-z0-9]{0,128})\$([./+A-Za-z0-9]{16,512})$"
 )
 _ARGON2 = re.compile(r"^\$argon2(id|i|d)\$")
 # Wraps the tutorial's digests at import, and verifies any Argon2 hash (parameters are
@@ -179,6 +180,6 @@ def _b64(text: str) -> bytes | None:
 
 
 def _ab64(text: str) -> bytes | None:
-    """passlib's adapted base64: standard alphabet with ``.`` for ``+``, no padding."""
+    """Unpadded base64, in the standard alphabet or passlib's adapted one (``.`` for ``+``)."""
     padded = text.replace(".", "+") + "=" * (-len(text) % 4)
     return _b64(padded)

@@ -63,7 +63,7 @@ def env_for(data_dir: Path, database_url: str | None) -> dict[str, str]:
 
 def run_cli(path: Path, env: dict[str, str], cwd: Path) -> tuple[float, str]:
     started = time.perf_counter()
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - our own command line
         [sys.executable, "-m", "resetflow", "users", "import", str(path)],
         env=env,
         cwd=cwd,
@@ -91,7 +91,7 @@ def run_http(path: Path, env: dict[str, str], cwd: Path) -> list[tuple[float, st
         check=True,
     ).stdout.strip()
     port = free_port()
-    server = subprocess.Popen(
+    server = subprocess.Popen(  # noqa: S603 - our own command line
         [sys.executable, "-m", "resetflow", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env={**env, "RESETFLOW_BASE_URL": f"http://127.0.0.1:{port}"},
         cwd=cwd,
@@ -112,7 +112,7 @@ def run_http(path: Path, env: dict[str, str], cwd: Path) -> list[tuple[float, st
         for _ in range(2):
             counts: dict[str, int] = {}
             started = time.perf_counter()
-            with path.open("rb") as body, httpx.Client(timeout=None) as client:
+            with path.open("rb") as body, httpx.Client(timeout=600) as client:
                 chunks = iter(lambda: body.read(64 * 1024), b"")
                 with client.stream(
                     "POST", f"{url}/admin/api/v1/users/import", content=chunks, headers=headers
@@ -159,7 +159,9 @@ def main() -> None:
             data = root / "http"
             data.mkdir()
             env = env_for(data, args.database_url)
-            for label, (seconds, counts) in zip(("first", "again"), run_http(source, env, root)):
+            for label, (seconds, counts) in zip(
+                ("first", "again"), run_http(source, env, root), strict=True
+            ):
                 rate = args.users / seconds
                 print(f"http {store} {label}: {seconds:.1f} s ({rate:,.0f}/s) - {counts}")
 

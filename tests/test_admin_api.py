@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import httpx
 import pytest
 from sqlalchemy import select, text
 
+from resetflow.logs import QUIET_LOGGERS, JsonFormatter
 from resetflow.services import build_services
 from resetflow.storage.admin_tokens import AdminTokenRepository, new_admin_token
 from resetflow.storage.database import Database
@@ -87,8 +89,11 @@ def new_user(**overrides: Any) -> dict[str, Any]:
 
 
 def test_r60_admin_api_is_absent_without_tokens_then_needs_a_valid_bearer_token(
-    live_app: Callable[..., LiveApp],
+    live_app: Callable[..., LiveApp], caplog: pytest.LogCaptureFixture
 ) -> None:
+    for name in QUIET_LOGGERS:  # as configure_logging() sets them in serve
+        caplog.set_level(logging.WARNING, logger=name)
+    caplog.set_level(logging.DEBUG)
     app = live_app()
     env = {"RESETFLOW_DATA_DIR": str(app.settings.data_dir)}
     cwd = app.settings.data_dir.parent
@@ -148,6 +153,11 @@ def test_r60_admin_api_is_absent_without_tokens_then_needs_a_valid_bearer_token(
     assert "deploy-bot" in audit.stdout and "admin_call" in audit.stdout
     assert token not in audit.stdout
     assert "rfat_" not in audit.stdout
+    # Nor in the server's logs (R44), though every call above was logged and audited.
+    formatter = JsonFormatter()
+    log_text = "\n".join(formatter.format(record) for record in caplog.records)
+    assert "admin_call" in log_text and "deploy-bot" in log_text
+    assert token not in log_text and other not in log_text
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -412,3 +422,33 @@ def test_cli_import_reads_csv_and_ndjson(live_app: Callable[..., LiveApp], tmp_p
     assert results[1] == {"line": 1, "id": results[1]["id"], "status": "exists"}
     assert results[2]["status"] == "created"
     assert "created 1, already there 1, failed 0" in second.stderr
+
+
+def test_admin_import_of_a_large_body_completes_with_a_send_then_read_client(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    """httpx, like curl and requests, sends the whole body before it reads the answer:
+    an import answering while still reading would fill both directions' buffers and
+    stall. 60,000 lines refused (fast, so that the test measures the streaming), each
+    answered with more bytes than it has, as a large import's answer outgrows buffers."""
+    app = live_app()
+    token = make_token(app)
+    extra = {f"unknown_field_{i}": 0 for i in range(40)}
+    line = (json.dumps({"name": "x", "email": "x@example.com", **extra}) + "\n").encode()
+    count = 60_000
+
+    def body() -> Iterator[bytes]:
+        for _ in range(count // 100):
+            yield line * 100
+
+    with httpx.Client(base_url=app.url, timeout=120) as client:
+        answer = client.post(
+            f"{API}/users/import",
+            content=body(),
+            headers={**_bearer(token), "Content-Type": "application/x-ndjson"},
+        )
+    assert answer.status_code == 200
+    results = _lines(answer.text)
+    assert len(results) == count
+    assert results[-1]["line"] == count
+    assert results[-1]["fields"]["unknown_field_39"] == "This field is not allowed."

@@ -13,12 +13,13 @@
   their own transaction. The token is never logged.
 
 JSON bodies only (``415`` otherwise), validated strictly (``422`` with ``fields``);
-the import takes NDJSON and answers NDJSON, streamed both ways.
+the import takes NDJSON, processed as it streams in, and answers NDJSON.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -27,7 +28,6 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from resetflow.accounts.admin import Actor, AdminUsers, user_json
 from resetflow.accounts.admin_schemas import (
@@ -53,6 +53,7 @@ PREFIX = "/admin/api/v1"
 NDJSON = "application/x-ndjson"
 # An import line longer than this is refused (and the rest of the body still read).
 MAX_LINE_BYTES = 16 * 1024
+SPOOL_BYTES = 4 * 1024 * 1024
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "No valid admin token (`admin_token_invalid`)."},
@@ -183,37 +184,36 @@ async def find_users(
 async def import_users(request: Request, actor: Caller) -> Response:
     """NDJSON in, one user a line (the fields of `POST /users`); NDJSON out, one result a
     line in order: `{"line", "id", "status": "created"|"exists"}` or `{"line", "error",
-    "message"}`. Both streamed. Re-running a file creates nothing twice."""
+    "message"}`. The body is read and written as it arrives; the answer follows once
+    the body has been read. Re-running a file creates nothing twice."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media != NDJSON:
         await _audit_call(request, actor, 415, None)
         raise UnsupportedMediaType(f"Send {NDJSON}.")
     service = admin_users(request)
+    # Results are spooled while the body is read and sent once it has been: the usual
+    # clients (curl, httpx, requests) send their whole body before reading the answer,
+    # so answering while still reading would fill both directions' buffers and stall a
+    # large import. The body is still processed as it arrives, a batch at a time; the
+    # results (~70 bytes a line) stay in memory up to SPOOL_BYTES, then go to a file.
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+    try:
+        async for result in service.import_users(ndjson_lines(request.stream()), actor=actor):
+            spool.write((json.dumps(result, separators=(",", ":")) + "\n").encode())
+    except BaseException:
+        spool.close()
+        raise
+    await _audit_call(request, actor, 200, None)
+    spool.seek(0)
 
     async def results() -> AsyncIterator[bytes]:
-        async for result in service.import_users(ndjson_lines(request.stream()), actor=actor):
-            yield (json.dumps(result, separators=(",", ":")) + "\n").encode()
-        await _audit_call(request, actor, 200, None)
+        try:
+            while chunk := spool.read(64 * 1024):
+                yield chunk
+        finally:
+            spool.close()
 
-    return NdjsonStream(results(), media_type=NDJSON)
-
-
-class NdjsonStream(StreamingResponse):
-    """A streamed answer that reads the request body while it is sent.
-
-    Starlette's StreamingResponse may listen for a disconnect by calling ``receive``
-    beside the stream, which would take the very body chunks the import is reading.
-    Here only the import reads ``receive``; a client gone away shows as a failed send.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        async for chunk in self.body_iterator:
-            data = chunk.encode(self.charset) if isinstance(chunk, str) else bytes(chunk)
-            await send({"type": "http.response.body", "body": data, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return StreamingResponse(results(), media_type=NDJSON)
 
 
 @router.get("/users/{user_id}", response_model=AdminUserOut)

@@ -118,6 +118,13 @@ class AdminUsers:
 
     # -- reading -----------------------------------------------------------------------
 
+    def asks_to_confirm_contact(self, user: User) -> bool:
+        """True at the first sign-in of an imported account that has no verified
+        contact: its stored hash (read before the sign-in replaced it) is a foreign or
+        older one. An account made here (sign-up, ``users create``, ``password`` in the
+        API) has today's hash and is left to the flow it already has."""
+        return not user.verified_channels and self._hasher.needs_rehash(user.password_hash)
+
     async def get(self, user_id: str) -> User:
         if user_id == DECOY_USER_ID:
             raise UserNotFound()

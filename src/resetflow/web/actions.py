@@ -196,7 +196,7 @@ async def login(request: Request) -> Response:
         email=email, phone=phone, password=data.password, client=client_of(request)
     )
     session_of(request).sign_in(user.id)
-    # An account without a verified contact (imported) confirms one first.
+    # An imported account without a verified contact confirms one first.
     if (confirm := await confirm_contact_first(request, user)) is not None:
         return confirm
     return action_done(request, status=200, body={"redirect": "/account"})

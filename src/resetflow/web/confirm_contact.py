@@ -1,5 +1,5 @@
-"""After a sign-in, an account with no verified contact (an imported one: the tutorial's
-accounts arrive unverified) is asked to confirm one before anything else.
+"""At the first sign-in of an imported account with no verified contact (the tutorial's
+accounts arrive unverified), the person is asked to confirm one before anything else.
 
 The code goes to the preferred contact (email when SMS to its country is not allowed),
 through the same verification as after sign-up (``/verify-contact``), and the answer
@@ -22,8 +22,9 @@ from resetflow.web.render import action_done
 
 async def confirm_contact_first(request: Request, user: User) -> Response | None:
     """The answer that sends ``user`` to ``/verify-contact`` with a fresh code, or None
-    when the account has a verified contact already."""
-    if user.verified_channels:
+    when this is not an imported account's first sign-in without a verified contact
+    (:meth:`AdminUsers.asks_to_confirm_contact`)."""
+    if not services_of(request).admin_users.asks_to_confirm_contact(user):
         return None
     accounts = services_of(request).accounts
     channel = user.preference if user.contact(user.preference) else Channel.EMAIL

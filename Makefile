@@ -1,5 +1,5 @@
 # Convenience wrappers; the README's two commands are scripts/serve and scripts/test.
-.PHONY: serve test lint fmt bench-timing bench bench-cpu
+.PHONY: serve test lint fmt bench-timing bench bench-cpu bench-import
 serve:
 	./scripts/serve
 test:
@@ -25,3 +25,7 @@ bench:
 bench-cpu:
 	@.venv/bin/python -c "import aiosmtpd" 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[bench]"
 	.venv/bin/python scripts/bench_cpu.py $(BENCH_CPU_ARGS)
+# Bulk import (scripts/bench_import.py; docs/performance.md): 100k users with their hashes,
+# CLI and HTTP, on the embedded SQLite; e.g. BENCH_IMPORT_ARGS="--users 10000 --mode http"
+bench-import:
+	.venv/bin/python scripts/bench_import.py $(BENCH_IMPORT_ARGS)

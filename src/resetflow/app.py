@@ -21,7 +21,16 @@ from resetflow.clock import Clock
 from resetflow.config import Settings, load_settings
 from resetflow.services import build_services
 from resetflow.storage.deliveries import DeliveryRepository
-from resetflow.web import account_actions, actions, admin, integration, pages, theme, webhooks
+from resetflow.web import (
+    account_actions,
+    actions,
+    admin,
+    admin_api,
+    integration,
+    pages,
+    theme,
+    webhooks,
+)
 from resetflow.web.errors import install_error_handlers
 from resetflow.web.inputs import session_of
 from resetflow.web.lifecycle import Runtime, StartOnFirstUse
@@ -111,6 +120,8 @@ def create_app(
     app.include_router(admin.router, dependencies=[Depends(current_user)])
     app.include_router(webhooks.router)
     app.include_router(integration.router)
+    # Bearer tokens only, no session (R60); 404 while no token exists.
+    app.include_router(admin_api.router)
     if metrics_exposed:
         app.include_router(
             metrics_router(

@@ -42,6 +42,9 @@ class AuditEvent(StrEnum):
     PASSWORD_CHANGED = "password_changed"
     SESSIONS_ENDED = "sessions_ended"
     ROLE_CHANGED = "role_changed"
+    # Operator API (R60): every call, and every change it makes, with the token's name.
+    ADMIN_CALL = "admin_call"
+    ADMIN_CHANGE = "admin_change"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,10 @@
     ├── ResetNotAllowed (403)      /reset-password without a fresh verified code
     ├── Forbidden (403)            CSRF or cross-site request
     ├── WebhookRefused (403)       a provider webhook without a valid signature or secret
+    ├── AdminTokenInvalid (401)    operator API without a valid bearer token
+    ├── UserNotFound (404)         operator API: no account with that id
+    ├── ContactTaken (409)         operator API: the email or phone has an account
+    ├── UnsupportedPasswordHash (422)  operator API: a password_hash in no accepted format
     ├── RateLimited (429)          too many requests from this client or overall
     └── ServiceUnavailable (503)
 """
@@ -42,6 +46,10 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     WEBHOOK_REFUSED = "webhook_refused"
+    ADMIN_TOKEN_INVALID = "admin_token_invalid"
+    USER_NOT_FOUND = "user_not_found"
+    CONTACT_TAKEN = "contact_taken"
+    UNSUPPORTED_PASSWORD_HASH = "unsupported_password_hash"
 
 
 class ResetflowError(Exception):
@@ -148,3 +156,36 @@ class ServiceUnavailable(ResetflowError):
     status = 503
     code = ErrorCode.SERVICE_UNAVAILABLE
     message = "The service is busy. Please try again shortly."
+
+
+class AdminTokenInvalid(ResetflowError):
+    """The operator API without ``Authorization: Bearer`` and a live token (R60)."""
+
+    status = 401
+    code = ErrorCode.ADMIN_TOKEN_INVALID
+    message = "A valid admin API token is required."
+
+
+class UserNotFound(ResetflowError):
+    """Operator API only: operators may learn whether an account exists."""
+
+    status = 404
+    code = ErrorCode.USER_NOT_FOUND
+    message = "There is no account with that id."
+
+
+class ContactTaken(ResetflowError):
+    """Operator API only: the email or phone already belongs to an account."""
+
+    status = 409
+    code = ErrorCode.CONTACT_TAKEN
+    message = "That email address or phone number already has an account."
+
+    def __init__(self, *, user_id: str | None = None, fields: dict[str, str] | None = None):
+        super().__init__(fields=fields)
+        self.user_id = user_id
+
+
+class UnsupportedPasswordHash(InvalidInput):
+    code = ErrorCode.UNSUPPORTED_PASSWORD_HASH
+    message = "The password hash is in a format resetflow cannot verify."

@@ -3,9 +3,10 @@ command (never at import time), and closes them again."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
+from resetflow.accounts.admin import AdminUsers
 from resetflow.accounts.contact_change import ContactChangeService
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.accounts.service import AccountService
@@ -51,6 +52,8 @@ class Services:
     audit: AuditLog
     events: Events  # events for the host app (notify/events.py)
     webhooks: WebhookSender
+    # The operator API's and the import's one place for account changes (set below).
+    admin_users: AdminUsers = field(init=False)
 
     async def close(self) -> None:
         for provider in self.providers:
@@ -154,7 +157,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         webhooks=webhooks,
         unverified_ttl=timedelta(hours=settings.unverified_ttl_hours),
     )
-    return Services(
+    services = Services(
         settings=settings,
         clock=clock,
         database=database,
@@ -213,3 +216,15 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         events=events,
         webhooks=webhooks,
     )
+    services.admin_users = AdminUsers(
+        database=database,
+        sessions=sessions,
+        recovery=services.recovery,
+        hasher=hasher,
+        policy=policy,
+        audit=audit,
+        clock=clock,
+        events=events,
+        default_phone_region=settings.default_phone_region,
+    )
+    return services

@@ -14,6 +14,7 @@ from argon2 import PasswordHasher as Argon2Hasher
 from argon2 import Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from resetflow.accounts.legacy_hashes import is_foreign, verify_foreign
 from resetflow.accounts.strength import StrengthEstimator
 from resetflow.errors import PasswordRejected
 
@@ -53,6 +54,10 @@ class PasswordHasher:
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """True if ``password`` matches; with ``None`` checks a dummy hash and says False."""
         target = password_hash if password_hash is not None else self._dummy_hash
+        if is_foreign(target):
+            # An imported bcrypt/PBKDF2/scrypt/wrapped-SHA3 hash: needs_rehash is true for
+            # it, so a successful sign-in replaces it with today's Argon2id.
+            return await asyncio.to_thread(verify_foreign, target, password)
         matched = await asyncio.to_thread(self._verify, target, normalise_password(password))
         return matched and password_hash is not None
 

@@ -17,6 +17,7 @@ from resetflow.crypto import new_token, sha256_hex
 from resetflow.errors import InvalidInput
 from resetflow.recovery.service import ResetGrant
 from resetflow.web import return_to, schemas
+from resetflow.web.confirm_contact import confirm_contact_first
 from resetflow.web.edge import client_of, openapi_body, read_action, services_of
 from resetflow.web.inputs import session_of
 from resetflow.web.render import action_done
@@ -218,6 +219,9 @@ async def login(request: Request) -> Response:
     )
     redirect = return_to.destination(request, sent=data.return_to, default="/account")
     session_of(request).sign_in(user.id)
+    # An imported account without a verified contact confirms one first.
+    if (confirm := await confirm_contact_first(request, user)) is not None:
+        return confirm
     return action_done(request, status=200, body={"redirect": redirect})
 
 

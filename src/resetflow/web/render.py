@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from resetflow.config import Settings
-from resetflow.errors import RateLimited, ResetflowError
+from resetflow.errors import AdminTokenInvalid, RateLimited, ResetflowError
 from resetflow.web import return_to
 from resetflow.web.inputs import is_form, session_of
 from resetflow.web.prefix import prefix_of, redirect, url
@@ -85,6 +85,8 @@ def error_answer(request: Request, error: ResetflowError) -> Response:
     headers = {}
     if isinstance(error, RateLimited):
         headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, AdminTokenInvalid):
+        headers["WWW-Authenticate"] = "Bearer"
     form_page = request.scope["state"].get("form_page")
     if form_page and is_form(request):
         response = page(

@@ -240,11 +240,12 @@ class _Cookie:
 def _sessionless(path: str) -> bool:
     """Probes, metrics, static files and provider webhooks neither need nor touch a
     session, so that they keep answering while the session store is down; the session
-    readers load it themselves."""
+    readers load it themselves. Nor does the operator API: bearer tokens only, so that no
+    browser cookie can drive it (R60)."""
     return (
         path in MACHINE_ENDPOINTS
         or path in SESSION_READERS
-        or path.startswith(("/static/", "/webhooks/"))
+        or path.startswith(("/static/", "/webhooks/", "/admin/api/"))
     )
 
 

@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.servers import free_port
-
 # The same users, limits and helpers as the load benchmark.
 from bench.procs import LIMITS
 from bench.stores import SqliteStore, hash_password
+from tests.support.servers import free_port
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -63,7 +63,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.servers import free_port
 
 from bench import wrk
 from bench.common import BenchError, hard_timeout, no_timeout_during_cleanup, percentile, tail
@@ -92,6 +91,7 @@ from bench.stores import (
     hash_password,
     preflight_postgres,
 )
+from tests.support.servers import free_port
 
 WARMUP_KNOWN = 10
 LIST_SAMPLE = 50_000  # known (and as many unknown) addresses in wrk's list, at most

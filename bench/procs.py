@@ -18,9 +18,9 @@ from typing import Any
 
 import httpx
 import psutil
-from tests.support.processes import clean_env
 
 from bench.common import BenchError, tail
+from tests.support.processes import clean_env
 
 __all__ = ["clean_env"]
 

@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.servers import free_port
 
 from bench.common import BenchError, hard_timeout, no_timeout_during_cleanup, percentile, tail
 from bench.procs import Proc, clean_env, resetflow_command, run_migrate
 from bench.stores import PgDatabase, accounts_with_reset_code, create_accounts, new_address
+from tests.support.servers import free_port
 
 TARGET_MEDIAN_MS = 2.0
 TARGET_KS_P = 0.01

@@ -12,10 +12,11 @@ from typing import Any
 
 from bench.common import BenchError
 
-# Lua arguments: ``get PATH`` (expects 200), or ``list FILE PATH FORMAT STATUS``: a POST
-# to PATH per request with an address from FILE (lines "K addr" for known, "U addr" for
-# unknown), the body JSON ({"email": ...}) or a form (email=...), expecting STATUS. Each
-# thread starts at its own place in the list; no cookies are ever sent (wrk keeps none).
+# Lua arguments: ``get PATH`` (expects 200), or ``list FILE PATH FORMAT STATUS [FIELDS
+# COOKIE]``: a POST to PATH per request with an address from FILE (lines "K addr" for
+# known, "U addr" for unknown), the body JSON ({"email": ...}) or a form (email=... and
+# FIELDS, e.g. "&csrfmiddlewaretoken=..."), expecting STATUS. Each thread starts at its
+# own place in the list; no cookie is sent but COOKIE when given (wrk keeps none).
 SCRIPT = r"""
 local threads = {}
 
@@ -32,7 +33,8 @@ function init(args)
     for line in io.lines(args[2]) do
       kinds[#kinds + 1] = line:sub(1, 1)
       if args[4] == "form" then
-        bodies[#bodies + 1] = "email=" .. line:sub(3):gsub("@", "%%40")
+        local address = line:sub(3):gsub("@", "%%40")
+        bodies[#bodies + 1] = "email=" .. address .. (args[6] or "")
       else
         bodies[#bodies + 1] = '{"email":"' .. line:sub(3) .. '"}'
       end
@@ -46,6 +48,9 @@ function init(args)
       kind = "application/x-www-form-urlencoded"
     end
     headers = { ["Content-Type"] = kind }
+    if args[7] and args[7] ~= "" then
+      headers["Cookie"] = args[7]
+    end
   else
     expected = 200
     fixed = wrk.format("GET", args[2])
@@ -135,8 +140,16 @@ def get_args(path: str = "/healthz") -> list[str]:
     return ["get", path]
 
 
-def list_args(listing: Path, path: str, body: str = "json", status: int = 202) -> list[str]:
-    return ["list", str(listing), path, body, str(status)]
+def list_args(
+    listing: Path,
+    path: str,
+    body: str = "json",
+    status: int = 202,
+    *,
+    fields: str = "",
+    cookie: str = "",
+) -> list[str]:
+    return ["list", str(listing), path, body, str(status), fields, cookie]
 
 
 def version() -> str:

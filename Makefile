@@ -5,9 +5,9 @@ serve:
 test:
 	./scripts/test
 lint:
-	.venv/bin/ruff check src tests && .venv/bin/mypy
+	.venv/bin/ruff check src tests bench scripts && .venv/bin/mypy
 fmt:
-	.venv/bin/ruff format src tests && .venv/bin/ruff check --fix src tests
+	.venv/bin/ruff format src tests bench scripts && .venv/bin/ruff check --fix src tests bench scripts
 # The benchmarks are the bench/ package (python -m bench.<name>), run from the repository root;
 # their dependencies are the `bench` extra.
 BENCH_DEPS = .venv/bin/python -c "import scipy, aiosmtpd, psutil" 2>/dev/null || .venv/bin/python -m pip install --quiet -e ".[bench]" -c requirements/constraints.txt

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import time
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
@@ -59,3 +61,12 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def failed(error: BaseException, step: str) -> int:
+    """Say why the benchmark could not run (with a traceback for what is not a
+    :class:`BenchError`, a defect of the benchmark); exit status 2."""
+    if not isinstance(error, BenchError):
+        traceback.print_exc()
+    print(f"bench: ERROR while {step}: {error}", file=sys.stderr)
+    return 2

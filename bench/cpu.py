@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +94,14 @@ async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> s
     async def call(body: bytes) -> None:
         delivered = False
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> MutableMapping[str, Any]:
             nonlocal delivered
             if delivered:  # the app only asks again for a disconnect
                 await asyncio.Event().wait()
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 statuses[message["status"]] = statuses.get(message["status"], 0) + 1
 

@@ -57,7 +57,6 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,7 +64,15 @@ from typing import Any
 import httpx
 
 from bench import wrk
-from bench.common import BenchError, hard_timeout, no_timeout_during_cleanup, percentile, tail
+from bench.common import (
+    BenchError,
+    failed,
+    hard_timeout,
+    no_timeout_during_cleanup,
+    percentile,
+    tail,
+)
+from bench.options import add_load_options, check_load_options
 from bench.procs import (
     LIMITS,
     QUIET_CORES,
@@ -80,8 +87,6 @@ from bench.profile import start_profiler, summarise_profile
 from bench.report import machine, report
 from bench.sink import TimedSink, running_sink
 from bench.stores import (
-    DEFAULT_PG,
-    DEFAULT_REDIS,
     JOBS_SQL,
     PENDING_SQL,
     STATUS_SQL,
@@ -110,12 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="sqlite,postgres",
         help="comma-separated: sqlite (embedded default), postgres (PostgreSQL + Redis)",
     )
-    parser.add_argument(
-        "--users", default="1000,100000,1000000", help="comma-separated user counts"
-    )
-    parser.add_argument("--duration", type=int, default=15, help="seconds of each wrk run")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
-    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    add_load_options(parser, users="1000,100000,1000000", threads=1)
     parser.add_argument(
         "--probe-interval",
         type=float,
@@ -147,9 +147,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated `resetflow serve --workers` counts for SQLite (each web "
         "process runs its own in-process delivery worker on the same database file)",
     )
-    parser.add_argument("--database-url", default=DEFAULT_PG, help="PostgreSQL to create on")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis for PostgreSQL runs")
-    parser.add_argument("--seed", type=int, default=1, help="random seed for addresses")
     parser.add_argument(
         "--profile",
         type=Path,
@@ -187,31 +184,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="diagnosis: RESETFLOW_LIMITS_ENABLED=false instead of high limits, to see what "
         "the rate limiting itself costs",
     )
-    parser.add_argument("--json", type=Path, default=None, help="write all results here")
     parser.add_argument(
         "--timeout", type=float, default=1800.0, help="hard limit for the whole benchmark, s"
     )
-    parser.add_argument("--keep", action="store_true", help="keep temporary directories")
     args = parser.parse_args(argv)
+    check_load_options(parser, args)
     args.stores = [s.strip() for s in args.stores.split(",") if s.strip()]
     if not args.stores or set(args.stores) - {"sqlite", "postgres"}:
         parser.error("--stores takes sqlite and/or postgres")
-    try:
-        args.users = [int(u) for u in args.users.split(",") if u.strip()]
-    except ValueError:
-        parser.error("--users takes comma-separated integers")
-    if not args.users or not all(1 <= u <= 5_000_000 for u in args.users):
-        parser.error("--users: each between 1 and 5,000,000")
-    if not 1 <= args.duration <= 120:
-        parser.error("--duration must be between 1 and 120 seconds")
-    if not 1 <= args.connections <= 512:
-        parser.error("--connections must be between 1 and 512")
-    if not 1 <= args.threads <= min(8, args.connections):
-        parser.error("--threads must be between 1 and min(8, connections)")
     if not 0.01 <= args.probe_interval <= 5:
         parser.error("--probe-interval must be between 0.01 and 5 seconds")
-    if not args.database_url.startswith("postgresql"):
-        parser.error("--database-url must be a postgresql+asyncpg:// URL")
     return args
 
 
@@ -476,7 +458,7 @@ def run_one(
                 file=sys.stderr,
             )
         status.append(f"{spec.slug}: /healthz for {args.duration} s")
-        with cpu_meter(procs, cpu := {}, pg_name):
+        with cpu_meter(procs, pg_name) as cpu:
             result["healthz"] = load(args, base_url, script, wrk.get_args())
         result["healthz"].update(cpu)
         for proc in procs:
@@ -485,29 +467,20 @@ def run_one(
         status.append(f"{spec.slug}: /send-token for {args.duration} s")
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
-            profilers.append(
+            profilers += [
                 start_profiler(
-                    server.pid,
+                    proc.pid,
                     args.duration,
-                    args.profile / f"{spec.slug}-server.txt",
+                    args.profile / f"{spec.slug}-{proc.name}.txt",
                     gil=args.profile_gil,
                     native=args.profile_native,
                 )
-            )
-            if worker is not None:
-                profilers.append(
-                    start_profiler(
-                        worker.pid,
-                        args.duration,
-                        args.profile / f"{spec.slug}-worker.txt",
-                        gil=args.profile_gil,
-                        native=args.profile_native,
-                    )
-                )
+                for proc in procs
+            ]
         prober = Prober(base_url, probes, args.probe_interval)
         prober.start()
         load_started, load_started_wall = time.monotonic(), time.time()
-        with cpu_meter(procs, cpu := {}, pg_name):
+        with cpu_meter(procs, pg_name) as cpu:
             result["send_token"] = load(
                 args, base_url, script, wrk.list_args(listing, "/send-token")
             )
@@ -686,10 +659,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
     except (Exception, KeyboardInterrupt) as error:
-        if not isinstance(error, BenchError):
-            traceback.print_exc()
-        print(f"bench: ERROR while {status[-1]}: {error}", file=sys.stderr)
-        return 2
+        return failed(error, status[-1])
     finally:
         stack.close()
         shutil.rmtree(script_dir, ignore_errors=True)

@@ -195,19 +195,18 @@ def wait_quiet(seconds: float) -> float:
 
 
 @contextlib.contextmanager
-def cpu_meter(
-    procs: list[Proc], into: dict[str, Any], pg_database: str | None = None
-) -> Iterator[None]:
+def cpu_meter(procs: list[Proc], pg_database: str | None = None) -> Iterator[dict[str, Any]]:
     """Cores used (user + system) by each of ``procs`` (with children), by PostgreSQL,
-    Redis, wrk and this process, and by the whole machine, while the block runs; into
-    ``into["cpu_cores"]`` and ``into["cpu_cores_system"]``."""
+    Redis, wrk and this process, and by the whole machine, while the block runs: the
+    dict it yields gets ``cpu_cores`` and ``cpu_cores_system`` when the block ends."""
     groups = _groups(procs, pg_database)
     before = {name: _times(members) for name, members in groups.items()}
     busy0, total0 = machine_busy()
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
+    into: dict[str, Any] = {}
     try:
-        yield
+        yield into
     finally:
         wall = time.monotonic() - started
         # Processes started during the block (a new PostgreSQL backend...) count too.

@@ -57,7 +57,7 @@ def disturbed(result: dict[str, Any]) -> bool:
     during = [
         result[part].get("cpu_cores", {}).get("other", 0.0) for part in ("healthz", "send_token")
     ]
-    return max([result.get("background_cores", 0.0), *during]) > QUIET_CORES
+    return bool(max([result.get("background_cores", 0.0), *during]) > QUIET_CORES)
 
 
 def table(results: list[dict[str, Any]]) -> str:

@@ -54,7 +54,7 @@ class TimedSink(SmtpSink):
         out: list[Message] = []
         for arrived, rcpts, content in raw:
             parsed = email.message_from_bytes(content, policy=email.policy.default)
-            body = parsed.get_body(preferencelist=("plain",))  # type: ignore[attr-defined]
+            body = parsed.get_body(preferencelist=("plain",))
             text = body.get_content() if body is not None else ""
             code, link = CODE.search(text), LINK.search(text)
             key = code.group(1) if code else link.group(0) if link else None

@@ -38,14 +38,20 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.common import BenchError, hard_timeout, no_timeout_during_cleanup, percentile, tail
+from bench.common import (
+    BenchError,
+    failed,
+    hard_timeout,
+    no_timeout_during_cleanup,
+    percentile,
+    tail,
+)
 from bench.procs import Proc, clean_env, resetflow_command, run_migrate
 from bench.stores import PgDatabase, accounts_with_reset_code, create_accounts, new_address
 from tests.support.servers import free_port
@@ -438,12 +444,9 @@ def main(argv: list[str] | None = None) -> int:
             result = run(args, status)
     except Exception as error:
         step = status[-1] if status else "starting"
-        if not isinstance(error, BenchError):
-            traceback.print_exc()
-        print(f"bench: ERROR while {step}: {error}", file=sys.stderr)
         if args.json:
             print(json.dumps({"error": str(error), "step": step}))
-        return 2
+        return failed(error, step)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -5,6 +5,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from bench.load import main  # noqa: E402
+from bench.load import main
 
 sys.exit(main())

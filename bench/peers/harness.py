@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,15 +39,14 @@ from typing import Any
 import httpx
 
 from bench import wrk
-from bench.common import BenchError, hard_timeout, no_timeout_during_cleanup, tail
+from bench.common import BenchError, failed, hard_timeout, no_timeout_during_cleanup, tail
 from bench.load import Spec, server_env
+from bench.options import add_load_options, check_load_options
 from bench.peers import envs
 from bench.procs import Proc, cpu_meter, resetflow_command, run_migrate
 from bench.report import machine
 from bench.sink import TimedSink, running_sink
 from bench.stores import (
-    DEFAULT_PG,
-    DEFAULT_REDIS,
     PgDatabase,
     PgStore,
     SqliteStore,
@@ -273,7 +271,7 @@ class Run:
             pg = peer.state["pg"].name if "pg" in peer.state else None
             if "store" in peer.state and isinstance(peer.state["store"], PgStore):
                 pg = peer.state["store"].db.name
-            with cpu_meter(procs, cpu := {}, pg):
+            with cpu_meter(procs, pg) as cpu:
                 result["healthz"] = load(wrk.get_args(), self.args.duration)
             result["healthz"].update(cpu)
             if peer.path is None:
@@ -295,7 +293,7 @@ class Run:
                     fields=f"&csrfmiddlewaretoken={token}" if token else "",
                     cookie=cookie,
                 )
-                with cpu_meter(procs, cpu := {}, pg):
+                with cpu_meter(procs, pg) as cpu:
                     result["send"] = load(lua, self.args.duration)
                 result["send"].update(cpu)
                 for proc in procs:
@@ -426,13 +424,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     keys = [peer.key for peer in all_peers()]
-    parser.add_argument("--users", default="1000,100000", help="comma-separated user counts")
+    add_load_options(parser, users="1000,100000", threads=2)
     parser.add_argument("--million", action="store_true", help="also 1,000,000 users (long)")
     parser.add_argument("--peers", default=",".join(keys), help=f"comma-separated: {keys}")
     parser.add_argument("--repetitions", type=int, default=2, help="rounds of all peers")
-    parser.add_argument("--duration", type=int, default=15, help="seconds of each wrk run")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
-    parser.add_argument("--connections", type=int, default=32, help="wrk connections")
     parser.add_argument(
         "--latency-pairs",
         type=int,
@@ -443,32 +438,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--drain-timeout", type=float, default=120.0, help="seconds to wait for the mail"
     )
-    parser.add_argument("--database-url", default=DEFAULT_PG, help="PostgreSQL to create on")
-    parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="Redis for resetflow")
-    parser.add_argument("--seed", type=int, default=1, help="random seed for addresses")
-    parser.add_argument("--json", type=Path, default=None, help="write all results here")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directories")
     parser.add_argument(
         "--timeout", type=float, default=4 * 3600.0, help="hard limit for the whole run, s"
     )
     args = parser.parse_args(argv)
-    try:
-        args.users = [int(u) for u in args.users.split(",") if u.strip()]
-    except ValueError:
-        parser.error("--users takes comma-separated integers")
+    check_load_options(parser, args)
     if args.million and 1_000_000 not in args.users:
         args.users.append(1_000_000)
-    if not args.users or not all(1 <= u <= 5_000_000 for u in args.users):
-        parser.error("--users: each between 1 and 5,000,000")
     args.peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     if not args.peers or set(args.peers) - set(keys):
         parser.error(f"--peers takes some of {keys}")
     if not 1 <= args.repetitions <= 10:
         parser.error("--repetitions must be between 1 and 10")
-    if not 1 <= args.duration <= 300:
-        parser.error("--duration must be between 1 and 300 seconds")
-    if not 1 <= args.threads <= min(8, args.connections):
-        parser.error("--threads must be between 1 and min(8, connections)")
     return args
 
 
@@ -490,7 +471,7 @@ def summarise(results: list[dict[str, Any]], peers: list[Peer]) -> dict[str, Any
         mine = [r for r in results if r["peer"] == peer.key]
         by_users: dict[str, Any] = {}
         for users in sorted({r["users"] for r in mine}):
-            runs = [r for r in mine if r["users"] == users]
+            runs = [r for r in mine if r["users"] == users and "error" not in r]
             sends = [r["send"] for r in runs if "send" in r]
             by_users[str(users)] = {
                 "rps": _median([s["rps"] for s in sends]),
@@ -504,6 +485,7 @@ def summarise(results: list[dict[str, Any]], peers: list[Peer]) -> dict[str, Any
                 "known_sent": sum(r["mail"]["known_sent"] for r in runs if "mail" in r),
                 "stray": sum(r["mail"]["stray"] for r in runs if "mail" in r),
                 "runs": len(runs),
+                "failed_runs": sum(1 for r in mine if r["users"] == users and "error" in r),
             }
         out[peer.key] = {"label": peer.label, "by_users": by_users}
     return out
@@ -577,6 +559,11 @@ def table(summary: dict[str, Any], users: list[int]) -> str:
                     f"answers not the expected status; p50/p99 "
                     f"{cell['p50_ms']:.0f}/{cell['p99_ms']:.0f} ms"
                 )
+            if cell["failed_runs"]:
+                lines.append(
+                    f"- **{entry['label']}, {_n(int(u))} users: {cell['failed_runs']} run(s) "
+                    "failed** (see the JSON's results)"
+                )
     return "\n".join(lines)
 
 
@@ -616,9 +603,17 @@ def main(argv: list[str] | None = None) -> int:
                     for repetition in range(args.repetitions):
                         for peer in peers:
                             status.append(f"{users:,} users, round {repetition + 1}: {peer.key}")
-                            result = run.one(peer, script)
+                            try:
+                                result = run.one(peer, script)
+                            except BenchError as error:
+                                # One peer failing to start or answer is reported; the
+                                # rotation goes on.
+                                result = {"peer": peer.key, "error": str(error)[-2000:]}
+                                print(f"bench: {peer.key}: FAILED: {error}", file=sys.stderr)
                             result.update(users=users, repetition=repetition)
                             results.append(result)
+                            if "error" in result:
+                                continue
                             send = result.get("send", {})
                             print(
                                 f"bench: {peer.key} × {users:,} (round {repetition + 1}): "
@@ -636,10 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                         for peer in peers:
                             run.cleanup(peer)
     except (Exception, KeyboardInterrupt) as error:
-        if not isinstance(error, BenchError):
-            traceback.print_exc()
-        print(f"bench: ERROR while {status[-1]}: {error}", file=sys.stderr)
-        return 2
+        return failed(error, status[-1])
     finally:
         if args.keep:
             print(f"bench: kept {temp}", file=sys.stderr)

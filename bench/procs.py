@@ -128,15 +128,20 @@ class Proc:
 Times = dict[int, tuple[str, float, float]]  # pid -> (create key, user s, system s)
 
 
+def _tree(proc: Proc) -> list[psutil.Process]:
+    """The process and its children (``serve --workers``, gunicorn's workers)."""
+    try:
+        root = psutil.Process(proc.pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 def _groups(procs: list[Proc], pg_database: str | None) -> dict[str, list[psutil.Process]]:
     """The processes of each group: each of ``procs`` with its children, Redis,
     PostgreSQL (the run's own database's backends and the shared background processes,
     not other databases' backends) and this process (the SMTP sink and the probes)."""
-    groups: dict[str, list[psutil.Process]] = {}
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(proc.pid)
-            groups[proc.name] = [root, *root.children(recursive=True)]
+    groups = {proc.name: _tree(proc) for proc in procs}
     redis, postgres = [], []
     for found in psutil.process_iter(["name", "cmdline"]):
         name = found.info["name"] or ""
@@ -172,6 +177,16 @@ def _used(before: Times, after: Times) -> tuple[float, float]:
         else:
             user, system = user + u - old[1], system + s - old[2]
     return user, system
+
+
+def busy_cores(procs: list[Proc], seconds: float = 1.0) -> float:
+    """Cores ``procs`` (with their children) use over ``seconds``: near 0 once they have
+    nothing left to do (requests cut off by the end of a load still run to their end)."""
+    members = [member for proc in procs for member in _tree(proc)]
+    before = _times(members)
+    time.sleep(seconds)
+    user, system = _used(before, _times(members))
+    return (user + system) / seconds
 
 
 def machine_busy() -> tuple[float, float]:

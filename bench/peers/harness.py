@@ -43,7 +43,7 @@ from bench.common import BenchError, failed, hard_timeout, no_timeout_during_cle
 from bench.load import Spec, server_env
 from bench.options import add_load_options, check_load_options
 from bench.peers import envs
-from bench.procs import Proc, cpu_meter, resetflow_command, run_migrate
+from bench.procs import Proc, busy_cores, cpu_meter, resetflow_command, run_migrate
 from bench.report import machine
 from bench.sink import TimedSink, running_sink
 from bench.stores import (
@@ -268,6 +268,7 @@ class Run:
             procs[0].wait_ready(f"{base}/healthz", seconds=120)
             load = self._load_fn(base, script)
             load(wrk.get_args(), 1)  # warm-up (every worker process)
+            restarts_before = restarts(procs[0].log)
             pg = peer.state["pg"].name if "pg" in peer.state else None
             if "store" in peer.state and isinstance(peer.state["store"], PgStore):
                 pg = peer.state["store"].db.name
@@ -275,6 +276,7 @@ class Run:
                 result["healthz"] = load(wrk.get_args(), self.args.duration)
             result["healthz"].update(cpu)
             if peer.path is None:
+                result["restarts"] = restarts(procs[0].log) - restarts_before
                 return result
             with httpx.Client(base_url=base, timeout=60) as client:
                 if peer.body == "form":
@@ -282,7 +284,7 @@ class Run:
                 warm = sorted(self.known)[:5]
                 for address in warm:
                     self._post(client, peer, address)
-                self._settle(len(warm), 30)
+                self._settle(len(warm), 60, procs)
                 self.sink.clear()
                 token, cookie = peer.state.get("csrf", ("", ""))
                 lua = wrk.list_args(
@@ -298,8 +300,9 @@ class Run:
                 result["send"].update(cpu)
                 for proc in procs:
                     proc.check()
-                result["mail"] = self._mail(result["send"])
+                result["mail"] = self._mail(result["send"], procs)
                 result["latency"] = self._latency(client, peer)
+            result["restarts"] = restarts(procs[0].log) - restarts_before
             return result
         finally:
             for proc in reversed(procs):
@@ -339,24 +342,28 @@ class Run:
             )
         return elapsed
 
-    def _settle(self, at_least: int, seconds: float) -> int:
-        """Wait until the sink has ``at_least`` messages and its count stays the same for
-        2 s (resetflow delivers after answering), for up to ``seconds``."""
+    def _settle(self, at_least: int, seconds: float, procs: list[Proc]) -> int:
+        """Wait until the sink has ``at_least`` messages, the peer's processes are idle
+        (requests cut off when wrk stopped still run to their end, resetflow delivers
+        after answering) and the sink's count has stayed the same for 2 s; for up to
+        ``seconds``."""
         deadline = time.monotonic() + seconds
         last, since = -1, time.monotonic()
         while time.monotonic() < deadline:
+            idle = busy_cores(procs, 0.5) < 0.05
             count = self.sink.count()
-            if count != last:
+            if count != last or not idle:
                 last, since = count, time.monotonic()
             elif count >= at_least and time.monotonic() - since >= 2.0:
                 break
-            time.sleep(0.25)
         return self.sink.count()
 
-    def _mail(self, send: dict[str, Any]) -> dict[str, Any]:
+    def _mail(self, send: dict[str, Any], procs: list[Proc]) -> dict[str, Any]:
         # Requests still in flight when wrk stopped (at most one per connection) may add
         # theirs, and nothing may go to an unknown address.
-        self._settle(max(0, send["known_sent"] - self.args.connections), self.args.drain_timeout)
+        self._settle(
+            max(0, send["known_sent"] - self.args.connections), self.args.drain_timeout, procs
+        )
         received = self.sink.received()
         to_known = [m for m in received if m.to in self.known]
         return {
@@ -375,6 +382,20 @@ class Run:
             return {}
         k, u = statistics.median(known), statistics.median(unknown)
         return {"known_ms": 1000 * k, "unknown_ms": 1000 * u, "ratio": k / u if u else None}
+
+
+# A web process that died and was started again: uvicorn's supervisor kills one that does
+# not answer its health check within 5 s (timeout_worker_healthcheck; a busy machine),
+# gunicorn one that misses its --timeout.
+RESTART = re.compile(r"Child process \[\d+\] died|WORKER TIMEOUT")
+
+
+def restarts(log: Path) -> int:
+    """How many times a web process died in this log so far."""
+    try:
+        return len(RESTART.findall(log.read_text(errors="replace")))
+    except OSError:
+        return 0
 
 
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
@@ -485,6 +506,7 @@ def summarise(results: list[dict[str, Any]], peers: list[Peer]) -> dict[str, Any
                 "known_sent": sum(r["mail"]["known_sent"] for r in runs if "mail" in r),
                 "stray": sum(r["mail"]["stray"] for r in runs if "mail" in r),
                 "runs": len(runs),
+                "restarts": sum(r.get("restarts", 0) for r in runs),
                 "failed_runs": sum(1 for r in mine if r["users"] == users and "error" in r),
             }
         out[peer.key] = {"label": peer.label, "by_users": by_users}
@@ -558,6 +580,13 @@ def table(summary: dict[str, Any], users: list[int]) -> str:
                     f"sent, {cell['stray']} to unknown ones; {cell['not_expected_status']} "
                     f"answers not the expected status; p50/p99 "
                     f"{cell['p50_ms']:.0f}/{cell['p99_ms']:.0f} ms"
+                )
+            if cell["restarts"]:
+                lines.append(
+                    f"- **{entry['label']}, {_n(int(u))} users: a web process died and was "
+                    f"started again {cell['restarts']} time(s) during the measurements** "
+                    "(uvicorn's 5 s worker health check, or gunicorn's timeout, on a busy "
+                    "machine): its figures are low"
                 )
             if cell["failed_runs"]:
                 lines.append(

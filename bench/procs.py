@@ -46,19 +46,26 @@ def resetflow_command() -> list[str]:
     return [sys.executable, "-m", "resetflow"]
 
 
-def run_migrate(env: dict[str, str], cwd: Path, log: Path) -> None:
+def run_logged(
+    argv: list[str], env: dict[str, str], cwd: Path, log: Path, *, timeout: float = 120
+) -> int:
+    """Run a command of ours to its end, its output appended to ``log``; its exit status."""
     with log.open("ab") as out:
-        done = subprocess.run(  # noqa: S603 (our own command, no shell)
-            [*resetflow_command(), "migrate"],
+        return subprocess.run(  # noqa: S603 (our own command, no shell)
+            argv,
             env=env,
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            timeout=120,
+            timeout=timeout,
             check=False,
-        )
-    if done.returncode != 0:
-        raise BenchError(f"resetflow migrate failed (exit {done.returncode}):\n{tail(log)}")
+        ).returncode
+
+
+def run_migrate(env: dict[str, str], cwd: Path, log: Path) -> None:
+    status = run_logged([*resetflow_command(), "migrate"], env, cwd, log)
+    if status != 0:
+        raise BenchError(f"resetflow migrate failed (exit {status}):\n{tail(log)}")
 
 
 @dataclass

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,7 +41,15 @@ from bench.common import BenchError, failed, hard_timeout, no_timeout_during_cle
 from bench.load import Spec, server_env
 from bench.options import add_load_options, check_load_options
 from bench.peers import envs
-from bench.procs import Proc, busy_cores, cpu_meter, resetflow_command, run_migrate
+from bench.procs import (
+    Proc,
+    busy_cores,
+    clean_env,
+    cpu_meter,
+    resetflow_command,
+    run_logged,
+    run_migrate,
+)
 from bench.report import machine
 from bench.sink import TimedSink, running_sink
 from bench.stores import (
@@ -138,7 +144,7 @@ class Run:
         elif peer.env_name is not None:
             url = self._peer_database(peer, home)
             env = self._peer_env(peer, url)
-            done = _run_logged(
+            done = run_logged(
                 [
                     str(envs.python_of(peer.env_name)),
                     str(HERE / f"{_module(peer)}.py"),
@@ -226,7 +232,7 @@ class Run:
                 procs.append(Proc("worker", worker, env, home, home / "worker.log"))
         elif peer.key == "bare-fastapi":
             argv = [sys.executable, "-m", "bench.peers.bare_fastapi", *bind, "--workers", "2"]
-            procs = [Proc("server", argv, dict(_inherit()), Path.cwd(), self.temp / "bare.log")]
+            procs = [Proc("server", argv, clean_env(), Path.cwd(), self.temp / "bare.log")]
         elif peer.env_name == "django":
             python = envs.python_of("django")
             argv = [
@@ -417,23 +423,6 @@ def csrf_token(client: httpx.Client, peer: Peer) -> tuple[str, str]:
 
 def _module(peer: Peer) -> str:
     return "django_peer" if peer.env_name == "django" else "fastapi_users_peer"
-
-
-def _inherit() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("RESETFLOW_")}
-
-
-def _run_logged(argv: list[str], env: dict[str, str], cwd: Path, log: Path, timeout: float) -> int:
-    with log.open("ab") as out:
-        return subprocess.run(  # noqa: S603 (our own peer code, no shell)
-            argv,
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            timeout=timeout,
-            check=False,
-        ).returncode
 
 
 # Command line and report ---------------------------------------------------------------

@@ -1,0 +1,72 @@
+"""What every benchmark shares: its error, a hard timeout, percentiles, log tails."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+
+class BenchError(Exception):
+    """The benchmark could not run (not a failed target): exit status 2."""
+
+
+class BenchTimeout(BenchError):
+    pass
+
+
+@contextlib.contextmanager
+def hard_timeout(seconds: float) -> Iterator[None]:
+    """Raise :class:`BenchTimeout` in the main thread after ``seconds`` (SIGALRM)."""
+
+    def expire(_signum: int, _frame: FrameType | None) -> None:
+        raise BenchTimeout(f"hard timeout of {seconds:.0f} s reached")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def no_timeout_during_cleanup() -> Iterator[None]:
+    """Pause the hard timeout while the block cleans up (processes, databases, keys)."""
+    left, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        if left:
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, left - (time.monotonic() - started)))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def failed(error: BaseException, step: str) -> int:
+    """Say why the benchmark could not run (with a traceback for what is not a
+    :class:`BenchError`, a defect of the benchmark); exit status 2."""
+    if not isinstance(error, BenchError):
+        traceback.print_exc()
+    print(f"bench: ERROR while {step}: {error}", file=sys.stderr)
+    return 2

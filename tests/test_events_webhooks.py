@@ -550,18 +550,18 @@ def test_r61_event_timestamps_are_iso_utc() -> None:
 def test_r61_the_receiving_example_in_the_docs_takes_events_and_refuses_forgeries(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """docs/webhooks.md's receiver, as written there, behind uvicorn."""
+    """docs/integration.md's receiver, as written there, behind uvicorn."""
     import httpx
 
     from resetflow.storage.migrate import upgrade
     from tests.support.servers import serve_in_thread
 
-    docs = (Path(__file__).parents[1] / "docs" / "webhooks.md").read_text()
+    docs = (Path(__file__).parents[1] / "docs" / "integration.md").read_text()
     source = re.findall(r"```python\n(.*?)```", docs, flags=re.DOTALL)[-1]
     secret = new_secret()
     monkeypatch.setenv("RESETFLOW_WEBHOOK_SECRET", secret)
     namespace: dict[str, Any] = {}
-    exec(compile(source, "docs/webhooks.md", "exec"), namespace)
+    exec(compile(source, "docs/integration.md", "exec"), namespace)
     with serve_in_thread(namespace["app"]) as url:
         settings = make_settings(webhook_url=f"{url}/hooks/resetflow", webhook_secret=secret)
         upgrade(settings.resolved_database_url)

@@ -47,7 +47,7 @@ STATIC = Path(__file__).parent / "web" / "static"
 class ResetflowApp(FastAPI):
     """The app :func:`create_app` returns: a FastAPI app that also starts on its first
     request when its lifespan does not run (mounted in a host app), and that a host stops
-    with :meth:`aclose` (docs/mounting.md)."""
+    with :meth:`aclose` (docs/integration.md)."""
 
     def __init__(self, *, runtime: Runtime, **options: Any) -> None:
         super().__init__(**options)

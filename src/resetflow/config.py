@@ -165,7 +165,7 @@ class Settings(BaseSettings):
     postmark_webhook_user: str | None = None
     postmark_webhook_password: SecretStr | None = None
     postmark_webhook_secret: SecretStr | None = None
-    # Events for the host application (notify/events.py, docs/webhooks.md): POSTed to
+    # Events for the host application (notify/events.py, docs/integration.md): POSTed to
     # this URL, signed with this ``whsec_`` secret (Standard Webhooks). https in prod; in
     # dev http too, to a loopback address only.
     webhook_url: str | None = None

@@ -7,7 +7,7 @@ The app's lifespan starts and stops a :class:`Runtime`. Starlette does not run t
 lifespan of a mounted app (``host.mount("/auth", create_app())``), so
 :class:`StartOnFirstUse` starts it on the first request instead, and the host hands
 resetflow its shutdown by awaiting ``resetflow_app.aclose()`` from its own lifespan
-(docs/mounting.md).
+(docs/integration.md).
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ class SessionsRevokedReason(StrEnum):
     """Why every session of an account ended (``sessions.revoked``'s ``reason``)."""
 
     PASSWORD_RESET = "password_reset"
+    PASSWORD_CHANGED = "password_changed"  # the signed-in person's own change
     CONTACT_CHANGED = "contact_changed"
     OPERATOR = "operator"  # resetflow users end-sessions, the operator API
 

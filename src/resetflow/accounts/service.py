@@ -17,7 +17,7 @@ from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.config import NO_SMS_REGION
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput
-from resetflow.notify.events import Events
+from resetflow.notify.events import Events, UserDeletedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
 from resetflow.ratelimit import RateLimiter, destination_key
@@ -195,7 +195,12 @@ class AccountService:
                     # An operator vouches for both contacts (the CLI); never a web sign-up.
                     # Like a typed code, that takes them from accounts that only typed them.
                     for channel, contact in ((Channel.EMAIL, email), (Channel.SMS, phone)):
-                        await users.release_unverified(channel, contact, taken_by=user_id, now=now)
+                        released = await users.release_unverified(
+                            channel, contact, taken_by=user_id, now=now
+                        )
+                        await self._events.users_removed(
+                            conn, released, reason=UserDeletedReason.TAKEN_OVER, now=now
+                        )
                         await users.mark_verified(user_id, channel, now=now)
                 elif may_send:
                     user = await users.get(user_id)
@@ -305,6 +310,9 @@ class AccountService:
                 # nothing verified goes (issue 11 item 7).
                 released = await users.release_unverified(
                     channel, contact, taken_by=user.id, now=now
+                )
+                await self._events.users_removed(
+                    conn, released, reason=UserDeletedReason.TAKEN_OVER, now=now
                 )
                 await users.mark_verified(user.id, channel, now=now)
                 # No Courier profile merge: a verification changes none of its fields

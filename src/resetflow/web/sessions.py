@@ -19,10 +19,10 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http.cookies import SimpleCookie
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resetflow.clock import Clock
@@ -267,14 +267,7 @@ async def _send_unavailable(send: Send) -> None:
 
 
 def _cookie_value(scope: Scope, name: str) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == b"cookie":
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(value.decode("latin-1"))
-            except Exception:  # a malformed Cookie header is treated as no cookie
-                return None
-            morsel = jar.get(name)
-            if morsel is not None:
-                return morsel.value
-    return None
+    # Starlette's parser, as browsers read cookies: a malformed cookie of some other app
+    # on the same host skips that pair only (http.cookies.SimpleCookie dropped the whole
+    # header, and with it this session).
+    return HTTPConnection(scope).cookies.get(name)

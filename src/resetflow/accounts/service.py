@@ -381,10 +381,13 @@ class AccountService:
         assert user is not None
         await failures.succeeded(key)
         if self._hasher.needs_rehash(user.password_hash):
+            # Weaker parameters, or a hash imported from another system (bcrypt, Django,
+            # scrypt, the tutorial's SHA3): today's Argon2id replaces exactly the hash
+            # just verified, in one conditional UPDATE (R37, SPEC §9).
             new_hash = await self._hasher.hash(password)
             async with self._db.write() as conn:
-                await UserRepository(conn).set_password_hash(
-                    user.id, new_hash, now=self._clock.now()
+                await UserRepository(conn).replace_password_hash(
+                    user.id, verified=user.password_hash, new=new_hash, now=self._clock.now()
                 )
         await self._audit.record(AuditEvent.SIGN_IN, outcome="ok", client=client, user_id=user.id)
         return user

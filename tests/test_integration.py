@@ -364,3 +364,24 @@ def test_whoami_with_the_session_store_down_is_a_503(live_app: Callable[..., Liv
             assert response.headers["retry-after"] == "5"
         client.cookies.clear()
         assert client.get("/sessions/whoami").status_code == 401
+
+
+def test_whoami_is_use_of_the_session_and_slides_its_idle_expiry(
+    live_app: Callable[..., LiveApp], storage: dict[str, Any]
+) -> None:
+    """A person busy on the host app's pages (each asking whoami) is not signed out
+    after RESETFLOW_SESSION_IDLE_SECONDS as if idle; one who stops is."""
+    from datetime import UTC
+
+    clock = FrozenClock(datetime.now(UTC))
+    app = live_app(clock=clock, session_idle_seconds=1800, **storage)
+    with app.client() as busy, app.client() as idle:
+        sign_in(busy)
+        assert idle.post(
+            "/login", json={"email": "ada@example.com", "password": PASSWORD}
+        ).is_success
+        for _ in range(4):  # 4 x 1,000 s: far past the idle window in all
+            clock.advance(1000)
+            assert busy.get("/sessions/whoami").status_code == 200
+            assert busy.get("/auth/check").status_code == 200
+        assert idle.get("/sessions/whoami").status_code == 401

@@ -356,3 +356,55 @@ def test_a_contact_change_takes_over_an_address_only_typed_at_a_sign_up(
     ours = _account(app.settings, "ada@new.example")
     assert ours is not None and ours.phone == "+14155550100" and ours.email_verified_at
     assert _holder(app.settings, "+14155550166") is None
+
+
+def test_r61_accounts_resetflow_removes_itself_reach_the_host_app_as_user_deleted(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    """A sign-up taken over (another account verified the address it only typed) and one
+    expired by the TTL were announced as user.created: the host app hears of their end
+    too, with the reason and without the unproven contacts."""
+    from tests.support.webhooks import new_secret, webhook_receiver
+
+    # (Signatures are checked in tests/test_events_webhooks.py: here the frozen clock,
+    # moved 2 h ahead, stamps them in the future.)
+    secret = new_secret()
+    clock = FrozenClock(datetime.now(UTC))
+    with webhook_receiver() as receiver:
+        app = live_app(
+            clock=clock, unverified_ttl_hours=2, webhook_url=receiver.url, webhook_secret=secret
+        )
+        with app.client() as mallory:
+            assert sign_up(mallory, name="Mallory", phone="+14155550166").status_code == 201
+            assert (
+                sign_up(mallory, email="late@example.com", phone="+14155550177").status_code == 201
+            )
+        created = {
+            r.event["data"]["email"]: r.event["data"]["user_id"]
+            for r in receiver.wait_for("user.created", count=2)
+        }
+        with app.client() as ada:
+            # Ada verifies ada@example.com: Mallory's first account goes.
+            after = _newest_id(ada)
+            assert sign_up(ada).status_code == 201
+            code = wait_for_dev_message(
+                ada, to="ada@example.com", notification="verify-contact", after=after
+            )
+            assert ada.post("/verify-contact", json={"token": find_code(code["text"])}).is_success
+        clock.advance(2 * 3600 + 60)
+
+        async def housekeeping() -> None:
+            services = build_services(app.settings, clock=clock)
+            try:
+                await services.worker.housekeeping()
+            finally:
+                await services.close()
+
+        asyncio.run(housekeeping())
+        deleted = {
+            r.event["data"]["user_id"]: r for r in receiver.wait_for("user.deleted", count=2)
+        }
+    assert deleted[created["ada@example.com"]].event["data"]["reason"] == "taken_over"
+    assert deleted[created["late@example.com"]].event["data"]["reason"] == "unverified_expired"
+    for received in deleted.values():
+        assert set(received.event["data"]) == {"user_id", "reason"}

@@ -425,3 +425,24 @@ async def test_migrations_build_exactly_the_declared_schema(database_url: str) -
     finally:
         await db.close()
     assert differences == []
+
+
+async def test_a_rehash_replaces_only_the_hash_that_was_verified(database_url: str) -> None:
+    """Sign-in upgrades an imported or weaker hash in one conditional UPDATE: a reset
+    that landed between the check and the upgrade is not overwritten."""
+    db = Database(database_url)
+    try:
+        user_id = await _user(db)
+        async with db.write() as conn:
+            users = UserRepository(conn)
+            assert await users.replace_password_hash(
+                user_id, verified="$argon2id$x", new="$argon2id$new", now=NOW
+            )
+            await users.set_password_hash(user_id, "$argon2id$from-a-reset", now=NOW)
+            assert not await users.replace_password_hash(
+                user_id, verified="$argon2id$new", new="$argon2id$stale", now=NOW
+            )
+            user = await users.get(user_id)
+        assert user is not None and user.password_hash == "$argon2id$from-a-reset"
+    finally:
+        await db.close()

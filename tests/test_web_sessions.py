@@ -306,3 +306,22 @@ def test_session_idle_expiry_signs_out_and_each_use_slides_it(
             assert signed_in(client)
         clock.advance(4 * 60)
         assert not signed_in(client)
+
+
+def test_a_malformed_cookie_of_another_app_on_the_host_does_not_sign_anyone_out(
+    live_app: Callable[..., LiveApp],
+) -> None:
+    """Mounted in a host app or beside it, resetflow's cookie shares the Cookie header
+    with whatever else the host sets. A pair the standard library's SimpleCookie cannot
+    parse used to drop the whole header: the person looked signed out."""
+    app = live_app()
+    with app.client() as client:
+        sign_up_verified(client)
+        assert _login(client).status_code == 200
+        session = client.cookies.get(COOKIE)
+        assert session
+        client.cookies.clear()
+        header = f'theme="dark; tracking=a b c; {COOKIE}={session}; x[1]=y'
+        account = client.get("/account", headers={"cookie": header}, follow_redirects=False)
+        assert account.status_code == 200
+        assert client.get("/sessions/whoami", headers={"cookie": header}).status_code == 200

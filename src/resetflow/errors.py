@@ -166,6 +166,28 @@ class AdminTokenInvalid(ResetflowError):
     message = "A valid admin API token is required."
 
 
+class NotFound(ResetflowError):
+    """A path or a method that does not exist (what the router says: 404 or 405)."""
+
+    status = 404
+    code = ErrorCode.NOT_FOUND
+    message = "Not found."
+
+
+class MethodNotAllowed(ResetflowError):
+    status = 405
+    code = ErrorCode.METHOD_NOT_ALLOWED
+    message = "Method not allowed."
+
+
+class MetricsTokenRequired(ResetflowError):
+    """``/metrics`` (and ``/readyz``'s figures) without the right bearer token."""
+
+    status = 401
+    code = ErrorCode.NOT_SIGNED_IN
+    message = "A valid bearer token is required to read the metrics."
+
+
 class UserNotFound(ResetflowError):
     """Operator API only: operators may learn whether an account exists."""
 

@@ -155,6 +155,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         audit=audit,
         sessions=sessions,
         webhooks=webhooks,
+        events=events,
         unverified_ttl=timedelta(hours=settings.unverified_ttl_hours),
     )
     services = Services(

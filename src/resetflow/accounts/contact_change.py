@@ -33,7 +33,7 @@ from resetflow.clock import Clock
 from resetflow.config import NO_SMS_REGION
 from resetflow.crypto import new_token
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotSignedIn
-from resetflow.notify.events import Events, SessionsRevokedReason
+from resetflow.notify.events import Events, SessionsRevokedReason, UserDeletedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
 from resetflow.ratelimit import RateLimiter
@@ -243,7 +243,12 @@ class ContactChangeService:
                 owner = await users.verified_holder(channel, pending.value)
                 if user is None or (owner is not None and owner.id != user.id):
                     raise _Taken()
-                await users.release_unverified(channel, pending.value, taken_by=user.id, now=now)
+                released = await users.release_unverified(
+                    channel, pending.value, taken_by=user.id, now=now
+                )
+                await self._events.users_removed(
+                    conn, released, reason=UserDeletedReason.TAKEN_OVER, now=now
+                )
                 await users.set_contact(user.id, channel, pending.value, verified_at=now)
                 await users.void_sessions(user.id, now=now)
                 await self._events.contact_changed(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 # The role that may see the operators' pages (/admin/...).
 ADMIN_ROLE = "admin"
@@ -60,3 +61,18 @@ class User:
         """Verified channels, the preferred one first: the routing order for recovery."""
         order = [self.preference, self.preference.other]
         return [channel for channel in order if self.is_verified(channel)]
+
+    def profile(self) -> dict[str, Any]:
+        """The account as other software sees it (``whoami``, the operator API, SPEC §9):
+        ids, contacts and their state, preference and locale; never a hash or a date of
+        the account's security (password, sessions)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "email": self.email,
+            "phone": self.phone,
+            "email_verified": self.is_verified(Channel.EMAIL),
+            "phone_verified": self.is_verified(Channel.SMS),
+            "preference": self.preference.value,
+            "locale": self.locale,
+        }

@@ -17,7 +17,7 @@ from resetflow.client import ClientInfo
 from resetflow.clock import Clock
 from resetflow.config import NO_SMS_REGION
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput
-from resetflow.notify.events import Events
+from resetflow.notify.events import Events, UserDeletedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
 from resetflow.ratelimit import RateLimiter, destination_key
@@ -195,7 +195,12 @@ class AccountService:
                     # An operator vouches for both contacts (the CLI); never a web sign-up.
                     # Like a typed code, that takes them from accounts that only typed them.
                     for channel, contact in ((Channel.EMAIL, email), (Channel.SMS, phone)):
-                        await users.release_unverified(channel, contact, taken_by=user_id, now=now)
+                        released = await users.release_unverified(
+                            channel, contact, taken_by=user_id, now=now
+                        )
+                        await self._events.users_removed(
+                            conn, released, reason=UserDeletedReason.TAKEN_OVER, now=now
+                        )
                         await users.mark_verified(user_id, channel, now=now)
                 elif may_send:
                     user = await users.get(user_id)
@@ -306,6 +311,9 @@ class AccountService:
                 released = await users.release_unverified(
                     channel, contact, taken_by=user.id, now=now
                 )
+                await self._events.users_removed(
+                    conn, released, reason=UserDeletedReason.TAKEN_OVER, now=now
+                )
                 await users.mark_verified(user.id, channel, now=now)
                 # No Courier profile merge: a verification changes none of its fields
                 # (the sign-up's or the contact change's job carries the contact).
@@ -373,10 +381,13 @@ class AccountService:
         assert user is not None
         await failures.succeeded(key)
         if self._hasher.needs_rehash(user.password_hash):
+            # Weaker parameters, or a hash imported from another system (bcrypt, Django,
+            # scrypt, the tutorial's SHA3): today's Argon2id replaces exactly the hash
+            # just verified, in one conditional UPDATE (R37, SPEC §9).
             new_hash = await self._hasher.hash(password)
             async with self._db.write() as conn:
-                await UserRepository(conn).set_password_hash(
-                    user.id, new_hash, now=self._clock.now()
+                await UserRepository(conn).replace_password_hash(
+                    user.id, verified=user.password_hash, new=new_hash, now=self._clock.now()
                 )
         await self._audit.record(AuditEvent.SIGN_IN, outcome="ok", client=client, user_id=user.id)
         return user

@@ -46,13 +46,13 @@ def serve(
     from resetflow.web.nodelay import HTTP_PROTOCOL
 
     settings = load_settings()
-    if workers > 1 and not settings.redis_url:
-        _refuse_or_warn_local_limits(settings, workers)
     try:
         check_can_listen(host, port)  # a taken port: one line now, not a log line later
     except ListenError as error:
         typer.echo(f"resetflow: {error}", err=True)
         raise typer.Exit(STARTUP_FAILURE) from None
+    if workers > 1 and not settings.redis_url:
+        _refuse_or_warn_local_limits(settings, workers)
     if not settings.is_prod:
         upgrade(settings.resolved_database_url)  # once, before any web process starts
     url = f"http://{display_address(host, port)}"

@@ -53,8 +53,17 @@ class SessionsRevokedReason(StrEnum):
     """Why every session of an account ended (``sessions.revoked``'s ``reason``)."""
 
     PASSWORD_RESET = "password_reset"
+    PASSWORD_CHANGED = "password_changed"  # the signed-in person's own change
     CONTACT_CHANGED = "contact_changed"
     OPERATOR = "operator"  # resetflow users end-sessions, the operator API
+
+
+class UserDeletedReason(StrEnum):
+    """Why an account went (``user.deleted``'s ``reason``)."""
+
+    OPERATOR = "operator"  # the operator API
+    UNVERIFIED_EXPIRED = "unverified_expired"  # RESETFLOW_UNVERIFIED_TTL_HOURS passed
+    TAKEN_OVER = "taken_over"  # another account verified the address it had only typed
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,4 +248,21 @@ class Events:
 
     async def user_deleted(self, conn: AsyncConnection, user: User, *, now: datetime) -> None:
         """For the operator API's delete (in the transaction that deletes the row)."""
-        await self.publish(conn, EventType.USER_DELETED, user_data(user), now=now)
+        data = {**user_data(user), "reason": UserDeletedReason.OPERATOR.value}
+        await self.publish(conn, EventType.USER_DELETED, data, now=now)
+
+    async def users_removed(
+        self,
+        conn: AsyncConnection,
+        user_ids: list[str],
+        *,
+        reason: UserDeletedReason,
+        now: datetime,
+    ) -> None:
+        """Accounts resetflow removed itself, in the transaction that removed them: a
+        sign-up that verified nothing in time, or one left with nothing once another
+        account verified the address it had only typed. The data holds no contact: those
+        were never proven, and may well be somebody else's."""
+        for user_id in user_ids:
+            data = {"user_id": user_id, "reason": UserDeletedReason(reason).value}
+            await self.publish(conn, EventType.USER_DELETED, data, now=now)

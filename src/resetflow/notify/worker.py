@@ -47,6 +47,7 @@ from resetflow.accounts.models import Channel
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.clock import Clock
 from resetflow.metrics import Metrics
+from resetflow.notify.events import Events, UserDeletedReason
 from resetflow.notify.messages import Notification, RenderedMessage, Route
 from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox, courier_profile
 from resetflow.notify.providers.base import OUTCOME_UNKNOWN, Provider, ProviderError, SendResult
@@ -109,6 +110,7 @@ class DeliveryWorker:
         random: Callable[[], float] | None = None,
         webhooks: WebhookSender | None = None,
         unverified_ttl: timedelta | None = None,
+        events: Events | None = None,
     ) -> None:
         self._webhooks = webhooks  # events for the host app (notify/webhooks_out.py)
         self._db = database
@@ -123,6 +125,8 @@ class DeliveryWorker:
         self._sessions = sessions
         # Sign-ups that verified nothing for this long are deleted (housekeeping).
         self._unverified_ttl = unverified_ttl
+        # user.deleted for the sign-ups housekeeping removes (notify/events.py).
+        self._events = events or Events.disabled()
         # The jitter source: a float in [0, 1); tests inject a fixed one.
         self._random = random or _random.random
         self._next_housekeeping = 0.0
@@ -186,6 +190,9 @@ class DeliveryWorker:
                 )
                 if expired:
                     log.info("unverified_sign_ups_deleted", extra={"count": len(expired)})
+                    await self._events.users_removed(
+                        conn, expired, reason=UserDeletedReason.UNVERIFIED_EXPIRED, now=now
+                    )
         if self._sessions is not None:
             await self._sessions.purge_expired(now=now)
 

@@ -19,7 +19,7 @@ from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
-from resetflow.errors import InvalidInput, ResetNotAllowed
+from resetflow.errors import InvalidCredentials, InvalidInput, ResetNotAllowed
 from resetflow.notify.events import Events, SessionsRevokedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
@@ -191,29 +191,107 @@ class RecoveryService:
             )
             if not spent:
                 raise ResetNotAllowed()
-            users = UserRepository(conn)
-            await users.set_password_hash(user.id, password_hash, now=now)
-            # Committed with the new password: the sessions end even if the clean-up
-            # below fails (R27).
-            await users.void_sessions(user.id, now=now)
             await self._events.password_reset(conn, user, now=now)  # committed with the change
-            await self._events.sessions_revoked(
-                conn, user.id, reason=SessionsRevokedReason.PASSWORD_RESET, now=now
+            await self._apply_new_password(
+                conn,
+                user,
+                password_hash,
+                reason=SessionsRevokedReason.PASSWORD_RESET,
+                client=client,
+                now=now,
             )
-            # One job per verified contact: each must hear of the change (R39).
-            for route in _routes(user, user.verified_channels):
-                await self._outbox.enqueue(
-                    conn,
-                    notification=Notification.PASSWORD_CHANGED,
-                    routes=[route],
-                    context=self._context(user, changed_at=now.strftime("%Y-%m-%d %H:%M")),
-                    locale=user.locale,
-                    user_id=user.id,
-                    now=now,
-                )
+        await self._after_new_password(user, client=client)
+
+    async def change_password(
+        self,
+        *,
+        user_id: str,
+        current_password: str,
+        new_password: str,
+        confirmation: str,
+        client: ClientInfo | None = None,
+    ) -> None:
+        """A signed-in person's own change: the current password, then the same steps as
+        a reset (policy, every session ended, every verified contact told, events).
+
+        A wrong current password is :class:`InvalidCredentials` on ``currentPassword`` and
+        counts against the account's failed sign-ins (R57): it is a password guess too.
+        The caller signs the browser that asked in again under a new session id.
+        """
+        now = self._clock.now()
+        async with self._db.read() as conn:
+            user = await UserRepository(conn).get(user_id)
+        failures = self._limiter.signin
+        key = failures.account_key(user_id)
+        stopped = await failures.stopped(key)
+        matched = await self._hasher.verify(user.password_hash if user else None, current_password)
+        if user is None or stopped or not matched:
+            await failures.failed(key)
             await self._audit.record(
-                AuditEvent.PASSWORD_CHANGED, outcome="ok", client=client, user_id=user.id, conn=conn
+                AuditEvent.PASSWORD_CHANGED,
+                outcome="too_many_failures" if stopped else "wrong_password",
+                client=client,
+                user_id=user_id,
             )
+            message = "This is not your current password."
+            raise InvalidCredentials(message, fields={"currentPassword": message})
+        if new_password != confirmation:
+            raise InvalidInput(
+                "The two passwords do not match.",
+                fields={"newPasswordConfirm": "The two passwords do not match."},
+            )
+        try:
+            await self._policy.check(new_password, personal=(user.name, user.email, user.phone))
+        except InvalidInput as error:
+            # The policy names its field "password"; this form's is "newPassword".
+            reason = error.fields.get("password", error.message)
+            raise type(error)(error.message, fields={"newPassword": reason}) from None
+        password_hash = await self._hasher.hash(new_password)
+        async with self._db.write() as conn:
+            await self._events.password_changed(conn, user, now=now)
+            await self._apply_new_password(
+                conn,
+                user,
+                password_hash,
+                reason=SessionsRevokedReason.PASSWORD_CHANGED,
+                client=client,
+                now=now,
+            )
+        await self._after_new_password(user, client=client)
+
+    async def _apply_new_password(
+        self,
+        conn: AsyncConnection,
+        user: User,
+        password_hash: str,
+        *,
+        reason: SessionsRevokedReason,
+        client: ClientInfo | None,
+        now: datetime,
+    ) -> None:
+        """In the change's transaction: the hash, every session void, the notices."""
+        users = UserRepository(conn)
+        await users.set_password_hash(user.id, password_hash, now=now)
+        # Committed with the new password: the sessions end even if the clean-up after
+        # the commit fails (R27).
+        await users.void_sessions(user.id, now=now)
+        await self._events.sessions_revoked(conn, user.id, reason=reason, now=now)
+        # One job per verified contact: each must hear of the change (R39).
+        for route in _routes(user, user.verified_channels):
+            await self._outbox.enqueue(
+                conn,
+                notification=Notification.PASSWORD_CHANGED,
+                routes=[route],
+                context=self._context(user, changed_at=now.strftime("%Y-%m-%d %H:%M")),
+                locale=user.locale,
+                user_id=user.id,
+                now=now,
+            )
+        await self._audit.record(
+            AuditEvent.PASSWORD_CHANGED, outcome="ok", client=client, user_id=user.id, conn=conn
+        )
+
+    async def _after_new_password(self, user: User, *, client: ClientInfo | None) -> None:
         self._outbox.wake()
         # The new password opens the account at once, whatever failed before (R57).
         signin = self._limiter.signin

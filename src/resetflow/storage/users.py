@@ -159,6 +159,19 @@ class UserRepository:
             .values(password_hash=password_hash, updated_at=now)
         )
 
+    async def replace_password_hash(
+        self, user_id: str, *, verified: str, new: str, now: datetime
+    ) -> bool:
+        """Swap the hash a sign-in just verified (``verified``) for ``new``, only if it is
+        still the stored one: a reset or a change that landed meanwhile wins. True when
+        replaced."""
+        result = await self._conn.execute(
+            update(users)
+            .where((users.c.id == user_id) & (users.c.password_hash == verified))
+            .values(password_hash=new, updated_at=now)
+        )
+        return bool(result.rowcount)
+
     async def mark_verified(self, user_id: str, channel: Channel, *, now: datetime) -> None:
         column = "email_verified_at" if channel is Channel.EMAIL else "phone_verified_at"
         await self._conn.execute(

@@ -103,6 +103,27 @@ async def confirm_contact(request: Request) -> Response:
     )
 
 
+@router.post("/account/password", openapi_extra=openapi_body(account_schemas.PasswordChange))
+async def change_password(request: Request) -> Response:
+    data = await read_action(request, account_schemas.PasswordChange, page="account.html")
+    user_id = session_of(request).user_id
+    if user_id is None:
+        return _not_signed_in(request)
+    await services_of(request).recovery.change_password(
+        user_id=user_id,
+        current_password=data.currentPassword,
+        new_password=data.newPassword,
+        confirmation=data.newPasswordConfirm,
+        client=client_of(request),
+    )
+    # Every session of the account has ended; this browser goes on under a new id (R24).
+    session_of(request).sign_in(user_id)
+    message = "Your password was changed. We told you by message, and signed out everywhere else."
+    return action_done(
+        request, status=200, body={"redirect": "/account", "message": message}, flash=message
+    )
+
+
 @router.post("/account/preference", openapi_extra=openapi_body(account_schemas.PreferenceChoice))
 async def change_preference(request: Request) -> Response:
     data = await read_action(request, account_schemas.PreferenceChoice, page="account.html")

@@ -24,3 +24,11 @@ class ContactChange(Body):
 
 class PreferenceChoice(Body):
     preference: Literal["email", "sms"]
+
+
+class PasswordChange(Body):
+    """The signed-in person's own password change: the current one, the new one twice."""
+
+    currentPassword: Password
+    newPassword: Password
+    newPasswordConfirm: Password

@@ -12,9 +12,16 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
-from resetflow.errors import ErrorCode, MalformedRequest, ResetflowError, ServiceUnavailable
+from resetflow.errors import (
+    MalformedRequest,
+    MethodNotAllowed,
+    NotFound,
+    ResetflowError,
+    ServiceUnavailable,
+)
+from resetflow.web.error_json import error_response
 from resetflow.web.render import error_answer
 
 log = logging.getLogger("resetflow.web")
@@ -30,17 +37,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        code = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}.get(
-            error.status_code, ErrorCode.MALFORMED_REQUEST
-        )
-        message = {404: "Not found.", 405: "Method not allowed."}.get(
-            error.status_code, "Bad request."
-        )
-        return JSONResponse(
-            {"error": message, "code": code.value},
-            status_code=error.status_code,
-            headers=error.headers,
-        )
+        known = {404: NotFound, 405: MethodNotAllowed}.get(error.status_code)
+        answer = known() if known else MalformedRequest()
+        response = error_response(answer, headers=error.headers)
+        # The router's own status (a 404 for a 405-shaped case stays as it decided).
+        response.status_code = error.status_code
+        return response
 
     async def on_backend_down(request: Request, error: Exception) -> Response:
         # The database or Redis is unreachable: a clean 503 that the client may retry;

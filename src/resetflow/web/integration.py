@@ -30,7 +30,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
-from resetflow.accounts.models import Channel, User
+from resetflow.accounts.models import User
 from resetflow.client import from_trusted_proxy
 from resetflow.crypto import sha256_hex
 from resetflow.errors import NotSignedIn
@@ -87,16 +87,7 @@ async def whoami(request: Request) -> Response:
     user, record = found
     authenticated_at = record.data.get(AUTHENTICATED_AT)
     body: dict[str, Any] = {
-        "user": {
-            "id": user.id,
-            "name": user.name,
-            "email": user.email,
-            "phone": user.phone,
-            "email_verified": user.is_verified(Channel.EMAIL),
-            "phone_verified": user.is_verified(Channel.SMS),
-            "preference": user.preference.value,
-            "locale": user.locale,
-        },
+        "user": user.profile(),
         "session": {
             "authenticated_at": _utc(
                 datetime.fromisoformat(authenticated_at) if authenticated_at else record.created_at

@@ -22,15 +22,16 @@ import time
 from fastapi import APIRouter
 from pydantic import SecretStr
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resetflow.clock import Clock
-from resetflow.errors import ErrorCode
+from resetflow.errors import MetricsTokenRequired
 from resetflow.metrics import UNMATCHED, Metrics
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryRepository
+from resetflow.web.error_json import error_response
 
 log = logging.getLogger("resetflow.metrics")
 
@@ -113,14 +114,7 @@ def metrics_router(
 
 def token_required() -> Response:
     """The answer to a scrape without the right ``Authorization: Bearer`` token."""
-    return JSONResponse(
-        {
-            "error": "A valid bearer token is required to read the metrics.",
-            "code": ErrorCode.NOT_SIGNED_IN.value,
-        },
-        status_code=401,
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    return error_response(MetricsTokenRequired(), headers={"WWW-Authenticate": "Bearer"})
 
 
 def bearer_matches(request: Request, expected: bytes) -> bool:

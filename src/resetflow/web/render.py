@@ -19,6 +19,7 @@ from starlette.responses import JSONResponse, Response
 from resetflow.config import Settings
 from resetflow.errors import AdminTokenInvalid, RateLimited, ResetflowError
 from resetflow.web import return_to
+from resetflow.web.error_json import error_response
 from resetflow.web.inputs import is_form, session_of
 from resetflow.web.prefix import prefix_of, redirect, url
 from resetflow.web.theme import theme_version
@@ -99,7 +100,4 @@ def error_answer(request: Request, error: ResetflowError) -> Response:
         )
         response.headers.update(headers)
         return response
-    body: dict[str, Any] = {"error": error.message, "code": error.code.value}
-    if error.fields:
-        body["fields"] = error.fields
-    return JSONResponse(body, status_code=error.status, headers=headers)
+    return error_response(error, headers=headers)

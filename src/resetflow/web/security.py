@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 
 from starlette.datastructures import MutableHeaders
+from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resetflow.errors import PayloadTooLarge
+from resetflow.web.error_json import error_response
 from resetflow.web.prefix import route_path
 
 CONTENT_SECURITY_POLICY = (
@@ -76,7 +77,7 @@ class SecurityMiddleware:
             return
         path = route_path(scope)
         if self._https_only and self._scheme(scope) != "https" and path not in MACHINE_ENDPOINTS:
-            await self._redirect_to_https(scope, send)
+            await self._redirect_to_https(scope, receive, send)
             return
         declared = _header(scope, b"content-length")
         streamed = path.endswith(STREAMED_UPLOADS)
@@ -85,7 +86,17 @@ class SecurityMiddleware:
             and declared is not None
             and (not declared.isdigit() or int(declared) > self._max_body)
         ):
-            await _send_json(send, 413, PayloadTooLarge())
+            # Answered before the app (and its headers middleware) runs: the headers every
+            # answer carries, and the connection closed rather than the body read.
+            too_large = error_response(
+                PayloadTooLarge(),
+                headers={
+                    "cache-control": "no-store",
+                    "x-content-type-options": "nosniff",
+                    "connection": "close",
+                },
+            )
+            await too_large(scope, receive, send)
             return
 
         received = 0
@@ -128,7 +139,7 @@ class SecurityMiddleware:
             return forwarded.split(",")[0].strip().lower()
         return scheme
 
-    async def _redirect_to_https(self, scope: Scope, send: Send) -> None:
+    async def _redirect_to_https(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = scope.get("query_string", b"").decode("latin-1")
         # raw_path: the path as the client sent it (percent-escapes kept), so that the
         # Location header stays one line of ASCII.
@@ -136,14 +147,7 @@ class SecurityMiddleware:
         location = f"https://{self._public_host}{path.decode('latin-1')}" + (
             f"?{query}" if query else ""
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 308,
-                "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b""})
+        await RedirectResponse(location, status_code=308)(scope, receive, send)
 
 
 def _is_trusted(
@@ -161,21 +165,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-async def _send_json(send: Send, status: int, error: PayloadTooLarge) -> None:
-    body = json.dumps({"error": error.message, "code": error.code.value}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"cache-control", b"no-store"),
-                (b"x-content-type-options", b"nosniff"),
-                (b"connection", b"close"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -14,21 +14,21 @@ steady use costs one write per ~3 minutes (of 30), not one per request, and ends
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from http.cookies import SimpleCookie
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from resetflow.clock import Clock
 from resetflow.crypto import new_token, sha256_hex
 from resetflow.errors import ServiceUnavailable
 from resetflow.storage.sessions import SessionRecord, SessionStore
+from resetflow.web.error_json import error_response
 from resetflow.web.prefix import prefix_of, route_path
 from resetflow.web.security import MACHINE_ENDPOINTS
 
@@ -135,7 +135,7 @@ class SessionMiddleware:
             session = await self._load(scope, cookie.name)
         except Exception:
             log.exception("session_store_unavailable")
-            await _send_unavailable(send)
+            await _unavailable(scope, receive, send)
             return
         scope.setdefault("state", {})["session"] = session
 
@@ -153,7 +153,7 @@ class SessionMiddleware:
                     # was not kept. Swap it for a 503 before any byte has gone out.
                     log.exception("session_store_unavailable")
                     replaced = True
-                    await _send_unavailable(send)
+                    await _unavailable(scope, receive, send)
                     return
                 if header is not None:
                     MutableHeaders(scope=message).append("set-cookie", header)
@@ -249,32 +249,12 @@ def _sessionless(path: str) -> bool:
     )
 
 
-async def _send_unavailable(send: Send) -> None:
-    error = ServiceUnavailable()
-    body = json.dumps({"error": error.message, "code": error.code.value}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"retry-after", b"5"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:
+    await error_response(ServiceUnavailable(), headers={"retry-after": "5"})(scope, receive, send)
 
 
 def _cookie_value(scope: Scope, name: str) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == b"cookie":
-            jar: SimpleCookie = SimpleCookie()
-            try:
-                jar.load(value.decode("latin-1"))
-            except Exception:  # a malformed Cookie header is treated as no cookie
-                return None
-            morsel = jar.get(name)
-            if morsel is not None:
-                return morsel.value
-    return None
+    # Starlette's parser, as browsers read cookies: a malformed cookie of some other app
+    # on the same host skips that pair only (http.cookies.SimpleCookie dropped the whole
+    # header, and with it this session).
+    return HTTPConnection(scope).cookies.get(name)

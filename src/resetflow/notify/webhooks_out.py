@@ -28,7 +28,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -146,16 +146,7 @@ class WebhookSender:
         now = self._clock.now()
         async with self._db.write() as conn:
             repo = DeliveryRepository(conn)
-            await repo.record_attempt(
-                job_id=job.id,
-                channel=EVENT_CHANNEL,
-                provider=WEBHOOK_PROVIDER,
-                destination=where,
-                status="retry",
-                provider_message_id=None,
-                error=note,
-                now=now,
-            )
+            await _record_attempt(repo, job, where, status="retry", note=note, now=now)
             await repo.reschedule(
                 job.id,
                 owner=owner,
@@ -177,16 +168,8 @@ class WebhookSender:
         now = self._clock.now()
         async with self._db.write() as conn:
             repo = DeliveryRepository(conn)
-            await repo.record_attempt(
-                job_id=job.id,
-                channel=EVENT_CHANNEL,
-                provider=WEBHOOK_PROVIDER,
-                destination=where,
-                status=deliveries.SENT if status == deliveries.DELIVERED else deliveries.FAILED,
-                provider_message_id=None,
-                error=note,
-                now=now,
-            )
+            attempt = deliveries.SENT if status == deliveries.DELIVERED else deliveries.FAILED
+            await _record_attempt(repo, job, where, status=attempt, note=note, now=now)
             await repo.finish(
                 job.id,
                 owner=owner,
@@ -196,3 +179,25 @@ class WebhookSender:
                 error=None if status == deliveries.DELIVERED else note,
                 now=now,
             )
+
+
+async def _record_attempt(
+    repo: DeliveryRepository,
+    job: DeliveryJob,
+    where: str,
+    *,
+    status: str,
+    note: str | None,
+    now: datetime,
+) -> None:
+    """One attempt of an event in the delivery log: the endpoint's host, no body."""
+    await repo.record_attempt(
+        job_id=job.id,
+        channel=EVENT_CHANNEL,
+        provider=WEBHOOK_PROVIDER,
+        destination=where,
+        status=status,
+        provider_message_id=None,
+        error=note,
+        now=now,
+    )

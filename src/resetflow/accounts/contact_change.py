@@ -53,10 +53,6 @@ def change_purpose(channel: Channel) -> str:
     return "change-email" if channel is Channel.EMAIL else "change-phone"
 
 
-def contact_kind(channel: Channel) -> str:
-    return "email address" if channel is Channel.EMAIL else "phone number"
-
-
 @dataclass(frozen=True, slots=True)
 class PendingChange:
     """A requested change, kept in the requesting browser's server-side session."""
@@ -152,7 +148,7 @@ class ContactChangeService:
             raise InvalidCredentials(WRONG_PASSWORD, fields={"password": WRONG_PASSWORD})
         assert user is not None
         if user.contact(channel) == new_value:
-            message = f"This is already your {contact_kind(channel)}."
+            message = f"This is already your {channel.noun}."
             raise InvalidInput(message, fields={"value": message})
         # Counted before the look-up, for taken and free contacts alike (R17); in the same
         # bucket as sign-up's confirmation codes, so the two flows cannot double the spam.
@@ -179,7 +175,7 @@ class ContactChangeService:
                 context={
                     "name": user.name,
                     "token": issued.code,
-                    "contact_kind": f"new {contact_kind(channel)}",
+                    "contact_kind": f"new {channel.noun}",
                     "base_url": self._base_url,
                     "ttl_minutes": int(self._codes.ttl.total_seconds() // 60),
                 },
@@ -270,8 +266,8 @@ class ContactChangeService:
                         routes=[route],
                         context={
                             "name": user.name,
-                            "contact_kind": contact_kind(channel),
-                            "other_kind": contact_kind(channel.other),
+                            "contact_kind": channel.noun,
+                            "other_kind": channel.other.noun,
                             "changed_at": now.strftime("%Y-%m-%d %H:%M"),
                             "base_url": self._base_url,
                         },
@@ -322,7 +318,7 @@ class ContactChangeService:
             if user is None:
                 raise NotSignedIn()
             if not user.is_verified(preference):
-                message = f"Verify your {contact_kind(preference)} before codes can go to it."
+                message = f"Verify your {preference.noun} before codes can go to it."
                 raise InvalidInput(message, fields={"preference": message})
             await users.set_preference(user.id, preference, now=self._clock.now())
             if self._courier_profiles:

@@ -20,6 +20,17 @@ class Channel(StrEnum):
     def other(self) -> Channel:
         return Channel.SMS if self is Channel.EMAIL else Channel.EMAIL
 
+    @property
+    def noun(self) -> str:
+        """What the contact is called in pages and messages: "email address", "phone
+        number"."""
+        return "email address" if self is Channel.EMAIL else "phone number"
+
+    @property
+    def place(self) -> str:
+        """Where a code went, in a short sentence: "your email address", "your phone"."""
+        return "email address" if self is Channel.EMAIL else "phone"
+
 
 @dataclass(frozen=True, slots=True)
 class User:

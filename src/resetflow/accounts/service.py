@@ -430,7 +430,7 @@ class AccountService:
             context={
                 "name": user.name,
                 "token": issued.code,
-                "contact_kind": "email address" if channel is Channel.EMAIL else "phone number",
+                "contact_kind": channel.noun,
                 "base_url": self._base_url,
                 "ttl_minutes": int(self._codes.ttl.total_seconds() // 60),
             },

@@ -31,8 +31,8 @@ def sample_context(
         "name": name,
         "base_url": settings.base_url,
         "ttl_minutes": settings.code_ttl_seconds // 60,
-        "contact_kind": "email address" if channel is Channel.EMAIL else "phone number",
-        "other_kind": "phone number" if channel is Channel.EMAIL else "email address",
+        "contact_kind": channel.noun,
+        "other_kind": channel.other.noun,
         "changed_at": now,
         "sent_at": now,
     }

@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from resetflow.accounts.contact_change import PendingChange, contact_kind
+from resetflow.accounts.contact_change import PendingChange
 from resetflow.accounts.models import Channel
 from resetflow.crypto import new_token
 from resetflow.errors import NotSignedIn
@@ -68,7 +68,7 @@ async def change_contact(request: Request) -> Response:
         request,
         status=202,
         body={"redirect": "/account/confirm-contact"},
-        flash=f"We sent a 6-digit code to your new {contact_kind(channel)}.",
+        flash=f"We sent a 6-digit code to your new {channel.noun}.",
     )
 
 
@@ -96,7 +96,7 @@ async def confirm_contact(request: Request) -> Response:
     session.pop(PENDING)
     # Every other session of the account has ended; this one goes on under a new id (R24).
     session.rotate()
-    what = contact_kind(channel)
+    what = channel.noun
     message = f"Your {what} was changed. We told your old {what}, and signed out everywhere else."
     return action_done(
         request, status=200, body={"redirect": "/account", "message": message}, flash=message
@@ -152,7 +152,7 @@ async def confirm_contact_page(request: Request) -> Response:
     return page(
         request,
         "confirm_contact.html",
-        kind=contact_kind(channel),
+        kind=channel.noun,
         destination=_display(channel, pending["value"]),
     )
 
@@ -180,7 +180,7 @@ async def verify_another_contact(request: Request) -> Response:
     session.set(
         "verify", {"user": session.user_id, "attempt": attempt_id, "channel": channel.value}
     )
-    where = "email address" if channel is Channel.EMAIL else "phone"
+    where = channel.place
     return action_done(
         request,
         status=202,

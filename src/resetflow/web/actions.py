@@ -62,7 +62,7 @@ async def create_user(request: Request) -> Response:
         },
     )
     return_to.remember(request, going_to)
-    where = "email address" if preference is Channel.EMAIL else "phone"
+    where = preference.place
     if result.code_sent:
         message = f"Account created. We sent a code to your {where}."
         flash = f"We sent a 6-digit code to your {where}."
@@ -101,7 +101,7 @@ async def verify_contact(request: Request) -> Response:
         session.rotate()
     else:
         session.sign_in(user_id)
-    what = "email address" if channel is Channel.EMAIL else "phone number"
+    what = channel.noun
     message = f"Thanks, your {what} is verified. It can now be used to recover your account."
     return action_done(
         request, status=200, body={"redirect": redirect, "message": message}, flash=message

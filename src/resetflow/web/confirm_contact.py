@@ -41,7 +41,7 @@ async def confirm_contact_first(request: Request, user: User) -> Response | None
     session_of(request).set(
         "verify", {"user": user.id, "attempt": attempt_id, "channel": channel.value}
     )
-    where = "email address" if channel is Channel.EMAIL else "phone"
+    where = channel.place
     message = f"Please confirm your {where}: we sent you a 6-digit code."
     return action_done(
         request,

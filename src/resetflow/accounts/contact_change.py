@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import phonenumbers
 from sqlalchemy.exc import IntegrityError
 
 from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
@@ -30,12 +29,12 @@ from resetflow.accounts.service import NOTICE
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
-from resetflow.config import NO_SMS_REGION
 from resetflow.crypto import new_token
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotSignedIn
 from resetflow.notify.events import Events, SessionsRevokedReason, UserDeletedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
+from resetflow.notify.sms_guard import sms_refused
 from resetflow.ratelimit import RateLimiter
 from resetflow.recovery.codes import RESET, OneTimeCodes
 from resetflow.recovery.service import end_sessions
@@ -108,13 +107,9 @@ class ContactChangeService:
             phone = normalise_phone(raw, default_region=self._region)
         except ContactError as error:
             raise InvalidInput(fields={"value": str(error)}) from None
-        if self._sms_countries:
-            region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
-            if region not in self._sms_countries:
-                message = "We cannot send text messages to this country."
-                if NO_SMS_REGION in self._sms_countries:  # RESETFLOW_SMS_PROVIDER=none
-                    message = "This service does not send text messages."
-                raise InvalidInput(fields={"value": message})
+        refused = sms_refused(phone, self._sms_countries)
+        if refused:
+            raise InvalidInput(fields={"value": refused})
         return phone
 
     async def request_change(

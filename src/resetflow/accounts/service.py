@@ -5,7 +5,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-import phonenumbers
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -15,11 +14,11 @@ from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
-from resetflow.config import NO_SMS_REGION
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput
 from resetflow.notify.events import Events, UserDeletedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
+from resetflow.notify.sms_guard import sms_refused
 from resetflow.ratelimit import RateLimiter, destination_key
 from resetflow.recovery.codes import OneTimeCodes, verify_purpose
 from resetflow.storage.database import Database
@@ -394,14 +393,11 @@ class AccountService:
 
     def _check_sms_allowed(self, phone: str, channel: Channel) -> None:
         """SMS only to the regions the operator allows (SMS pumping)."""
-        if channel is not Channel.SMS or not self._sms_countries:
+        if channel is not Channel.SMS:
             return
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
-        if region not in self._sms_countries:
-            message = "We cannot send text messages to this country. Choose email for codes."
-            if NO_SMS_REGION in self._sms_countries:  # RESETFLOW_SMS_PROVIDER=none
-                message = "This service does not send text messages. Choose email for codes."
-            raise InvalidInput(fields={"preference": message})
+        refused = sms_refused(phone, self._sms_countries)
+        if refused:
+            raise InvalidInput(fields={"preference": f"{refused} Choose email for codes."})
 
     async def session_is_current(self, record: SessionRecord) -> bool:
         """False for a signed-in session of a deleted account, or one older than the

@@ -8,7 +8,28 @@ from __future__ import annotations
 
 import phonenumbers
 
+from resetflow.config import NO_SMS_REGION
 from resetflow.ratelimit import RateLimiter
+
+
+def region_of(phone: str) -> str | None:
+    """The ISO 3166 region of an E.164 number (``None`` when unknown)."""
+    region: str | None = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
+    return region
+
+
+def sms_refused(phone: str, allowed: frozenset[str]) -> str | None:
+    """Why a person cannot have codes by SMS at ``phone``, as a sentence for them, or
+    ``None``. ``allowed``: RESETFLOW_SMS_ALLOWED_COUNTRIES (empty: every region), or
+    ``{"none"}`` when RESETFLOW_SMS_PROVIDER=none switches SMS off. The one home of the
+    rule for sign-up, contact changes and the worker."""
+    if not allowed:
+        return None
+    if NO_SMS_REGION in allowed:
+        return "This service does not send text messages."
+    if region_of(phone) in allowed:
+        return None
+    return "We cannot send text messages to this country."
 
 
 class SmsGuard:
@@ -19,8 +40,6 @@ class SmsGuard:
 
     async def refusal(self, phone: str) -> str | None:
         """Why an SMS to ``phone`` may not be sent now, or ``None`` (and it is counted)."""
-        if self._allowed:
-            region = phonenumbers.region_code_for_number(phonenumbers.parse(phone))
-            if region not in self._allowed:
-                return f"SMS to region {region} is not allowed"
+        if sms_refused(phone, self._allowed):
+            return f"SMS to region {region_of(phone)} is not allowed"
         return await self._limiter.allow_sms(phone)

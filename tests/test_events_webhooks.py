@@ -26,7 +26,7 @@ from resetflow.notify.events import Events, EventType, SessionsRevokedReason
 from resetflow.notify.webhooks_out import sign
 from resetflow.services import Services, build_services
 from resetflow.storage import deliveries
-from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository
+from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository, JobStatus
 from resetflow.storage.tables import delivery_jobs, users
 from resetflow.storage.users import UserRepository
 from tests.conftest import LiveApp
@@ -84,7 +84,7 @@ async def _deliver_until_settled(services: Services, *, timeout: float = 30) -> 
     while True:
         await services.worker.run_once()
         jobs = await _event_jobs(services)
-        if all(job.status in (deliveries.DELIVERED, deliveries.FAILED) for job in jobs):
+        if all(job.status in (JobStatus.DELIVERED, JobStatus.FAILED) for job in jobs):
             return jobs
         assert time.monotonic() < deadline, [(j.notification, j.status) for j in jobs]
         await asyncio.sleep(0.05)

@@ -25,22 +25,13 @@ from resetflow.cli.users import run_with_services
 from resetflow.notify.outbox import NOTIFY_CHANNEL
 from resetflow.services import Services
 from resetflow.storage import deliveries
-from resetflow.storage.deliveries import DeliveryAttempt, DeliveryJob, DeliveryRepository
+from resetflow.storage.deliveries import DeliveryAttempt, DeliveryJob, DeliveryRepository, JobStatus
 
 app = typer.Typer(no_args_is_help=True)
 
 
 def _time(value: datetime | None) -> str:
     return f"{value:%Y-%m-%d %H:%M:%S}Z" if value is not None else "-"
-
-
-class JobStatus(StrEnum):
-    QUEUED = deliveries.QUEUED
-    SENDING = deliveries.SENDING
-    SENT = deliveries.SENT
-    DELIVERED = deliveries.DELIVERED
-    FAILED = deliveries.FAILED
-    UNDELIVERABLE = deliveries.UNDELIVERABLE
 
 
 ProviderName = StrEnum(  # type: ignore[misc]
@@ -132,7 +123,7 @@ def show(
             "kept until the job ends" if job.sealed_payload is not None else "erased",
         ),
     ]
-    if job.status == deliveries.QUEUED:
+    if job.status == JobStatus.QUEUED:
         facts.insert(6, ("next attempt", _time(job.next_attempt_at)))
     for name, value in facts:
         typer.echo(f"{name:<15}{value}")
@@ -148,17 +139,21 @@ def show(
 def _why_not(job: DeliveryJob, now: datetime) -> str | None:
     """Why ``job`` cannot be made due now, or ``None`` if it can."""
     ended = "its sealed message (and any code in it) was erased when the job ended"
-    if job.status == deliveries.FAILED:
+    if job.status == JobStatus.FAILED:
         return (
             f"job {job.id} failed ({job.last_error or 'no reason recorded'}) and cannot be "
             f"retried: {ended}, by design. The person should ask for a new code."
         )
-    if job.status in (deliveries.SENT, deliveries.DELIVERED, deliveries.UNDELIVERABLE):
+    if job.status in (
+        JobStatus.SENT,
+        JobStatus.DELIVERED,
+        JobStatus.UNDELIVERABLE,
+    ):
         return (
             f"job {job.id} is {job.status}: {job.provider or 'the provider'} accepted it, so "
             f"there is nothing to retry, and {ended}. The person should ask for a new code."
         )
-    if job.status == deliveries.SENDING:
+    if job.status == JobStatus.SENDING:
         return f"job {job.id} is being sent by a worker right now; see `deliveries show`."
     if job.sealed_payload is None:
         return f"job {job.id} has no sealed message left to send."

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from resetflow.accounts.models import Channel, User
 from resetflow.crypto import Keyring
 from resetflow.notify.messages import Notification, Route
-from resetflow.storage.deliveries import DECOY, QUEUED, DeliveryRepository
+from resetflow.storage.deliveries import DECOY, DeliveryRepository, JobStatus
 
 # PostgreSQL channel that wakes workers in other processes (notify/listener.py).
 NOTIFY_CHANNEL = "resetflow_outbox"
@@ -94,7 +94,7 @@ class Outbox:
             sealed_payload=sealed,
             expires_at=expires_at,
             now=now,
-            status=DECOY if decoy else QUEUED,
+            status=DECOY if decoy else JobStatus.QUEUED,
         )
         if conn.dialect.name == "postgresql":
             # Delivered at commit, to every listening worker process.

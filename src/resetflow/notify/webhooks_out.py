@@ -35,9 +35,8 @@ import httpx
 
 from resetflow.clock import Clock
 from resetflow.notify.events import WEBHOOK_PROVIDER, Events
-from resetflow.storage import deliveries
 from resetflow.storage.database import Database
-from resetflow.storage.deliveries import EVENT_CHANNEL, DeliveryJob, DeliveryRepository
+from resetflow.storage.deliveries import EVENT_CHANNEL, DeliveryJob, DeliveryRepository, JobStatus
 
 log = logging.getLogger("resetflow.webhooks_out")
 USER_AGENT = "resetflow-webhooks"
@@ -112,7 +111,11 @@ class WebhookSender:
         if endpoint is None:
             # Its URL left the configuration since the event was queued.
             await self._end(
-                job, owner, where, status=deliveries.FAILED, note="endpoint no longer configured"
+                job,
+                owner,
+                where,
+                status=JobStatus.FAILED,
+                note="endpoint no longer configured",
             )
             return
         timestamp = int(self._clock.now().timestamp())
@@ -131,13 +134,13 @@ class WebhookSender:
         else:
             note = f"HTTP {response.status_code}"
             if response.is_success:
-                await self._end(job, owner, where, status=deliveries.DELIVERED, note=note)
+                await self._end(job, owner, where, status=JobStatus.DELIVERED, note=note)
                 log.info("webhook_delivered", extra={"job_id": job.id, "event": job.notification})
                 return
         tries = job.tries + 1
         # 410 Gone: the receiver wants no more (the specification's advice: stop at once).
         if tries >= max_tries or note == "HTTP 410":
-            await self._end(job, owner, where, status=deliveries.FAILED, note=note)
+            await self._end(job, owner, where, status=JobStatus.FAILED, note=note)
             log.warning(
                 "webhook_failed",
                 extra={"job_id": job.id, "event": job.notification, "reason": note},
@@ -168,7 +171,7 @@ class WebhookSender:
         now = self._clock.now()
         async with self._db.write() as conn:
             repo = DeliveryRepository(conn)
-            attempt = deliveries.SENT if status == deliveries.DELIVERED else deliveries.FAILED
+            attempt = JobStatus.SENT if status == JobStatus.DELIVERED else JobStatus.FAILED
             await _record_attempt(repo, job, where, status=attempt, note=note, now=now)
             await repo.finish(
                 job.id,
@@ -176,7 +179,7 @@ class WebhookSender:
                 status=status,
                 channel=EVENT_CHANNEL,
                 provider=WEBHOOK_PROVIDER,
-                error=None if status == deliveries.DELIVERED else note,
+                error=None if status == JobStatus.DELIVERED else note,
                 now=now,
             )
 

@@ -55,10 +55,9 @@ from resetflow.notify.providers.courier import CourierProvider
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
 from resetflow.notify.webhooks_out import WebhookSender
-from resetflow.storage import deliveries
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
-from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository
+from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository, JobStatus
 from resetflow.storage.sessions import SessionStore
 from resetflow.storage.users import UserRepository
 
@@ -227,11 +226,11 @@ class DeliveryWorker:
     async def _process(self, job: DeliveryJob) -> None:
         now = self._clock.now()
         if job.sealed_payload is None:
-            await self._finish(job, status=deliveries.FAILED, error="payload missing")
+            await self._finish(job, status=JobStatus.FAILED, error="payload missing")
             return
         if job.expires_at is not None and job.expires_at <= now:
             # The code inside is dead: sending it would only confuse (and leak) (SPEC §5).
-            await self._finish(job, status=deliveries.FAILED, error="expired before sending")
+            await self._finish(job, status=JobStatus.FAILED, error="expired before sending")
             log.info("delivery_expired", extra={"job_id": job.id})
             return
         if self._webhooks is not None and self._webhooks.handles(job):
@@ -286,7 +285,7 @@ class DeliveryWorker:
                 last_error = f"code expired before a retry (last: {last_error})"
                 log.info("delivery_retry_past_expiry", extra={"job_id": job.id})
             route_index, tries = route_index + 1, 0
-        await self._finish(job, status=deliveries.FAILED, error=last_error)
+        await self._finish(job, status=JobStatus.FAILED, error=last_error)
         log.warning("delivery_failed", extra={"job_id": job.id, "reason": last_error})
 
     async def _merge_profile(self, job: DeliveryJob, context: dict[str, object]) -> None:
@@ -302,7 +301,7 @@ class DeliveryWorker:
         )
         if courier is None or job.user_id is None or not isinstance(context.get("profile"), dict):
             reason = "no courier provider" if courier is None else "no profile to merge"
-            await self._finish(job, status=deliveries.FAILED, error=reason)
+            await self._finish(job, status=JobStatus.FAILED, error=reason)
             return
         # One merge of a user at a time, in the order the jobs were written, and of the
         # account as it is now: a newer profile is never overwritten by an older one.
@@ -322,7 +321,7 @@ class DeliveryWorker:
                 )
             return
         if user is None:
-            await self._finish(job, status=deliveries.FAILED, error="no such account")
+            await self._finish(job, status=JobStatus.FAILED, error="no such account")
             return
         profile = courier_profile(user)
         route = PROFILE_ROUTE
@@ -346,7 +345,7 @@ class DeliveryWorker:
                         now=self._clock.now(),
                     )
                 return
-            await self._finish(job, status=deliveries.FAILED, error=reason)
+            await self._finish(job, status=JobStatus.FAILED, error=reason)
             log.warning("courier_profile_failed", extra={"job_id": job.id, "reason": reason})
             return
         await self._db.write_coalesced(
@@ -355,7 +354,7 @@ class DeliveryWorker:
             ),
             postgres_too=True,  # only this worker's leased job: no lock-order clash
         )
-        self._count_attempt(route, courier, deliveries.SENT)
+        self._count_attempt(route, courier, JobStatus.SENT)
         log.info("courier_profile_merged", extra={"job_id": job.id, "provider": courier.name})
 
     async def _try_route(
@@ -421,7 +420,7 @@ class DeliveryWorker:
                 ),
                 postgres_too=True,  # only this worker's leased job: no lock-order clash
             )
-            self._count_attempt(route, provider, deliveries.SENT)
+            self._count_attempt(route, provider, JobStatus.SENT)
             log.info(
                 "delivery_sent",
                 extra={
@@ -467,7 +466,7 @@ class DeliveryWorker:
             channel=route.channel.value,
             provider=provider.name,
             destination=mask(route.to),
-            status=deliveries.SENT,
+            status=JobStatus.SENT,
             provider_message_id=provider_message_id,
             error=None,
             now=self._clock.now(),
@@ -475,7 +474,7 @@ class DeliveryWorker:
         await repo.finish(
             job.id,
             owner=self.owner,
-            status=deliveries.SENT,
+            status=JobStatus.SENT,
             channel=route.channel.value,
             provider=provider.name,
             provider_message_id=provider_message_id,

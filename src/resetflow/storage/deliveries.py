@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Select, bindparam, delete, func, insert, select, update
@@ -18,16 +19,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from resetflow.storage.prepared import Prepared
 from resetflow.storage.tables import UtcDateTime, delivery_attempts, delivery_jobs
 
-QUEUED = "queued"
-SENDING = "sending"
-SENT = "sent"
-FAILED = "failed"
-# Set by provider webhooks (web/webhooks.py), only ever on a job that is ``sent``; and on
-# an event job (channel ``webhook``) when the host application answered 2xx.
-DELIVERED = "delivered"
-UNDELIVERABLE = "undeliverable"
+
+class JobStatus(StrEnum):
+    """A delivery job's status, in the order of its life (SPEC §5)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    # Set by provider webhooks (web/webhooks.py), only ever on a job that is ``sent``; and
+    # on an event job (channel ``webhook``) when the host application answered 2xx.
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    UNDELIVERABLE = "undeliverable"
+
+
 # Every status a real job can have, in the order of its life (the delivery log's filters).
-JOB_STATUSES = (QUEUED, SENDING, SENT, DELIVERED, FAILED, UNDELIVERABLE)
+JOB_STATUSES = tuple(JobStatus)
 # The providers a job can name (notify/providers/), for the delivery log's filters.
 PROVIDERS = ("console", "courier", "outbox", "postmark", "smtp", "twilio", "webhook")
 # The channel of events for the host application (notify/events.py), set when queued.
@@ -98,9 +105,9 @@ def _due(limit: int) -> Select[tuple[str]]:
     statement is the same on every call (storage/prepared.py)."""
     jobs = delivery_jobs.c
     now = bindparam("now", type_=UtcDateTime())
-    due = (((jobs.status == QUEUED) | (jobs.status == DECOY)) & (jobs.next_attempt_at <= now)) | (
-        (jobs.status == SENDING) & (jobs.lease_until <= now)
-    )
+    due = (
+        ((jobs.status == JobStatus.QUEUED) | (jobs.status == DECOY)) & (jobs.next_attempt_at <= now)
+    ) | ((jobs.status == JobStatus.SENDING) & (jobs.lease_until <= now))
     return (
         select(jobs.id)
         .where(due)
@@ -118,7 +125,7 @@ def _claim_statement(limit: int) -> Prepared:
         update(delivery_jobs)
         .where(delivery_jobs.c.id.in_(_due(limit).scalar_subquery()))
         .values(
-            status=SENDING,
+            status=JobStatus.SENDING,
             lease_owner=bindparam("owner"),
             lease_until=bindparam("lease_until", type_=UtcDateTime()),
             updated_at=bindparam("now", type_=UtcDateTime()),
@@ -141,7 +148,7 @@ class DeliveryRepository:
         sealed_payload: bytes,
         expires_at: datetime | None,
         now: datetime,
-        status: str = QUEUED,
+        status: str = JobStatus.QUEUED,
         channel: str | None = None,
         provider: str | None = None,
     ) -> None:
@@ -195,7 +202,7 @@ class DeliveryRepository:
             update(delivery_jobs)
             .where(delivery_jobs.c.id.in_(ids))
             .values(
-                status=SENDING,
+                status=JobStatus.SENDING,
                 lease_owner=owner,
                 lease_until=now + timedelta(seconds=lease_seconds),
                 updated_at=now,
@@ -272,7 +279,7 @@ class DeliveryRepository:
         return await self._update_leased(
             job_id,
             owner,
-            status=QUEUED,
+            status=JobStatus.QUEUED,
             route_index=route_index,
             tries=tries,
             next_attempt_at=next_attempt_at,
@@ -291,7 +298,7 @@ class DeliveryRepository:
             .where(
                 (jobs.user_id == user_id)
                 & (jobs.notification == notification)
-                & (jobs.status == QUEUED)
+                & (jobs.status == JobStatus.QUEUED)
             )
             .order_by(jobs.created_at.desc(), jobs.id.desc())
             .limit(1)
@@ -304,7 +311,7 @@ class DeliveryRepository:
         its tries reset; ``False`` when a worker took it meanwhile (or it is gone)."""
         result = await self._conn.execute(
             update(delivery_jobs)
-            .where((delivery_jobs.c.id == job_id) & (delivery_jobs.c.status == QUEUED))
+            .where((delivery_jobs.c.id == job_id) & (delivery_jobs.c.status == JobStatus.QUEUED))
             .values(
                 sealed_payload=sealed_payload,
                 tries=0,
@@ -328,7 +335,7 @@ class DeliveryRepository:
                 (jobs.user_id == job.user_id)
                 & (jobs.notification == job.notification)
                 & (jobs.id != job.id)
-                & (jobs.status == SENDING)
+                & (jobs.status == JobStatus.SENDING)
                 & (jobs.lease_until > now)
                 & earlier
             )
@@ -445,11 +452,11 @@ class DeliveryRepository:
         moved = False
         if status is not None:
             values: dict[str, Any] = {"status": status, "updated_at": now}
-            if status == UNDELIVERABLE:
+            if status == JobStatus.UNDELIVERABLE:
                 values["last_error"] = report[:500]
             result = await self._conn.execute(
                 update(delivery_jobs)
-                .where((delivery_jobs.c.id == job_id) & (delivery_jobs.c.status == SENT))
+                .where((delivery_jobs.c.id == job_id) & (delivery_jobs.c.status == JobStatus.SENT))
                 .values(**values)
             )
             moved = result.rowcount == 1
@@ -490,7 +497,7 @@ class DeliveryRepository:
             update(delivery_jobs)
             .where(
                 (delivery_jobs.c.id == job_id)
-                & (delivery_jobs.c.status == QUEUED)
+                & (delivery_jobs.c.status == JobStatus.QUEUED)
                 & delivery_jobs.c.sealed_payload.is_not(None)
                 & (delivery_jobs.c.expires_at.is_(None) | (delivery_jobs.c.expires_at > now))
             )
@@ -525,14 +532,16 @@ class DeliveryRepository:
         real jobs, and /readyz is public, so its figures must move alike after a request
         for a known and for an unknown contact (R19).
         """
-        waiting = delivery_jobs.c.status.in_([QUEUED, DECOY]) & _NOT_EVENT
+        waiting = delivery_jobs.c.status.in_([JobStatus.QUEUED, DECOY]) & _NOT_EVENT
         query = select(func.min(delivery_jobs.c.created_at)).where(waiting)
         oldest: datetime | None = (await self._conn.execute(query)).scalar_one_or_none()
         return oldest
 
     async def count_pending(self) -> int:
         """Jobs a worker has yet to finish: waiting (decoys too) or being sent."""
-        pending = delivery_jobs.c.status.in_([QUEUED, DECOY, SENDING]) & _NOT_EVENT
+        pending = (
+            delivery_jobs.c.status.in_([JobStatus.QUEUED, DECOY, JobStatus.SENDING]) & _NOT_EVENT
+        )
         return int((await self._conn.execute(select(func.count()).where(pending))).scalar_one())
 
 

@@ -56,7 +56,7 @@ from starlette.responses import JSONResponse, Response
 
 from resetflow.errors import MalformedRequest, UnsupportedMediaType, WebhookRefused
 from resetflow.notify.providers.twilio import STATUS_CALLBACK_PATH
-from resetflow.storage.deliveries import DELIVERED, UNDELIVERABLE, DeliveryRepository
+from resetflow.storage.deliveries import DeliveryRepository, JobStatus
 from resetflow.web.edge import services_of
 
 log = logging.getLogger("resetflow.webhooks")
@@ -155,9 +155,9 @@ async def twilio_status(request: Request) -> Response:
     if _DIGITS.fullmatch(error_code):
         report += f", error {error_code}"
     status = (
-        DELIVERED
+        JobStatus.DELIVERED
         if reported in TWILIO_DELIVERED
-        else UNDELIVERABLE
+        else JobStatus.UNDELIVERABLE
         if reported in TWILIO_UNDELIVERABLE
         else None
     )
@@ -220,12 +220,12 @@ async def postmark_event(request: Request) -> Response:
     record_type = event.get("RecordType")
     message_id = event.get("MessageID")
     if record_type == "Delivery":
-        status: str | None = DELIVERED
+        status: str | None = JobStatus.DELIVERED
         report = "postmark: delivered"
     elif record_type == "Bounce":
         kind = event.get("Type")
         kind = kind if isinstance(kind, str) and _WORD.fullmatch(kind) else "unknown"
-        status = None if kind in POSTMARK_NOT_FAILURES else UNDELIVERABLE
+        status = None if kind in POSTMARK_NOT_FAILURES else JobStatus.UNDELIVERABLE
         report = f"postmark: bounce {kind}"
     else:
         return JSONResponse({"result": "ignored"})

@@ -50,8 +50,13 @@ from resetflow.metrics import Metrics
 from resetflow.notify.events import Events, UserDeletedReason
 from resetflow.notify.messages import Notification, RenderedMessage, Route
 from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox, courier_profile
-from resetflow.notify.providers.base import OUTCOME_UNKNOWN, Provider, ProviderError, SendResult
-from resetflow.notify.providers.courier import CourierProvider
+from resetflow.notify.providers.base import (
+    OUTCOME_UNKNOWN,
+    ProfileSync,
+    Provider,
+    ProviderError,
+    SendResult,
+)
 from resetflow.notify.sms_guard import SmsGuard
 from resetflow.notify.templates import TemplateRenderer
 from resetflow.notify.webhooks_out import WebhookSender
@@ -295,7 +300,7 @@ class DeliveryWorker:
                 p
                 for providers in self._providers.values()
                 for p in providers
-                if isinstance(p, CourierProvider)
+                if isinstance(p, ProfileSync)
             ),
             None,
         )

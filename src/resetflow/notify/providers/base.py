@@ -23,8 +23,10 @@ A provider sends one rendered message over one channel. An implementation must:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
 
 from resetflow.accounts.models import Channel
 from resetflow.notify.messages import RenderedMessage
@@ -62,6 +64,17 @@ class ProviderError(Exception):
         # Our side is misconfigured (bad credentials): never retried, but the channel's
         # next provider is still tried.
         self.configuration = configuration
+
+
+@runtime_checkable
+class ProfileSync(Protocol):
+    """A provider that keeps a profile per person (Courier: the tutorial's profile merge).
+    The worker asks for this capability, not for a provider class, when it runs a
+    profile job (notify/worker.py)."""
+
+    async def merge_profile(self, user_id: str, profile: Mapping[str, Any]) -> None:
+        """Merge ``profile`` into the stored profile of ``user_id`` (creating it); raise
+        :class:`ProviderError` on failure."""
 
 
 class Provider(ABC):

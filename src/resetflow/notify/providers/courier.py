@@ -42,14 +42,15 @@ import httpx
 
 from resetflow.accounts.models import Channel
 from resetflow.notify.messages import Notification, RenderedMessage
-from resetflow.notify.providers.base import Provider, ProviderError, SendResult
+from resetflow.notify.providers.base import ProviderError, SendResult
+from resetflow.notify.providers.http import HttpProvider, json_object, retryable_status, unreachable
 
 # The one notification the tutorial has a Courier template for.
 TEMPLATED = Notification.PASSWORD_RESET_TOKEN.value
 _ADDRESS_FIELD = {Channel.EMAIL: "email", Channel.SMS: "phone_number"}
 
 
-class CourierProvider(Provider):
+class CourierProvider(HttpProvider):
     name = "courier"
     channels = frozenset({Channel.EMAIL, Channel.SMS})
 
@@ -65,7 +66,7 @@ class CourierProvider(Provider):
         self._base = base_url.rstrip("/")
         self._headers = {"Accept": "application/json", "Authorization": f"Bearer {auth_token}"}
         self._template = template
-        self._client = client or httpx.AsyncClient(timeout=timeout)
+        super().__init__(client=client, timeout=timeout)
 
     async def send(self, message: RenderedMessage) -> SendResult:
         address = {_ADDRESS_FIELD[message.channel]: message.to}
@@ -87,7 +88,7 @@ class CourierProvider(Provider):
             headers["Idempotency-Key"] = f"{message.idempotency_key}-{message.channel.value}"
         response = await self._post("/send", {"message": body}, what="send", headers=headers)
         if response.status_code in (200, 202):
-            answer = _json(response)
+            answer = json_object(response)
             request_id = answer.get("requestId") or answer.get("messageId")
             return SendResult(provider_message_id=str(request_id) if request_id else None)
         raise _error("send", response)
@@ -108,27 +109,16 @@ class CourierProvider(Provider):
         headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         try:
-            return await self._client.post(
+            return await self.client.post(
                 self._base + path, json=body, headers={**self._headers, **(headers or {})}
             )
         except httpx.HTTPError as error:
-            raise ProviderError(
-                f"Courier {what} unreachable: {type(error).__name__}", retryable=True
-            ) from None
-
-    async def close(self) -> None:
-        await self._client.aclose()
+            raise unreachable(f"Courier {what}", error) from None
 
 
 def _error(what: str, response: httpx.Response) -> ProviderError:
-    kind = _json(response).get("type", "?")
-    retryable = response.status_code == 429 or response.status_code >= 500
-    return ProviderError(f"Courier {what} {response.status_code} {kind}", retryable=retryable)
-
-
-def _json(response: httpx.Response) -> dict[str, object]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
+    kind = json_object(response).get("type", "?")
+    return ProviderError(
+        f"Courier {what} {response.status_code} {kind}",
+        retryable=retryable_status(response.status_code),
+    )

@@ -20,7 +20,8 @@ import httpx
 
 from resetflow.accounts.models import Channel
 from resetflow.notify.messages import RenderedMessage
-from resetflow.notify.providers.base import Provider, ProviderError, SendResult
+from resetflow.notify.providers.base import ProviderError, SendResult
+from resetflow.notify.providers.http import HttpProvider, json_object, retryable_status, unreachable
 
 INACTIVE_RECIPIENT = 406
 # "Invalid email request": the request itself is wrong; sending it again will not help.
@@ -30,7 +31,7 @@ INVALID_REQUEST = 300
 BAD_TOKEN = 10
 
 
-class PostmarkProvider(Provider):
+class PostmarkProvider(HttpProvider):
     name = "postmark"
     channels = frozenset({Channel.EMAIL})
 
@@ -51,7 +52,7 @@ class PostmarkProvider(Provider):
         }
         self._sender = sender
         self._stream = message_stream
-        self._client = client or httpx.AsyncClient(timeout=timeout)
+        super().__init__(client=client, timeout=timeout)
 
     async def send(self, message: RenderedMessage) -> SendResult:
         body: dict[str, str] = {
@@ -65,34 +66,19 @@ class PostmarkProvider(Provider):
         if message.html:
             body["HtmlBody"] = message.html
         try:
-            response = await self._client.post(self._url, json=body, headers=self._headers)
+            response = await self.client.post(self._url, json=body, headers=self._headers)
         except httpx.HTTPError as error:
-            raise ProviderError(
-                f"Postmark unreachable: {type(error).__name__}", retryable=True
-            ) from None
-        answer = _json(response)
+            raise unreachable("Postmark", error) from None
+        answer = json_object(response)
         error_code = answer.get("ErrorCode")
         if response.status_code == 200 and error_code == 0:
             message_id = answer.get("MessageID")
             return SendResult(provider_message_id=str(message_id) if message_id else None)
         # Postmark's "Message" may quote the recipient's address: only the codes are kept.
         reason = f"Postmark {response.status_code} ErrorCode {answer.get('ErrorCode', '?')}"
-        retryable = (response.status_code == 429 or response.status_code >= 500) and (
-            error_code != INVALID_REQUEST
-        )
+        retryable = retryable_status(response.status_code) and error_code != INVALID_REQUEST
         configuration = not retryable and (error_code == BAD_TOKEN or response.status_code == 401)
         recipient = not retryable and error_code == INACTIVE_RECIPIENT
         raise ProviderError(
             reason, retryable=retryable, recipient=recipient, configuration=configuration
         )
-
-    async def close(self) -> None:
-        await self._client.aclose()
-
-
-def _json(response: httpx.Response) -> dict[str, object]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

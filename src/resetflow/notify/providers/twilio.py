@@ -38,7 +38,8 @@ import httpx
 
 from resetflow.accounts.models import Channel
 from resetflow.notify.messages import RenderedMessage
-from resetflow.notify.providers.base import Provider, ProviderError, SendResult
+from resetflow.notify.providers.base import ProviderError, SendResult
+from resetflow.notify.providers.http import HttpProvider, json_object, retryable_status, unreachable
 
 # Errors about the number itself (21211 invalid 'To', 21610 unsubscribed, 21614 not a
 # mobile number): another SMS provider would fare no better, so the next channel is tried.
@@ -69,7 +70,7 @@ LOOKUP_MAX_PAGES = 3
 _NOT_SENT_STATUSES = frozenset({"failed", "canceled"})
 
 
-class TwilioProvider(Provider):
+class TwilioProvider(HttpProvider):
     name = "twilio"
     channels = frozenset({Channel.SMS})
 
@@ -95,7 +96,7 @@ class TwilioProvider(Provider):
         self._messaging_service_sid = messaging_service_sid
         self._now = now or (lambda: datetime.now(UTC))
         self._status_callback = status_callback
-        self._client = client or httpx.AsyncClient(timeout=timeout)
+        super().__init__(client=client, timeout=timeout)
 
     async def send(self, message: RenderedMessage) -> SendResult:
         form = {"To": message.to, "Body": message.text}
@@ -108,22 +109,18 @@ class TwilioProvider(Provider):
         if self._status_callback:
             form["StatusCallback"] = self._status_callback
         try:
-            response = await self._client.post(self._url, data=form, auth=self._auth)
+            response = await self.client.post(self._url, data=form, auth=self._auth)
         except httpx.HTTPError as error:
-            raise ProviderError(
-                f"Twilio unreachable: {type(error).__name__}",
-                retryable=True,
-                uncertain=isinstance(error, _MAYBE_ACCEPTED),
+            raise unreachable(
+                "Twilio", error, uncertain=isinstance(error, _MAYBE_ACCEPTED)
             ) from None
         if response.status_code in (200, 201):
-            sid = _json(response).get("sid")
+            sid = json_object(response).get("sid")
             return SendResult(provider_message_id=str(sid) if sid else None)
-        body = _json(response)
+        body = json_object(response)
         code = body.get("code")
         reason = f"Twilio {response.status_code} code {code if code is not None else '?'}"
-        retryable = (
-            response.status_code == 429 or response.status_code >= 500 or code == RATE_LIMITED
-        )
+        retryable = retryable_status(response.status_code) or code == RATE_LIMITED
         configuration = not retryable and code in CONFIGURATION_ERRORS
         recipient = not retryable and code in RECIPIENT_ERRORS
         raise ProviderError(
@@ -153,19 +150,19 @@ class TwilioProvider(Provider):
             if url is None:
                 break
             try:
-                response = await self._client.get(url, params=params, auth=self._auth)
+                response = await self.client.get(url, params=params, auth=self._auth)
             except httpx.HTTPError as error:
                 raise ProviderError(
                     f"Twilio look-up failed: {type(error).__name__}", retryable=True, uncertain=True
                 ) from None
             if response.status_code != 200:
-                code = _json(response).get("code", "?")
+                code = json_object(response).get("code", "?")
                 raise ProviderError(
                     f"Twilio look-up {response.status_code} code {code}",
                     retryable=True,
                     uncertain=True,
                 )
-            page = _json(response)
+            page = json_object(response)
             messages = page.get("messages")
             if not isinstance(messages, list):
                 break
@@ -188,9 +185,6 @@ class TwilioProvider(Provider):
             params = None
         return None
 
-    async def close(self) -> None:
-        await self._client.aclose()
-
 
 def validity_period(expires_at: datetime, now: datetime) -> int:
     """The code's remaining life in whole seconds, within Twilio's 1..36000."""
@@ -207,11 +201,3 @@ def _rfc_2822(value: object) -> datetime | None:
     except (TypeError, ValueError):
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _json(response: httpx.Response) -> dict[str, object]:
-    try:
-        body = response.json()
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -1,4 +1,5 @@
-"""The domain exception tree. HTTP status codes are chosen here, mapped only at the edge.
+"""The domain exception tree, with stable codes. The HTTP status of each is chosen at the
+edge (web/error_json.py); shown here in brackets for orientation.
 
 ::
 
@@ -59,7 +60,6 @@ class ResetflowError(Exception):
     whether an account exists.
     """
 
-    status: int = 400
     code: ErrorCode = ErrorCode.MALFORMED_REQUEST
     message: str = "The request could not be understood."
 
@@ -70,7 +70,6 @@ class ResetflowError(Exception):
 
 
 class InvalidInput(ResetflowError):
-    status = 422
     code = ErrorCode.INVALID_INPUT
     message = "Some fields need your attention."
 
@@ -81,48 +80,40 @@ class PasswordRejected(InvalidInput):
 
 
 class MalformedRequest(ResetflowError):
-    status = 400
     code = ErrorCode.MALFORMED_REQUEST
 
 
 class UnsupportedMediaType(ResetflowError):
-    status = 415
     code = ErrorCode.UNSUPPORTED_MEDIA_TYPE
     message = "Send application/json or an HTML form."
 
 
 class PayloadTooLarge(ResetflowError):
-    status = 413
     code = ErrorCode.PAYLOAD_TOO_LARGE
     message = "The request body is too large."
 
 
 class InvalidCode(ResetflowError):
-    status = 400
     code = ErrorCode.INVALID_CODE
     message = "That code is not valid. Check it, or ask for a new one."
 
 
 class InvalidCredentials(ResetflowError):
-    status = 401
     code = ErrorCode.INVALID_CREDENTIALS
     message = "The email, phone number or password is not right."
 
 
 class NotSignedIn(ResetflowError):
-    status = 401
     code = ErrorCode.NOT_SIGNED_IN
     message = "Please sign in first."
 
 
 class ResetNotAllowed(ResetflowError):
-    status = 403
     code = ErrorCode.RESET_NOT_ALLOWED
     message = "Enter the code we sent you before choosing a new password."
 
 
 class Forbidden(ResetflowError):
-    status = 403
     code = ErrorCode.CSRF_FAILED
     message = "This form has expired. Reload the page and try again."
 
@@ -135,7 +126,6 @@ class CrossSiteRequest(Forbidden):
 class WebhookRefused(ResetflowError):
     """A provider webhook whose signature, credentials or secret header is wrong."""
 
-    status = 403
     code = ErrorCode.WEBHOOK_REFUSED
     message = "The webhook could not be authenticated."
 
@@ -143,7 +133,6 @@ class WebhookRefused(ResetflowError):
 class RateLimited(ResetflowError):
     """Over a per-client or global limit; says nothing about any account (R18)."""
 
-    status = 429
     code = ErrorCode.RATE_LIMITED
     message = "Too many requests. Please wait a moment and try again."
 
@@ -153,7 +142,6 @@ class RateLimited(ResetflowError):
 
 
 class ServiceUnavailable(ResetflowError):
-    status = 503
     code = ErrorCode.SERVICE_UNAVAILABLE
     message = "The service is busy. Please try again shortly."
 
@@ -161,7 +149,6 @@ class ServiceUnavailable(ResetflowError):
 class AdminTokenInvalid(ResetflowError):
     """The operator API without ``Authorization: Bearer`` and a live token (R60)."""
 
-    status = 401
     code = ErrorCode.ADMIN_TOKEN_INVALID
     message = "A valid admin API token is required."
 
@@ -169,13 +156,11 @@ class AdminTokenInvalid(ResetflowError):
 class NotFound(ResetflowError):
     """A path or a method that does not exist (what the router says: 404 or 405)."""
 
-    status = 404
     code = ErrorCode.NOT_FOUND
     message = "Not found."
 
 
 class MethodNotAllowed(ResetflowError):
-    status = 405
     code = ErrorCode.METHOD_NOT_ALLOWED
     message = "Method not allowed."
 
@@ -183,7 +168,6 @@ class MethodNotAllowed(ResetflowError):
 class MetricsTokenRequired(ResetflowError):
     """``/metrics`` (and ``/readyz``'s figures) without the right bearer token."""
 
-    status = 401
     code = ErrorCode.NOT_SIGNED_IN
     message = "A valid bearer token is required to read the metrics."
 
@@ -191,7 +175,6 @@ class MetricsTokenRequired(ResetflowError):
 class UserNotFound(ResetflowError):
     """Operator API only: operators may learn whether an account exists."""
 
-    status = 404
     code = ErrorCode.USER_NOT_FOUND
     message = "There is no account with that id."
 
@@ -199,7 +182,6 @@ class UserNotFound(ResetflowError):
 class ContactTaken(ResetflowError):
     """Operator API only: the email or phone already belongs to an account."""
 
-    status = 409
     code = ErrorCode.CONTACT_TAKEN
     message = "That email address or phone number already has an account."
 

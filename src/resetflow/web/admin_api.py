@@ -47,6 +47,7 @@ from resetflow.errors import (
 )
 from resetflow.storage.admin_tokens import AdminTokenRepository
 from resetflow.web.edge import client_of, services_of
+from resetflow.web.error_json import http_status
 from resetflow.web.inputs import _field_messages
 
 PREFIX = "/admin/api/v1"
@@ -131,7 +132,7 @@ async def _call(request: Request, actor: Actor, user_id: str | None, work: Any) 
     try:
         response: Response = await work
     except ResetflowError as error:
-        await _audit_call(request, actor, error.status, user_id)
+        await _audit_call(request, actor, http_status(error), user_id)
         raise
     await _audit_call(request, actor, response.status_code, user_id)
     return response

@@ -10,7 +10,58 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
-from resetflow.errors import ResetflowError
+from resetflow.errors import (
+    AdminTokenInvalid,
+    ContactTaken,
+    Forbidden,
+    InvalidCode,
+    InvalidCredentials,
+    InvalidInput,
+    MalformedRequest,
+    MethodNotAllowed,
+    MetricsTokenRequired,
+    NotFound,
+    NotSignedIn,
+    PayloadTooLarge,
+    RateLimited,
+    ResetflowError,
+    ResetNotAllowed,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+    UserNotFound,
+    WebhookRefused,
+)
+
+# Each domain error's HTTP status (SPEC §4), mapped here and nowhere else; a subclass
+# answers as its nearest listed ancestor (PasswordRejected as InvalidInput).
+HTTP_STATUS: dict[type[ResetflowError], int] = {
+    MalformedRequest: 400,
+    InvalidCode: 400,
+    InvalidCredentials: 401,
+    NotSignedIn: 401,
+    AdminTokenInvalid: 401,
+    MetricsTokenRequired: 401,
+    ResetNotAllowed: 403,
+    Forbidden: 403,
+    WebhookRefused: 403,
+    NotFound: 404,
+    UserNotFound: 404,
+    MethodNotAllowed: 405,
+    ContactTaken: 409,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    InvalidInput: 422,
+    RateLimited: 429,
+    ServiceUnavailable: 503,
+}
+
+
+def http_status(error: ResetflowError) -> int:
+    """The status ``error`` is answered with."""
+    for kind in type(error).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return 400
 
 
 def error_response(
@@ -20,4 +71,4 @@ def error_response(
     body: dict[str, Any] = {"error": error.message, "code": error.code.value}
     if error.fields:
         body["fields"] = error.fields
-    return JSONResponse(body, status_code=error.status, headers=headers)
+    return JSONResponse(body, status_code=http_status(error), headers=headers)

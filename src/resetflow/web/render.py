@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 from resetflow.config import Settings
 from resetflow.errors import AdminTokenInvalid, RateLimited, ResetflowError
 from resetflow.web import return_to
-from resetflow.web.error_json import error_response
+from resetflow.web.error_json import error_response, http_status
 from resetflow.web.inputs import is_form, session_of
 from resetflow.web.prefix import prefix_of, redirect, url
 from resetflow.web.theme import theme_version
@@ -93,7 +93,7 @@ def error_answer(request: Request, error: ResetflowError) -> Response:
         response = page(
             request,
             form_page,
-            status=error.status,
+            status=http_status(error),
             error=error.message,
             fields=error.fields,
             values=request.scope["state"].get("form_values", {}),

@@ -18,11 +18,9 @@ from enum import StrEnum
 from typing import Annotated
 
 import typer
-from sqlalchemy import text
 
 from resetflow.accounts.models import Channel
 from resetflow.cli.users import run_with_services
-from resetflow.notify.outbox import NOTIFY_CHANNEL
 from resetflow.services import Services
 from resetflow.storage import deliveries
 from resetflow.storage.deliveries import DeliveryAttempt, DeliveryJob, DeliveryRepository, JobStatus
@@ -185,12 +183,10 @@ def retry(
         if reason is not None:
             raise _Refused(reason)
         async with services.database.write() as conn:
-            if not await DeliveryRepository(conn).retry_now(job.id, now=now):
+            repo = DeliveryRepository(conn)
+            if not await repo.retry_now(job.id, now=now):
                 raise _Refused(f"job {job.id} changed meanwhile; see `deliveries show`.")
-            if conn.dialect.name == "postgresql":
-                await conn.execute(
-                    text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL}
-                )
+            await repo.wake_workers()
         return (
             f"job {job.id} is due now (it was due at {_time(job.next_attempt_at)}); a "
             "worker will try it within its poll interval."

@@ -23,7 +23,6 @@ from enum import StrEnum
 from typing import Any
 
 from pydantic import SecretStr
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel, User
@@ -33,8 +32,6 @@ from resetflow.storage.users import UserRepository
 
 # The job's ``provider`` in the delivery log (and its filters).
 WEBHOOK_PROVIDER = "webhook"
-# The outbox's wake-up channel for worker processes (notify/outbox.py's NOTIFY_CHANNEL).
-_NOTIFY_CHANNEL = "resetflow_outbox"
 
 
 class EventType(StrEnum):
@@ -171,9 +168,7 @@ class Events:
                 provider=WEBHOOK_PROVIDER,
             )
             job_ids.append(job_id)
-        if conn.dialect.name == "postgresql":
-            # Wakes worker processes at commit, as Outbox.enqueue does.
-            await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": _NOTIFY_CHANNEL})
+        await repo.wake_workers()
         return job_ids
 
     def open(self, job_id: str, sealed: bytes) -> tuple[str, bytes]:

@@ -16,7 +16,8 @@ from typing import Any
 
 import asyncpg
 
-from resetflow.notify.outbox import NOTIFY_CHANNEL, Outbox
+from resetflow.notify.outbox import Outbox
+from resetflow.storage.deliveries import NOTIFY_CHANNEL
 
 log = logging.getLogger("resetflow.delivery")
 

@@ -15,7 +15,6 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel, User
@@ -24,7 +23,6 @@ from resetflow.notify.messages import Notification, Route
 from resetflow.storage.deliveries import DECOY, DeliveryRepository, JobStatus
 
 # PostgreSQL channel that wakes workers in other processes (notify/listener.py).
-NOTIFY_CHANNEL = "resetflow_outbox"
 
 # Where decoy jobs pretend to go; the reserved .invalid domain never resolves.
 DECOY_ROUTE = Route(channel=Channel.EMAIL, to="decoy@resetflow.invalid")
@@ -86,7 +84,8 @@ class Outbox:
             raise ValueError("a delivery job needs at least one route")
         job_id = secrets.token_hex(16)
         sealed = self._seal(job_id, routes, context)
-        await DeliveryRepository(conn).enqueue(
+        repo = DeliveryRepository(conn)
+        await repo.enqueue(
             job_id=job_id,
             user_id=user_id,
             notification=notification.value,
@@ -96,9 +95,7 @@ class Outbox:
             now=now,
             status=DECOY if decoy else JobStatus.QUEUED,
         )
-        if conn.dialect.name == "postgresql":
-            # Delivered at commit, to every listening worker process.
-            await conn.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
+        await repo.wake_workers()
         return job_id
 
     def _seal(self, job_id: str, routes: list[Route], context: dict[str, Any]) -> bytes:

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import Select, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.prepared import Prepared
@@ -32,6 +32,9 @@ class JobStatus(StrEnum):
     FAILED = "failed"
     UNDELIVERABLE = "undeliverable"
 
+
+# The PostgreSQL channel worker processes LISTEN on (notify/listener.py).
+NOTIFY_CHANNEL = "resetflow_outbox"
 
 # Every status a real job can have, in the order of its life (the delivery log's filters).
 JOB_STATUSES = tuple(JobStatus)
@@ -137,6 +140,15 @@ def _claim_statement(limit: int) -> Prepared:
 class DeliveryRepository:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+
+    async def wake_workers(self) -> None:
+        """On PostgreSQL, every worker process LISTENing hears at commit that jobs are
+        due (notify/listener.py); elsewhere nothing: the in-process worker is woken by
+        :meth:`Outbox.wake`."""
+        if self._conn.dialect.name == "postgresql":
+            await self._conn.execute(
+                text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL}
+            )
 
     async def enqueue(
         self,

@@ -1,25 +1,32 @@
 """The signed-in account's own settings: change the email address or phone number (with
 the password, proven by a code sent to the new contact) and choose where codes go (R42).
 
-Input is read by the same :func:`resetflow.web.edge.read_action` as every other action
-(origin, CSRF, strict schema, and whatever else every POST must pass), so these routes
-cannot drift from the others.
+Input is read by the same :func:`resetflow.web.edge.action_body` dependency as every
+other action (limits, origin, CSRF, strict schema), and the signed-in account comes from
+:func:`resetflow.web.edge.require_user`, so these routes cannot drift from the others.
 """
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import phonenumbers
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
 from resetflow.accounts.contact_change import PendingChange
 from resetflow.accounts.models import Channel
 from resetflow.crypto import new_token
-from resetflow.errors import NotSignedIn
 from resetflow.web import account_schemas, schemas
-from resetflow.web.edge import client_of, openapi_body, read_action, services_of
-from resetflow.web.inputs import is_form, session_of
+from resetflow.web.edge import (
+    action_body,
+    client_of,
+    openapi_body,
+    require_user,
+    services_of,
+)
+from resetflow.web.inputs import session_of
 from resetflow.web.prefix import redirect
 from resetflow.web.render import action_done, page
 
@@ -28,24 +35,21 @@ router = APIRouter()
 PENDING = "contact_change"
 
 
-def _not_signed_in(request: Request) -> Response:
-    """401 ``not_signed_in`` for JSON clients; a form is sent to /login instead."""
-    if not is_form(request):
-        raise NotSignedIn()
-    session_of(request).set("flash", "Please sign in first.")
-    return redirect(request, "/login")
-
-
 @router.post(
     "/account/contact", status_code=202, openapi_extra=openapi_body(account_schemas.ContactChange)
 )
-async def change_contact(request: Request) -> Response:
-    data = await read_action(
-        request, account_schemas.ContactChange, page="account.html", keep=("channel", "value")
-    )
-    user_id = session_of(request).user_id
-    if user_id is None:
-        return _not_signed_in(request)
+async def change_contact(
+    request: Request,
+    data: Annotated[
+        account_schemas.ContactChange,
+        Depends(
+            action_body(
+                account_schemas.ContactChange, page="account.html", keep=("channel", "value")
+            )
+        ),
+    ],
+    user_id: Annotated[str, Depends(require_user)],
+) -> Response:
     channel = Channel(data.channel)
     pending = await services_of(request).contact_change.request_change(
         user_id=user_id,
@@ -73,11 +77,14 @@ async def change_contact(request: Request) -> Response:
 
 
 @router.post("/account/confirm-contact", openapi_extra=openapi_body(schemas.CodeSubmission))
-async def confirm_contact(request: Request) -> Response:
-    data = await read_action(request, schemas.CodeSubmission, page="confirm_contact.html")
-    user_id = session_of(request).user_id
-    if user_id is None:
-        return _not_signed_in(request)
+async def confirm_contact(
+    request: Request,
+    data: Annotated[
+        schemas.CodeSubmission,
+        Depends(action_body(schemas.CodeSubmission, page="confirm_contact.html")),
+    ],
+    user_id: Annotated[str, Depends(require_user)],
+) -> Response:
     session = session_of(request)
     stored = session.get(PENDING)
     pending = (
@@ -104,11 +111,14 @@ async def confirm_contact(request: Request) -> Response:
 
 
 @router.post("/account/password", openapi_extra=openapi_body(account_schemas.PasswordChange))
-async def change_password(request: Request) -> Response:
-    data = await read_action(request, account_schemas.PasswordChange, page="account.html")
-    user_id = session_of(request).user_id
-    if user_id is None:
-        return _not_signed_in(request)
+async def change_password(
+    request: Request,
+    data: Annotated[
+        account_schemas.PasswordChange,
+        Depends(action_body(account_schemas.PasswordChange, page="account.html")),
+    ],
+    user_id: Annotated[str, Depends(require_user)],
+) -> Response:
     await services_of(request).recovery.change_password(
         user_id=user_id,
         current_password=data.currentPassword,
@@ -125,11 +135,14 @@ async def change_password(request: Request) -> Response:
 
 
 @router.post("/account/preference", openapi_extra=openapi_body(account_schemas.PreferenceChoice))
-async def change_preference(request: Request) -> Response:
-    data = await read_action(request, account_schemas.PreferenceChoice, page="account.html")
-    user_id = session_of(request).user_id
-    if user_id is None:
-        return _not_signed_in(request)
+async def change_preference(
+    request: Request,
+    data: Annotated[
+        account_schemas.PreferenceChoice,
+        Depends(action_body(account_schemas.PreferenceChoice, page="account.html")),
+    ],
+    user_id: Annotated[str, Depends(require_user)],
+) -> Response:
     preference = Channel(data.preference)
     await services_of(request).contact_change.set_preference(user_id=user_id, preference=preference)
     where = "email" if preference is Channel.EMAIL else "SMS"
@@ -166,19 +179,21 @@ def _display(channel: Channel, value: str) -> str:
 
 
 @router.post("/account/verify", status_code=202, openapi_extra=openapi_body(schemas.ChannelChoice))
-async def verify_another_contact(request: Request) -> Response:
+async def verify_another_contact(
+    request: Request,
+    data: Annotated[
+        schemas.ChannelChoice, Depends(action_body(schemas.ChannelChoice, page="account.html"))
+    ],
+    user_id: Annotated[str, Depends(require_user)],
+) -> Response:
     """Send a code to one of the signed-in account's unverified contacts."""
-    data = await read_action(request, schemas.ChannelChoice, page="account.html")
-    session = session_of(request)
-    if session.user_id is None:
-        raise NotSignedIn()
     channel = Channel(data.channel)
     attempt_id = new_token()
     await services_of(request).accounts.request_verification(
-        user_id=session.user_id, channel=channel, attempt_id=attempt_id, client=client_of(request)
+        user_id=user_id, channel=channel, attempt_id=attempt_id, client=client_of(request)
     )
-    session.set(
-        "verify", {"user": session.user_id, "attempt": attempt_id, "channel": channel.value}
+    session_of(request).set(
+        "verify", {"user": user_id, "attempt": attempt_id, "channel": channel.value}
     )
     where = channel.place
     return action_done(

@@ -5,8 +5,9 @@ in :mod:`resetflow.web.errors`."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,7 +19,7 @@ from resetflow.errors import InvalidInput
 from resetflow.recovery.service import ResetGrant
 from resetflow.web import return_to, schemas
 from resetflow.web.confirm_contact import confirm_contact_first
-from resetflow.web.edge import client_of, openapi_body, read_action, services_of
+from resetflow.web.edge import action_body, client_of, openapi_body, services_of
 from resetflow.web.inputs import session_of
 from resetflow.web.render import action_done
 
@@ -26,13 +27,19 @@ router = APIRouter()
 
 
 @router.post("/create-user", status_code=201, openapi_extra=openapi_body(schemas.CreateUser))
-async def create_user(request: Request) -> Response:
-    data = await read_action(
-        request,
+async def create_user(
+    request: Request,
+    data: Annotated[
         schemas.CreateUser,
-        page="new_user.html",
-        keep=("name", "email", "phone", "preference"),
-    )
+        Depends(
+            action_body(
+                schemas.CreateUser,
+                page="new_user.html",
+                keep=("name", "email", "phone", "preference"),
+            )
+        ),
+    ],
+) -> Response:
     preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
     going_to = return_to.pending(request, sent=data.return_to)
     attempt_id = new_token()
@@ -81,8 +88,13 @@ async def create_user(request: Request) -> Response:
 
 
 @router.post("/verify-contact", openapi_extra=openapi_body(schemas.CodeSubmission))
-async def verify_contact(request: Request) -> Response:
-    data = await read_action(request, schemas.CodeSubmission, page="verify_contact.html")
+async def verify_contact(
+    request: Request,
+    data: Annotated[
+        schemas.CodeSubmission,
+        Depends(action_body(schemas.CodeSubmission, page="verify_contact.html")),
+    ],
+) -> Response:
     session = session_of(request)
     pending = session.get("verify") or {}
     channel = Channel(pending.get("channel", "email"))
@@ -109,8 +121,10 @@ async def verify_contact(request: Request) -> Response:
 
 
 @router.post("/verify-contact/resend", status_code=202)
-async def resend_verification(request: Request) -> Response:
-    await read_action(request, schemas.Empty, page="verify_contact.html")
+async def resend_verification(
+    request: Request,
+    _: Annotated[schemas.Empty, Depends(action_body(schemas.Empty, page="verify_contact.html"))],
+) -> Response:
     session = session_of(request)
     pending = session.get("verify") or {}
     attempt_id = new_token()
@@ -129,10 +143,15 @@ async def resend_verification(request: Request) -> Response:
 
 
 @router.post("/send-token", status_code=202, openapi_extra=openapi_body(schemas.EmailOrPhone))
-async def send_token(request: Request) -> Response:
-    data = await read_action(
-        request, schemas.EmailOrPhone, page="forgot_password.html", keep=("email", "phone")
-    )
+async def send_token(
+    request: Request,
+    data: Annotated[
+        schemas.EmailOrPhone,
+        Depends(
+            action_body(schemas.EmailOrPhone, page="forgot_password.html", keep=("email", "phone"))
+        ),
+    ],
+) -> Response:
     services = services_of(request)
     mode = "email" if data.email is not None else "phone"
     email = services.accounts.parse_email(data.email) if data.email is not None else None
@@ -158,8 +177,13 @@ async def send_token(request: Request) -> Response:
 
 
 @router.post("/verify-token", openapi_extra=openapi_body(schemas.CodeSubmission))
-async def verify_token(request: Request) -> Response:
-    data = await read_action(request, schemas.CodeSubmission, page="enter_token.html")
+async def verify_token(
+    request: Request,
+    data: Annotated[
+        schemas.CodeSubmission,
+        Depends(action_body(schemas.CodeSubmission, page="enter_token.html")),
+    ],
+) -> Response:
     session = session_of(request)
     reset = session.get("reset") or {}
     grant = await services_of(request).recovery.verify_code(
@@ -177,8 +201,12 @@ async def verify_token(request: Request) -> Response:
 
 
 @router.post("/reset-password", openapi_extra=openapi_body(schemas.ResetPassword))
-async def reset_password(request: Request) -> Response:
-    data = await read_action(request, schemas.ResetPassword, page="new_password.html")
+async def reset_password(
+    request: Request,
+    data: Annotated[
+        schemas.ResetPassword, Depends(action_body(schemas.ResetPassword, page="new_password.html"))
+    ],
+) -> Response:
     session = session_of(request)
     stored = session.get("grant")
     grant = (
@@ -205,8 +233,13 @@ async def reset_password(request: Request) -> Response:
 
 
 @router.post("/login", openapi_extra=openapi_body(schemas.Login))
-async def login(request: Request) -> Response:
-    data = await read_action(request, schemas.Login, page="login.html", keep=("email", "phone"))
+async def login(
+    request: Request,
+    data: Annotated[
+        schemas.Login,
+        Depends(action_body(schemas.Login, page="login.html", keep=("email", "phone"))),
+    ],
+) -> Response:
     services = services_of(request)
     try:
         email = services.accounts.parse_email(data.email) if data.email is not None else None
@@ -226,8 +259,10 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    await read_action(request, schemas.Empty, page="index.html")
+async def logout(
+    request: Request,
+    _: Annotated[schemas.Empty, Depends(action_body(schemas.Empty, page="index.html"))],
+) -> Response:
     session = session_of(request)
     if session.user_id is not None:
         await services_of(request).audit.record(

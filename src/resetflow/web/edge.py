@@ -3,6 +3,7 @@ the OpenAPI description of a body. One place, so that no action can skip a check
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -10,9 +11,9 @@ from starlette.requests import Request
 
 from resetflow.audit import AuditEvent
 from resetflow.client import MAX_USER_AGENT, ClientInfo, client_ip
-from resetflow.errors import RateLimited
+from resetflow.errors import NotSignedIn, RateLimited
 from resetflow.services import Services
-from resetflow.web.inputs import read_input
+from resetflow.web.inputs import read_input, session_of
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -76,3 +77,26 @@ async def read_action(
         form = await request.form()
         request.scope["state"]["form_values"] = {k: form.get(k, "") for k in keep}
     return await read_input(request, model, allowed_origins=services.settings.origin_allow_list)
+
+
+def action_body(
+    model: type[ModelT], *, page: str, keep: tuple[str, ...] = ()
+) -> Callable[[Request], Awaitable[ModelT]]:
+    """A dependency: the action's body, read as ``model`` by :func:`read_action` (limits,
+    origin and CSRF, 413/415/422, the form page to show again with ``keep``), so that a
+    handler's signature says what it takes."""
+
+    async def body(request: Request) -> ModelT:
+        return await read_action(request, model, page=page, keep=keep)
+
+    return body
+
+
+async def require_user(request: Request) -> str:
+    """A dependency: the signed-in account's id, else :class:`NotSignedIn` (a JSON 401; a
+    form is sent to the sign-in page, web/render.py). Declare it after the body, so that
+    every POST is limited and checked before anything else is said."""
+    user_id = session_of(request).user_id
+    if user_id is None:
+        raise NotSignedIn()
+    return user_id

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from resetflow.config import Settings
-from resetflow.errors import AdminTokenInvalid, RateLimited, ResetflowError
+from resetflow.errors import AdminTokenInvalid, NotSignedIn, RateLimited, ResetflowError
 from resetflow.web import return_to
 from resetflow.web.error_json import error_response, http_status
 from resetflow.web.inputs import is_form, session_of
@@ -88,6 +88,10 @@ def error_answer(request: Request, error: ResetflowError) -> Response:
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, AdminTokenInvalid):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, NotSignedIn) and is_form(request):
+        # A form posted by a browser whose session ended: to the sign-in page.
+        session_of(request).set("flash", "Please sign in first.")
+        return redirect(request, "/login")
     form_page = request.scope["state"].get("form_page")
     if form_page and is_form(request):
         response = page(

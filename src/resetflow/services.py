@@ -104,7 +104,10 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         if settings.redis_url
         else SqlSessionStore(database=database, idle_seconds=settings.session_idle_seconds)
     )
-    outbox = Outbox(keyring=keyring)
+    # Courier keeps a profile per person (the tutorial's merge): the outbox queues one
+    # when an account's contacts or preference change.
+    courier_profiles = "courier" in [*settings.email_provider_chain, *settings.sms_provider_chain]
+    outbox = Outbox(keyring=keyring, profile_sync=courier_profiles)
     events = Events(endpoints=settings.webhook_endpoints, keyring=keyring)
     webhooks = WebhookSender(
         events=events,
@@ -134,10 +137,6 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         metrics=metrics,
     )
     providers = build_providers(settings, mailbox=mailbox, clock=clock)
-    courier_profiles = "courier" in [
-        *settings.email_provider_chain,
-        *settings.sms_provider_chain,
-    ]
     worker = DeliveryWorker(
         database=database,
         outbox=outbox,
@@ -177,7 +176,6 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             limiter=limiter,
             default_phone_region=settings.default_phone_region,
             sms_countries=settings.sms_countries,
-            courier_profiles=courier_profiles,
             events=events,
         ),
         recovery=RecoveryService(
@@ -206,7 +204,6 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             limiter=limiter,
             default_phone_region=settings.default_phone_region,
             sms_countries=settings.sms_countries,
-            courier_profiles=courier_profiles,
             events=events,
         ),
         worker=worker,

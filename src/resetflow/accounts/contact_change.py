@@ -77,7 +77,6 @@ class ContactChangeService:
         limiter: RateLimiter,
         default_phone_region: str | None = None,
         sms_countries: frozenset[str] = frozenset(),
-        courier_profiles: bool = False,
         events: Events | None = None,
     ) -> None:
         self._events = events or Events.disabled()  # for the host app (notify/events.py)
@@ -92,8 +91,6 @@ class ContactChangeService:
         self._audit = audit
         self._limiter = limiter
         self._sms_countries = sms_countries
-        # Courier is a provider: accounts' profiles are merged into it (courier-profile jobs).
-        self._courier_profiles = courier_profiles
 
     def normalise(self, channel: Channel, raw: str) -> str:
         """The new contact normalised (R47), or :class:`InvalidInput` on ``value``.
@@ -248,10 +245,7 @@ class ContactChangeService:
                 await self._events.sessions_revoked(
                     conn, user.id, reason=SessionsRevokedReason.CONTACT_CHANGED, now=now
                 )
-                if self._courier_profiles:
-                    changed = await users.get(user.id)
-                    assert changed is not None
-                    await self._outbox.enqueue_courier_profile(conn, user=changed, now=now)
+                await self._outbox.profile_changed(conn, user_id=user.id, now=now)
                 # A reset code already sent to the old contact must not outlive the change.
                 await CodeRepository(conn).void(user_id=user.id, purpose=RESET)
                 for route in _old_contact_routes(user, channel):
@@ -316,14 +310,8 @@ class ContactChangeService:
                 message = f"Verify your {preference.noun} before codes can go to it."
                 raise InvalidInput(message, fields={"preference": message})
             await users.set_preference(user.id, preference, now=self._clock.now())
-            if self._courier_profiles:
-                changed = await users.get(user.id)
-                assert changed is not None
-                await self._outbox.enqueue_courier_profile(
-                    conn, user=changed, now=self._clock.now()
-                )
-        if self._courier_profiles:
-            self._outbox.wake()
+            await self._outbox.profile_changed(conn, user_id=user.id, now=self._clock.now())
+        self._outbox.wake()
         log.info("preference_changed", extra={"user_id": user_id, "channel": preference.value})
 
 

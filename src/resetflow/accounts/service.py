@@ -67,7 +67,6 @@ class AccountService:
         limiter: RateLimiter,
         default_phone_region: str | None = None,
         sms_countries: frozenset[str] = frozenset(),
-        courier_profiles: bool = False,
         events: Events | None = None,
     ) -> None:
         self._events = events or Events.disabled()  # for the host app (notify/events.py)
@@ -82,8 +81,6 @@ class AccountService:
         self._audit = audit
         self._limiter = limiter
         self._sms_countries = sms_countries
-        # Courier is a provider: accounts' profiles are merged into it (courier-profile jobs).
-        self._courier_profiles = courier_profiles
 
     def parse_email(self, raw: str) -> str:
         """The normalised email, or :class:`InvalidInput` on ``email``."""
@@ -209,10 +206,7 @@ class AccountService:
                     )
                 # else: over the limit. The account stays unverified (R53); a resend later
                 # sends the code.
-                if self._courier_profiles:
-                    created = await users.get(user_id)
-                    assert created is not None
-                    await self._outbox.enqueue_courier_profile(conn, user=created, now=now)
+                await self._outbox.profile_changed(conn, user_id=user_id, now=now)
                 await self._events.user_created(conn, user_id, now=now)  # with the account
                 user_id_or_none = user_id
             await self._audit.record(

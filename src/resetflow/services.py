@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from resetflow.accounts.admin import AdminUsers
 from resetflow.accounts.contact_change import ContactChangeService
+from resetflow.accounts.contact_rules import ContactRules
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.accounts.service import AccountService
 from resetflow.audit import AuditLog
@@ -108,6 +109,9 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     # when an account's contacts or preference change.
     courier_profiles = "courier" in [*settings.email_provider_chain, *settings.sms_provider_chain]
     outbox = Outbox(keyring=keyring, profile_sync=courier_profiles)
+    contacts = ContactRules(
+        default_phone_region=settings.default_phone_region, sms_countries=settings.sms_countries
+    )
     events = Events(endpoints=settings.webhook_endpoints, keyring=keyring)
     webhooks = WebhookSender(
         events=events,
@@ -174,8 +178,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             base_url=settings.base_url,
             audit=audit,
             limiter=limiter,
-            default_phone_region=settings.default_phone_region,
-            sms_countries=settings.sms_countries,
+            contacts=contacts,
             events=events,
         ),
         recovery=RecoveryService(
@@ -202,8 +205,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             base_url=settings.base_url,
             audit=audit,
             limiter=limiter,
-            default_phone_region=settings.default_phone_region,
-            sms_countries=settings.sms_countries,
+            contacts=contacts,
             events=events,
         ),
         worker=worker,

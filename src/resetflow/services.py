@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from resetflow.accounts.admin import AdminUsers
 from resetflow.accounts.contact_change import ContactChangeService
+from resetflow.accounts.contact_rules import ContactRules
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.accounts.service import AccountService
 from resetflow.audit import AuditLog
@@ -104,7 +105,13 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         if settings.redis_url
         else SqlSessionStore(database=database, idle_seconds=settings.session_idle_seconds)
     )
-    outbox = Outbox(keyring=keyring)
+    # Courier keeps a profile per person (the tutorial's merge): the outbox queues one
+    # when an account's contacts or preference change.
+    courier_profiles = "courier" in [*settings.email_provider_chain, *settings.sms_provider_chain]
+    outbox = Outbox(keyring=keyring, profile_sync=courier_profiles)
+    contacts = ContactRules(
+        default_phone_region=settings.default_phone_region, sms_countries=settings.sms_countries
+    )
     events = Events(endpoints=settings.webhook_endpoints, keyring=keyring)
     webhooks = WebhookSender(
         events=events,
@@ -134,10 +141,6 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         metrics=metrics,
     )
     providers = build_providers(settings, mailbox=mailbox, clock=clock)
-    courier_profiles = "courier" in [
-        *settings.email_provider_chain,
-        *settings.sms_provider_chain,
-    ]
     worker = DeliveryWorker(
         database=database,
         outbox=outbox,
@@ -175,9 +178,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             base_url=settings.base_url,
             audit=audit,
             limiter=limiter,
-            default_phone_region=settings.default_phone_region,
-            sms_countries=settings.sms_countries,
-            courier_profiles=courier_profiles,
+            contacts=contacts,
             events=events,
         ),
         recovery=RecoveryService(
@@ -204,9 +205,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
             base_url=settings.base_url,
             audit=audit,
             limiter=limiter,
-            default_phone_region=settings.default_phone_region,
-            sms_countries=settings.sms_countries,
-            courier_profiles=courier_profiles,
+            contacts=contacts,
             events=events,
         ),
         worker=worker,

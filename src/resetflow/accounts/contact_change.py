@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 
-from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
+from resetflow.accounts.contact_rules import ContactRules
+from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher
 from resetflow.accounts.service import NOTICE
@@ -34,7 +35,6 @@ from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotS
 from resetflow.notify.events import Events, SessionsRevokedReason, UserDeletedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
-from resetflow.notify.sms_guard import sms_refused
 from resetflow.ratelimit import RateLimiter
 from resetflow.recovery.codes import RESET, OneTimeCodes
 from resetflow.recovery.service import end_sessions
@@ -75,9 +75,7 @@ class ContactChangeService:
         base_url: str,
         audit: AuditLog,
         limiter: RateLimiter,
-        default_phone_region: str | None = None,
-        sms_countries: frozenset[str] = frozenset(),
-        courier_profiles: bool = False,
+        contacts: ContactRules | None = None,
         events: Events | None = None,
     ) -> None:
         self._events = events or Events.disabled()  # for the host app (notify/events.py)
@@ -88,12 +86,9 @@ class ContactChangeService:
         self._sessions = sessions
         self._clock = clock
         self._base_url = base_url
-        self._region = default_phone_region
         self._audit = audit
         self._limiter = limiter
-        self._sms_countries = sms_countries
-        # Courier is a provider: accounts' profiles are merged into it (courier-profile jobs).
-        self._courier_profiles = courier_profiles
+        self._contacts = contacts or ContactRules()
 
     def normalise(self, channel: Channel, raw: str) -> str:
         """The new contact normalised (R47), or :class:`InvalidInput` on ``value``.
@@ -101,15 +96,10 @@ class ContactChangeService:
         A phone must also be in a region that SMS may go to (SMS pumping), since its
         code goes by SMS.
         """
-        try:
-            if channel is Channel.EMAIL:
-                return normalise_email(raw)
-            phone = normalise_phone(raw, default_region=self._region)
-        except ContactError as error:
-            raise InvalidInput(fields={"value": str(error)}) from None
-        refused = sms_refused(phone, self._sms_countries)
-        if refused:
-            raise InvalidInput(fields={"value": refused})
+        if channel is Channel.EMAIL:
+            return self._contacts.email(raw, field="value")
+        phone = self._contacts.phone(raw, field="value")
+        self._contacts.check_sms(phone, field="value")
         return phone
 
     async def request_change(
@@ -248,10 +238,7 @@ class ContactChangeService:
                 await self._events.sessions_revoked(
                     conn, user.id, reason=SessionsRevokedReason.CONTACT_CHANGED, now=now
                 )
-                if self._courier_profiles:
-                    changed = await users.get(user.id)
-                    assert changed is not None
-                    await self._outbox.enqueue_courier_profile(conn, user=changed, now=now)
+                await self._outbox.profile_changed(conn, user_id=user.id, now=now)
                 # A reset code already sent to the old contact must not outlive the change.
                 await CodeRepository(conn).void(user_id=user.id, purpose=RESET)
                 for route in _old_contact_routes(user, channel):
@@ -316,14 +303,8 @@ class ContactChangeService:
                 message = f"Verify your {preference.noun} before codes can go to it."
                 raise InvalidInput(message, fields={"preference": message})
             await users.set_preference(user.id, preference, now=self._clock.now())
-            if self._courier_profiles:
-                changed = await users.get(user.id)
-                assert changed is not None
-                await self._outbox.enqueue_courier_profile(
-                    conn, user=changed, now=self._clock.now()
-                )
-        if self._courier_profiles:
-            self._outbox.wake()
+            await self._outbox.profile_changed(conn, user_id=user.id, now=self._clock.now())
+        self._outbox.wake()
         log.info("preference_changed", extra={"user_id": user_id, "channel": preference.value})
 
 

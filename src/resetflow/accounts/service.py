@@ -8,17 +8,17 @@ from dataclasses import dataclass
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resetflow.accounts.contacts import ContactError, mask, normalise_email, normalise_phone
+from resetflow.accounts.contact_rules import ContactRules
+from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
-from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput
+from resetflow.errors import InvalidCode, InvalidCredentials
 from resetflow.notify.events import Events, UserDeletedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
-from resetflow.notify.sms_guard import sms_refused
 from resetflow.ratelimit import RateLimiter, destination_key
 from resetflow.recovery.codes import OneTimeCodes, verify_purpose
 from resetflow.storage.database import Database
@@ -65,9 +65,7 @@ class AccountService:
         base_url: str,
         audit: AuditLog,
         limiter: RateLimiter,
-        default_phone_region: str | None = None,
-        sms_countries: frozenset[str] = frozenset(),
-        courier_profiles: bool = False,
+        contacts: ContactRules | None = None,
         events: Events | None = None,
     ) -> None:
         self._events = events or Events.disabled()  # for the host app (notify/events.py)
@@ -78,42 +76,17 @@ class AccountService:
         self._policy = policy
         self._clock = clock
         self._base_url = base_url
-        self._region = default_phone_region
         self._audit = audit
         self._limiter = limiter
-        self._sms_countries = sms_countries
-        # Courier is a provider: accounts' profiles are merged into it (courier-profile jobs).
-        self._courier_profiles = courier_profiles
+        self.contacts = contacts or ContactRules()
 
     def parse_email(self, raw: str) -> str:
         """The normalised email, or :class:`InvalidInput` on ``email``."""
-        try:
-            return normalise_email(raw)
-        except ContactError as error:
-            raise InvalidInput(fields={"email": str(error)}) from None
+        return self.contacts.email(raw)
 
     def parse_phone(self, raw: str) -> str:
         """The phone in E.164, or :class:`InvalidInput` on ``phone``."""
-        try:
-            return normalise_phone(raw, default_region=self._region)
-        except ContactError as error:
-            raise InvalidInput(fields={"phone": str(error)}) from None
-
-    def normalise_contacts(self, *, email: str, phone: str) -> tuple[str, str]:
-        """Both contacts normalised, or :class:`InvalidInput` naming the bad ones."""
-        fields: dict[str, str] = {}
-        normal_email = normal_phone = ""
-        try:
-            normal_email = normalise_email(email)
-        except ContactError as error:
-            fields["email"] = str(error)
-        try:
-            normal_phone = normalise_phone(phone, default_region=self._region)
-        except ContactError as error:
-            fields["phone"] = str(error)
-        if fields:
-            raise InvalidInput(fields=fields)
-        return normal_email, normal_phone
+        return self.contacts.phone(raw)
 
     async def sign_up(
         self,
@@ -147,7 +120,7 @@ class AccountService:
         Only the contact's owner typing the code marks it verified (R53); ``verify=False``
         is for operators (``resetflow users create``), who vouch for both contacts.
         """
-        email, phone = self.normalise_contacts(email=account.email, phone=account.phone)
+        email, phone = self.contacts.both(email=account.email, phone=account.phone)
         self._check_sms_allowed(phone, account.preference)
         await self._policy.check(account.password, personal=(account.name, email, phone))
         preferred = email if account.preference is Channel.EMAIL else phone
@@ -209,10 +182,7 @@ class AccountService:
                     )
                 # else: over the limit. The account stays unverified (R53); a resend later
                 # sends the code.
-                if self._courier_profiles:
-                    created = await users.get(user_id)
-                    assert created is not None
-                    await self._outbox.enqueue_courier_profile(conn, user=created, now=now)
+                await self._outbox.profile_changed(conn, user_id=user_id, now=now)
                 await self._events.user_created(conn, user_id, now=now)  # with the account
                 user_id_or_none = user_id
             await self._audit.record(
@@ -393,11 +363,8 @@ class AccountService:
 
     def _check_sms_allowed(self, phone: str, channel: Channel) -> None:
         """SMS only to the regions the operator allows (SMS pumping)."""
-        if channel is not Channel.SMS:
-            return
-        refused = sms_refused(phone, self._sms_countries)
-        if refused:
-            raise InvalidInput(fields={"preference": f"{refused} Choose email for codes."})
+        if channel is Channel.SMS:
+            self.contacts.check_sms(phone, field="preference", advice="Choose email for codes.")
 
     async def session_is_current(self, record: SessionRecord) -> bool:
         """False for a signed-in session of a deleted account, or one older than the

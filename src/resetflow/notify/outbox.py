@@ -21,6 +21,7 @@ from resetflow.accounts.models import Channel, User
 from resetflow.crypto import Keyring
 from resetflow.notify.messages import Notification, Route
 from resetflow.storage.deliveries import DECOY, DeliveryRepository, JobStatus
+from resetflow.storage.users import UserRepository
 
 # PostgreSQL channel that wakes workers in other processes (notify/listener.py).
 
@@ -54,8 +55,11 @@ class Outbox:
     jobs), so it reveals nothing about accounts (R20).
     """
 
-    def __init__(self, *, keyring: Keyring) -> None:
+    def __init__(self, *, keyring: Keyring, profile_sync: bool = False) -> None:
+        """``profile_sync``: a provider keeps a profile per person (Courier), so changes
+        to an account queue its merge (:meth:`profile_changed`)."""
         self._keyring = keyring
+        self._profile_sync = profile_sync
         self._wake = asyncio.Event()
         self._caught_up = asyncio.Event()
         self._caught_up.set()
@@ -104,6 +108,16 @@ class Outbox:
             "context": context,
         }
         return self._keyring.seal(json.dumps(payload).encode(), context=job_id.encode())
+
+    async def profile_changed(self, conn: AsyncConnection, *, user_id: str, now: datetime) -> None:
+        """The account's name, contacts or preference changed, in the caller's transaction:
+        with a provider that keeps profiles, queue the merge of the account as it is now
+        (:meth:`enqueue_courier_profile`); otherwise nothing."""
+        if not self._profile_sync:
+            return
+        user = await UserRepository(conn).get(user_id)
+        assert user is not None
+        await self.enqueue_courier_profile(conn, user=user, now=now)
 
     async def enqueue_courier_profile(
         self, conn: AsyncConnection, *, user: User, now: datetime

@@ -4,6 +4,7 @@ aiosmtpd; PostgreSQL and Chromium where the machine has them (required when CI=t
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,16 @@ def redis_server() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return REDIS_URL
+
+
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings overrides for the two storage set-ups: the embedded default (SQLite,
+    in-process limits and sessions), and the production pair, PostgreSQL with Redis."""
+    if request.param == "sqlite":
+        return {}
+    return {
+        "database_url": request.getfixturevalue("postgres_url"),
+        "redis_url": request.getfixturevalue("redis_server"),
+        "redis_prefix": f"resetflow-test-{secrets.token_hex(6)}",
+    }

@@ -34,6 +34,7 @@ from tests.support.flow import (
     NEW_PASSWORD,
     PASSWORD,
     find_code,
+    operator_account,
     sign_up,
     wait_for_dev_message,
 )
@@ -314,18 +315,7 @@ def test_r61_a_failing_receiver_is_retried_and_gets_the_event_once_under_one_id(
         )
 
         async def work(services: Services) -> tuple[list[DeliveryJob], dict[str, Any]]:
-            user_id = await services.accounts.sign_up(
-                NewAccount(
-                    name="Ada",
-                    email=EMAIL,
-                    phone="+14155550100",
-                    password=PASSWORD,
-                    preference=Channel.EMAIL,
-                ),
-                attempt_id="setup",
-                verify=False,
-            )
-            assert user_id is not None
+            user_id = await operator_account(services, email=EMAIL)
             await _deliver_until_settled(services)
             # The events without a caller yet: the publisher's methods, committed alike.
             async with services.database.write() as conn:
@@ -445,18 +435,7 @@ def test_r61_nothing_is_queued_without_a_webhook_url(
 
     async def work(services: Services) -> list[DeliveryJob]:
         assert not services.events.enabled
-        user_id = await services.accounts.sign_up(
-            NewAccount(
-                name="Ada",
-                email=EMAIL,
-                phone="+14155550100",
-                password=PASSWORD,
-                preference=Channel.EMAIL,
-            ),
-            attempt_id="a",
-            verify=False,
-        )
-        assert user_id is not None
+        user_id = await operator_account(services, email=EMAIL)
         async with services.database.write() as conn:
             user = await UserRepository(conn).get(user_id)
             assert user is not None
@@ -567,17 +546,7 @@ def test_r61_the_receiving_example_in_the_docs_takes_events_and_refuses_forgerie
         upgrade(settings.resolved_database_url)
 
         async def work(services: Services) -> list[DeliveryJob]:
-            await services.accounts.sign_up(
-                NewAccount(
-                    name="Ada",
-                    email=EMAIL,
-                    phone="+14155550100",
-                    password=PASSWORD,
-                    preference=Channel.EMAIL,
-                ),
-                attempt_id="a",
-                verify=False,
-            )
+            await operator_account(services, email=EMAIL)
             return await _deliver_until_settled(services)
 
         [job] = _run(settings, work)

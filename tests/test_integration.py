@@ -10,7 +10,6 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import httpx
-import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -34,18 +33,6 @@ from tests.support.servers import free_port, serve_in_thread
 NAME = "Zoë O'Brien-Ünal"
 
 
-@pytest.fixture(params=["sqlite", "postgres+redis"])
-def storage(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Settings for the two storage set-ups: the embedded default, and the production pair."""
-    if request.param == "sqlite":
-        return {}
-    return {
-        "database_url": request.getfixturevalue("postgres_url"),
-        "redis_url": request.getfixturevalue("redis_server"),
-        "redis_prefix": f"resetflow-test-{secrets.token_hex(6)}",
-    }
-
-
 def sign_in(client: httpx.Client, *, name: str = NAME) -> httpx.Client:
     sign_up_verified(client, name=name)
     login = client.post("/login", json={"email": "ada@example.com", "password": PASSWORD})
@@ -61,9 +48,9 @@ def utc(text: str) -> datetime:
 
 
 def test_whoami_answers_the_signed_in_account_and_its_session(
-    live_app: Callable[..., LiveApp], storage: dict[str, Any]
+    live_app: Callable[..., LiveApp], backend: dict[str, Any]
 ) -> None:
-    app = live_app(**storage)
+    app = live_app(**backend)
     with app.client() as client:
         sign_in(client)
         response = client.get("/sessions/whoami")
@@ -102,9 +89,9 @@ def test_whoami_answers_the_signed_in_account_and_its_session(
 
 
 def test_whoami_is_401_for_anybody_else_and_creates_no_session(
-    live_app: Callable[..., LiveApp], storage: dict[str, Any]
+    live_app: Callable[..., LiveApp], backend: dict[str, Any]
 ) -> None:
-    app = live_app(**storage)
+    app = live_app(**backend)
     with app.client() as client:
         for cookies in ({}, {app.settings.cookie_name(): secrets.token_urlsafe(32)}):
             client.cookies.clear()
@@ -159,9 +146,9 @@ def test_whoami_and_auth_check_do_not_count_against_the_post_limits(
 
 
 def test_auth_check_answers_the_user_in_safe_headers(
-    live_app: Callable[..., LiveApp], storage: dict[str, Any]
+    live_app: Callable[..., LiveApp], backend: dict[str, Any]
 ) -> None:
-    app = live_app(**storage)
+    app = live_app(**backend)
     with app.client() as client:
         sign_in(client, name="Zoë \u00dcnal 100% <ok>")
         response = client.get("/auth/check")
@@ -367,14 +354,14 @@ def test_whoami_with_the_session_store_down_is_a_503(live_app: Callable[..., Liv
 
 
 def test_whoami_is_use_of_the_session_and_slides_its_idle_expiry(
-    live_app: Callable[..., LiveApp], storage: dict[str, Any]
+    live_app: Callable[..., LiveApp], backend: dict[str, Any]
 ) -> None:
     """A person busy on the host app's pages (each asking whoami) is not signed out
     after RESETFLOW_SESSION_IDLE_SECONDS as if idle; one who stops is."""
     from datetime import UTC
 
     clock = FrozenClock(datetime.now(UTC))
-    app = live_app(clock=clock, session_idle_seconds=1800, **storage)
+    app = live_app(clock=clock, session_idle_seconds=1800, **backend)
     with app.client() as busy, app.client() as idle:
         sign_in(busy)
         assert idle.post(

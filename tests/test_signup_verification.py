@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,18 +34,6 @@ from tests.support.flow import (
 # The production per-destination limits (1/minute;3/15 minutes;10/day): the tests of the
 # limits use them, not the generous ones of the flow tests.
 PRODUCTION_DESTINATION_LIMIT = Settings.model_fields["limit_destination"].default
-
-
-@pytest.fixture(params=["sqlite", "postgres+redis"])
-def backend(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Settings overrides: the embedded default, or PostgreSQL with Redis."""
-    if request.param == "sqlite":
-        return {}
-    return {
-        "database_url": request.getfixturevalue("postgres_url"),
-        "redis_url": request.getfixturevalue("redis_server"),
-        "redis_prefix": f"resetflow-test-{secrets.token_hex(6)}",
-    }
 
 
 def _account(settings: Settings, email: str) -> User | None:

@@ -13,7 +13,7 @@ from resetflow.accounts.models import Channel
 from resetflow.accounts.service import NewAccount
 from resetflow.clock import Clock
 from resetflow.config import Settings
-from resetflow.services import build_services
+from resetflow.services import Services, build_services
 
 CODE = re.compile(r"(?<!\d)(\d{6})(?!\d)")
 PASSWORD = "correct horse battery staple"
@@ -87,6 +87,26 @@ def sign_up_verified(client: httpx.Client, **details: Any) -> None:
     assert client.post("/logout", json={}).status_code == 200
 
 
+async def operator_account(
+    services: Services,
+    *,
+    name: str = "Ada",
+    email: str = "ada@example.com",
+    phone: str = "+14155550100",
+    preference: Channel = Channel.EMAIL,
+    password: str = PASSWORD,
+) -> str:
+    """An account with both contacts verified, made as ``resetflow users create`` makes
+    it (through the services, no code sent); returns its id."""
+    user_id = await services.accounts.sign_up(
+        NewAccount(name=name, email=email, phone=phone, password=password, preference=preference),
+        attempt_id="setup",
+        verify=False,
+    )
+    assert user_id is not None
+    return user_id
+
+
 def create_verified_account(
     settings: Settings,
     *,
@@ -96,22 +116,15 @@ def create_verified_account(
     preference: Channel = Channel.EMAIL,
     clock: Clock | None = None,
 ) -> str:
-    """An account with both contacts verified, written straight through the services
-    (as ``resetflow users create`` does); returns its id."""
+    """:func:`operator_account` on services of its own (for tests outside an event loop)."""
 
-    async def create() -> str | None:
+    async def create() -> str:
         services = build_services(settings, clock=clock)
         try:
-            return await services.accounts.sign_up(
-                NewAccount(
-                    name=name, email=email, phone=phone, password=PASSWORD, preference=preference
-                ),
-                attempt_id="setup",
-                verify=False,
+            return await operator_account(
+                services, name=name, email=email, phone=phone, preference=preference
             )
         finally:
             await services.close()
 
-    user_id = asyncio.run(create())
-    assert user_id is not None
-    return user_id
+    return asyncio.run(create())

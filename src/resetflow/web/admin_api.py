@@ -48,7 +48,7 @@ from resetflow.errors import (
 from resetflow.storage.admin_tokens import AdminTokenRepository
 from resetflow.web.edge import client_of, services_of
 from resetflow.web.error_json import http_status
-from resetflow.web.inputs import _field_messages
+from resetflow.web.inputs import field_messages
 
 PREFIX = "/admin/api/v1"
 NDJSON = "application/x-ndjson"
@@ -111,7 +111,7 @@ async def _json(request: Request, model: type[Any]) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise InvalidInput(fields=_field_messages(error)) from None
+        raise InvalidInput(fields=field_messages(error)) from None
 
 
 async def _audit_call(request: Request, actor: Actor, status: int, user_id: str | None) -> None:

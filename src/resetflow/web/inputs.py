@@ -69,7 +69,7 @@ async def read_input(
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise InvalidInput(fields=_field_messages(error)) from None
+        raise InvalidInput(fields=field_messages(error)) from None
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _field_messages(error: ValidationError) -> dict[str, str]:
+def field_messages(error: ValidationError) -> dict[str, str]:
     messages: dict[str, str] = {}
     for problem in error.errors():
         location = [str(part) for part in problem["loc"]]

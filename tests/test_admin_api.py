@@ -192,8 +192,12 @@ def test_r60_admin_api_cannot_be_driven_by_an_operators_session_cookie(
 
 
 def test_admin_users_create_find_patch_delete(api_app: LiveApp, api: httpx.Client) -> None:
-    paths = api.get("/openapi.json").json()["paths"]
+    schema = api.get("/openapi.json").json()
+    paths = schema["paths"]
     assert {"post", "get"} <= set(paths[f"{API}/users"])
+    # The token scheme is declared, so generated clients send the Bearer header.
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert paths[f"{API}/users"]["post"]["security"] == [{"HTTPBearer": []}]
     assert {"get", "patch", "delete"} <= set(paths[f"{API}/users/{{user_id}}"])
     assert "application/x-ndjson" in str(paths[f"{API}/users/import"])
     created = api.post(f"{API}/users", json=new_user())

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -63,15 +64,24 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def admin_actor(request: Request) -> Actor:
+# FastAPI's own scheme reads the header and puts "bearer" in /openapi.json's
+# securitySchemes; auto_error=False because a missing token is ours to answer (404/401).
+_bearer = HTTPBearer(
+    auto_error=False, description="An admin token (`resetflow admin-tokens create`)."
+)
+
+
+async def admin_actor(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
     """The calling token's name, or 404 (no live token at all) / 401 (not a valid one)."""
     services = services_of(request)
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
     async with services.database.read() as conn:
         repo = AdminTokenRepository(conn)
         if not await repo.any_active():
             raise HTTPException(404)
-        name = await repo.name_for(token.strip()) if scheme.lower() == "bearer" else None
+        name = await repo.name_for(credentials.credentials.strip()) if credentials else None
     if name is None:
         raise AdminTokenInvalid()
     actor = Actor(token_name=name, client=client_of(request))

@@ -110,7 +110,7 @@ def _media_type(request: Request) -> str:
 
 
 def field_messages(error: ValidationError) -> dict[str, str]:
-    """One message per invalid field (the error body's ``fields``), for actions and the admin API."""
+    """One message per invalid field (the error body's ``fields``); actions and admin API."""
     messages: dict[str, str] = {}
     for problem in error.errors():
         location = [str(part) for part in problem["loc"]]

@@ -108,7 +108,7 @@ def test_tutorial_accounts_import_with_their_passwords_wrapped_then_upgraded(
     tutorial_redis: tuple[str, str, list[tuple[str, dict[str, Any]]]],
 ) -> None:
     redis_url, marker, records = tutorial_redis
-    app = live_app()
+    app = live_app(return_to_allowed="https://app.example.org/")
     env = {"RESETFLOW_DATA_DIR": str(app.settings.data_dir)}
     cwd = app.settings.data_dir.parent
     args = ("users", "import-tutorial", "--redis-url", redis_url, "--pattern", f"users:*{marker}*")
@@ -143,13 +143,22 @@ def test_tutorial_accounts_import_with_their_passwords_wrapped_then_upgraded(
     with app.client() as browser:
         wrong = browser.post("/login", json={"email": ada, "password": "tutorial days"})
         assert wrong.status_code == 401
-        signed_in = browser.post("/login", json={"email": ada, "password": TUTORIAL_PASSWORD})
+        signed_in = browser.post(
+            "/login",
+            json={
+                "email": ada,
+                "password": TUTORIAL_PASSWORD,
+                "return_to": "https://app.example.org/welcome",
+            },
+        )
         assert signed_in.status_code == 200, signed_in.text
         # No verified contact yet: confirm one first, with a code sent to it.
         assert signed_in.json()["redirect"] == "/verify-contact"
         message = wait_for_dev_message(browser, to=ada, notification="verify-contact")
         verified = browser.post("/verify-contact", json={"token": find_code(message["text"])})
         assert verified.status_code == 200, verified.text
+        # ... and then on to where the sign-in was going.
+        assert verified.json()["redirect"] == "https://app.example.org/welcome"
     [row] = db_query(app, select(users).where(users.c.email == ada))
     assert row.password_hash.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
     assert row.email_verified_at is not None

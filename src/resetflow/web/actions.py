@@ -250,12 +250,15 @@ async def login(
     user = await services.accounts.authenticate(
         email=email, phone=phone, password=data.password, client=client_of(request)
     )
-    redirect = return_to.destination(request, sent=data.return_to, default="/account")
+    going_to = return_to.pending(request, sent=data.return_to)
+    # sign_in() starts the session's data afresh, the kept return_to with it.
     session_of(request).sign_in(user.id)
-    # An imported account without a verified contact confirms one first.
+    # An imported account without a verified contact confirms one first; the
+    # confirmation (/verify-contact) then ends where this sign-in would have.
     if (confirm := await confirm_contact_first(request, user)) is not None:
+        return_to.remember(request, going_to or "/account")
         return confirm
-    return action_done(request, status=200, body={"redirect": redirect})
+    return action_done(request, status=200, body={"redirect": going_to or "/account"})
 
 
 @router.post("/logout")

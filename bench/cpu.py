@@ -10,7 +10,7 @@ generator share the process, so the figure is this process's CPU time (all threa
 request: the application's own cost, without uvicorn's. ``--path /healthz`` measures the
 ceiling's route the same way; ``--path /sessions/whoami`` and ``--path /auth/check`` ask
 with one signed-in session's cookie (docs/integration.md); ``--smtp`` delivers to an
-aiosmtpd sink in a child process instead of the dev outbox; ``--cprofile FILE`` writes a
+aiosmtpd sink in a child process instead of the dev mailbox; ``--cprofile FILE`` writes a
 profile of the run.
 
     .venv/bin/python -m bench.cpu -n 5000 [--smtp] [--path /healthz|/sessions/whoami]
@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "RESETFLOW_ENV": "dev",
                 "RESETFLOW_DATA_DIR": tmp,
-                "RESETFLOW_EMAIL_PROVIDER": "outbox",
-                "RESETFLOW_SMS_PROVIDER": "outbox",
+                "RESETFLOW_EMAIL_PROVIDER": "mailbox",
+                "RESETFLOW_SMS_PROVIDER": "mailbox",
             }
         )
         try:
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                         "RESETFLOW_SMTP_PORT": str(port),
                     }
                 )
-            # The dev outbox prints each message: not what is measured.
+            # The dev mailbox prints each message: not what is measured.
             with open(os.devnull, "w") as quiet:
                 stdout, sys.stdout = sys.stdout, quiet
                 try:

@@ -140,7 +140,8 @@ class SqliteStore:
         finally:
             conn.close()
 
-    def outbox_messages(self) -> list[Message]:
+    def mailbox_messages(self) -> list[Message]:
+        # The dev mailbox's table kept its first name (resetflow/storage/tables.py).
         rows = self.query("SELECT recipient, text, created_at FROM dev_outbox")
         out = []
         for recipient, text, created in rows:
@@ -207,8 +208,8 @@ class PgStore:
 
         return list(self._run(fetch))
 
-    def outbox_messages(self) -> list[Message]:
-        raise BenchError("the dev outbox run is SQLite only")
+    def mailbox_messages(self) -> list[Message]:
+        raise BenchError("the dev mailbox run is SQLite only")
 
     def cleanup(self) -> None:
         try:

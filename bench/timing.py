@@ -134,8 +134,8 @@ def server_env(
         {
             "RESETFLOW_ENV": "dev",
             "RESETFLOW_DATA_DIR": str(data_dir),
-            "RESETFLOW_EMAIL_PROVIDER": "outbox",
-            "RESETFLOW_SMS_PROVIDER": "outbox",
+            "RESETFLOW_EMAIL_PROVIDER": "mailbox",
+            "RESETFLOW_SMS_PROVIDER": "mailbox",
             "RESETFLOW_INPROCESS_WORKER": "true" if args.worker == "inprocess" else "false",
             # High limits: measure the normal path, not 429s or silently dropped sends.
             "RESETFLOW_LIMIT_IP": "1000000/minute",

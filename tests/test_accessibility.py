@@ -82,7 +82,7 @@ def walk_the_flow(page: Page, *, origin: str, prefix: str, data_dir: Path) -> li
     a wrong entry at each form first, so that every error state is audited too; then, made
     an operator, the delivery log."""
     web = Audited(page, origin=origin, prefix=prefix)
-    outbox = httpx.Client(base_url=f"{origin}{prefix}", timeout=30)
+    mailbox = httpx.Client(base_url=f"{origin}{prefix}", timeout=30)
     try:
         page.goto(f"{origin}{prefix}/")
         web.at("/", "home")
@@ -98,7 +98,7 @@ def walk_the_flow(page: Page, *, origin: str, prefix: str, data_dir: Path) -> li
         web.at("/verify-contact")
 
         code = find_code(
-            wait_for_dev_message(outbox, to=EMAIL, notification="verify-contact")["text"]
+            wait_for_dev_message(mailbox, to=EMAIL, notification="verify-contact")["text"]
         )
         page.get_by_label("6-digit code").fill(f"{(int(code) + 1) % 1_000_000:06d}")
         submit(page, "Confirm")
@@ -121,7 +121,7 @@ def walk_the_flow(page: Page, *, origin: str, prefix: str, data_dir: Path) -> li
         web.at("/enter-token")
 
         code = find_code(
-            wait_for_dev_message(outbox, to=EMAIL, notification="password-reset-token")["text"]
+            wait_for_dev_message(mailbox, to=EMAIL, notification="password-reset-token")["text"]
         )
         page.get_by_label("6-digit code").fill(f"{(int(code) + 1) % 1_000_000:06d}")
         submit(page, "Continue")
@@ -178,7 +178,7 @@ def walk_the_flow(page: Page, *, origin: str, prefix: str, data_dir: Path) -> li
         expect(page.get_by_role("heading", level=1)).to_have_text("Deliveries")
         web.at("/admin/deliveries")
     finally:
-        outbox.close()
+        mailbox.close()
     return web.audited
 
 

@@ -80,7 +80,7 @@ def test_admin_page_for_operators_only_with_filters_and_counts(
     assert granted.stdout.strip().endswith("is now an operator (admin)")
     assert "role=admin" in _cli("users", "show", ADMIN, data_dir=app.settings.data_dir).stdout
 
-    # Two real deliveries (dev outbox: email and SMS) and three written in other states.
+    # Two real deliveries (dev mailbox: email and SMS) and three written in other states.
     with app.client() as client:
         assert client.post("/send-token", json={"email": USER}).status_code == 202
         assert client.post("/send-token", json={"phone": SMS_USER_PHONE}).status_code == 202
@@ -143,10 +143,10 @@ def test_admin_page_for_operators_only_with_filters_and_counts(
         assert _rows(twilio) == 1 and "+4*******1234" in twilio
         failed = admin.get("/admin/deliveries", params={"status": "failed", "channel": "sms"}).text
         assert _rows(failed) == 1 and "code 21610" in failed
-        outbox_email = admin.get(
-            "/admin/deliveries", params={"provider": "outbox", "channel": "email"}
+        mailbox_email = admin.get(
+            "/admin/deliveries", params={"provider": "mailbox", "channel": "email"}
         ).text
-        assert _rows(outbox_email) == 1 and "a***@example.com" in outbox_email
+        assert _rows(mailbox_email) == 1 and "a***@example.com" in mailbox_email
         nothing = admin.get("/admin/deliveries", params={"status": "queued"}).text
         assert _rows(nothing) == 0 and "No deliveries match these filters." in nothing
         unknown = admin.get("/admin/deliveries", params={"status": "bogus'<b>"})
@@ -211,13 +211,13 @@ def test_deliveries_cli_list_show_and_retry(live_app: Callable[..., LiveApp]) ->
     assert code not in listed.stdout and USER not in listed.stdout
     sent = next(line for line in lines if " sent " in line)
     sent_id = sent.split()[2]
-    assert "a***@example.com" in sent and "outbox" in sent and "password-reset-token" in sent
+    assert "a***@example.com" in sent and "mailbox" in sent and "password-reset-token" in sent
     assert any(failed in line and "code 21610" in line for line in lines)
 
     only_sms = _cli("deliveries", "list", "--channel", "sms", data_dir=data).stdout.splitlines()
     assert len(only_sms) == 1 and failed in only_sms[0]
     only_sent = _cli(
-        "deliveries", "list", "--status", "sent", "--provider", "outbox", data_dir=data
+        "deliveries", "list", "--status", "sent", "--provider", "mailbox", data_dir=data
     )
     assert only_sent.stdout.splitlines() == [sent]
     bad = _cli("deliveries", "list", "--status", "lost", data_dir=data)

@@ -1,6 +1,6 @@
 """The reset flow as a person does it: real Chromium, real forms, no JavaScript in the pages.
 
-Codes are read from the dev outbox (``/dev/outbox.json``) that the ``outbox`` providers
+Codes are read from the dev mailbox (``/dev/outbox.json``) that the ``mailbox`` providers
 write to. The browser starts once per module; every test gets a fresh context.
 """
 
@@ -19,7 +19,7 @@ from tests.support.browser import LaunchedBrowser, launched_chromium, submit
 from tests.support.flow import (
     NEW_PASSWORD,
     PASSWORD,
-    dev_outbox,
+    dev_mailbox,
     find_code,
     sign_up_verified,
     wait_for_dev_message,
@@ -66,7 +66,7 @@ def fact(page: Page, term: str) -> Locator:
 
 
 def reset_messages(client: httpx.Client) -> list[dict[str, Any]]:
-    return [m for m in dev_outbox(client) if m["notification"] == RESET]
+    return [m for m in dev_mailbox(client) if m["notification"] == RESET]
 
 
 @pytest.mark.parametrize("preference", ["email", "sms"])
@@ -78,7 +78,7 @@ def test_reset_through_the_pages(
     contact = contact_for(preference)
     page = context.new_page()
 
-    with app.client() as outbox:
+    with app.client() as mailbox:
         # 1. Create an account through the form.
         page.goto(f"{base}/")
         page.get_by_role("link", name="Create an account").click()
@@ -97,7 +97,7 @@ def test_reset_through_the_pages(
         expect(page.get_by_role("heading", level=1)).to_have_text(f"Confirm your {where}")
         # Nobody is signed in before the code is typed (R54).
         expect(page.get_by_text(f"Signed in as {NAME}")).to_have_count(0)
-        welcome = wait_for_dev_message(outbox, to=contact, notification="verify-contact")
+        welcome = wait_for_dev_message(mailbox, to=contact, notification="verify-contact")
         assert welcome["channel"] == preference
         page.get_by_label("6-digit code").fill(find_code(welcome["text"]))
         submit(page, "Confirm")
@@ -124,9 +124,9 @@ def test_reset_through_the_pages(
         page.screenshot(path=ENTER_TOKEN_SHOT, full_page=True)
 
         # 4. The code went to the preferred channel only; a wrong code first.
-        message = wait_for_dev_message(outbox, to=contact, notification=RESET)
+        message = wait_for_dev_message(mailbox, to=contact, notification=RESET)
         assert message["channel"] == preference
-        assert all(m["channel"] == preference for m in reset_messages(outbox))
+        assert all(m["channel"] == preference for m in reset_messages(mailbox))
         code = find_code(message["text"])
         wrong = f"{(int(code) + 1) % 1_000_000:06d}"
         page.get_by_label("6-digit code").fill(wrong)
@@ -173,7 +173,7 @@ def test_reset_through_the_pages(
         page.screenshot(path=ACCOUNT_SHOT, full_page=True)
 
         # Still one reset message, on the preferred channel, whatever the worker did since.
-        resets = reset_messages(outbox)
+        resets = reset_messages(mailbox)
         assert [m["channel"] for m in resets] == [preference]
         assert not [m for m in resets if m["channel"] == other_channel(preference)]
 

@@ -14,7 +14,7 @@ import httpx
 from tests.conftest import LiveApp
 from tests.support.flow import (
     PASSWORD,
-    dev_outbox,
+    dev_mailbox,
     find_code,
     sign_up,
     sign_up_verified,
@@ -55,7 +55,7 @@ def _other(code: str) -> str:
 
 
 def _messages_to(client: httpx.Client, to: str) -> list[dict[str, Any]]:
-    return [m for m in dev_outbox(client) if m["to"] == to]
+    return [m for m in dev_mailbox(client) if m["to"] == to]
 
 
 def _quiet(client: httpx.Client) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from tests.conftest import LiveApp
 from tests.support.flow import (
     PASSWORD,
-    dev_outbox,
+    dev_mailbox,
     find_code,
     sign_up,
     sign_up_verified,
@@ -80,10 +80,10 @@ def test_a_signed_in_user_can_verify_their_other_contact(live_app: Callable[...,
         account = client.get("/account").text
         assert account.count('badge">verified') == 2
         # Asking again for a verified contact sends nothing new.
-        before = len(dev_outbox(client))
+        before = len(dev_mailbox(client))
         assert client.post("/account/verify", json={"channel": "sms"}).status_code == 202
         assert client.get("/readyz").json()["outbox_pending"] == 0
-        assert len(dev_outbox(client)) == before
+        assert len(dev_mailbox(client)) == before
 
 
 def test_r42_an_unverified_contact_never_receives_a_reset_code(
@@ -98,4 +98,4 @@ def test_r42_an_unverified_contact_never_receives_a_reset_code(
         )
         assert reset["channel"] == "email"
         assert client.get("/readyz").json()["outbox_pending"] == 0
-        assert not [m for m in dev_outbox(client) if m["to"] == "+14155550100"]
+        assert not [m for m in dev_mailbox(client) if m["to"] == "+14155550100"]

@@ -151,7 +151,7 @@ def test_r08_asking_for_a_reset_changes_nothing_on_the_account(
         )
 
 
-@pytest.mark.parametrize("provider", ["outbox", "console"])
+@pytest.mark.parametrize("provider", ["mailbox", "outbox", "console"])
 def test_dev_providers_print_the_message_to_the_console(
     live_app: Callable[..., LiveApp], provider: str, capfd: pytest.CaptureFixture[str]
 ) -> None:

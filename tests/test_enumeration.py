@@ -11,7 +11,7 @@ import httpx
 from tests.conftest import LiveApp
 from tests.support.flow import (
     PASSWORD,
-    dev_outbox,
+    dev_mailbox,
     sign_up,
     sign_up_verified,
     wait_for_dev_message,
@@ -68,7 +68,7 @@ def test_r19_unverified_account_answers_like_unknown_and_gets_no_code(
     with app.client() as other:
         unknown = _shape(other.post("/send-token", json={"email": "nobody@example.com"}))
         assert known == unknown
-        assert [m["notification"] for m in dev_outbox(other)] == ["verify-contact"]
+        assert [m["notification"] for m in dev_mailbox(other)] == ["verify-contact"]
 
 
 def test_r21_verify_token_answers_alike_for_every_kind_of_wrong(

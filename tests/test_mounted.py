@@ -58,7 +58,7 @@ class Browserish:
 
 def test_the_whole_flow_through_a_host_app(make_settings: Callable[..., Settings]) -> None:
     with mounted(make_settings) as host, httpx.Client(base_url=host, timeout=30) as client:
-        outbox = httpx.Client(base_url=f"{host}{PREFIX}", timeout=30)
+        mailbox = httpx.Client(base_url=f"{host}{PREFIX}", timeout=30)
         assert client.get("/").json() == {"host": "yes"}  # the host's own route still works
         web = Browserish(client)
 
@@ -86,10 +86,10 @@ def test_the_whole_flow_through_a_host_app(make_settings: Callable[..., Settings
         web.redirected(response, "/verify-contact")
         assert "Path=/auth;" in response.headers["set-cookie"]
 
-        # Verify the contact with the code from the dev outbox (a wrong one first).
+        # Verify the contact with the code from the dev mailbox (a wrong one first).
         html = web.page(f"{PREFIX}/verify-contact")
         code = find_code(
-            wait_for_dev_message(outbox, to=EMAIL, notification="verify-contact")["text"]
+            wait_for_dev_message(mailbox, to=EMAIL, notification="verify-contact")["text"]
         )
         wrong = f"{(int(code) + 1) % 1_000_000:06d}"
         refused = web.post(f"{PREFIX}/verify-contact", html, token=wrong)
@@ -105,7 +105,7 @@ def test_the_whole_flow_through_a_host_app(make_settings: Callable[..., Settings
         html = web.page(f"{PREFIX}/forgot-password")
         web.redirected(web.post(f"{PREFIX}/send-token", html, email=EMAIL), "/enter-token")
         html = web.page(f"{PREFIX}/enter-token")
-        reset = wait_for_dev_message(outbox, to=EMAIL, notification="password-reset-token")
+        reset = wait_for_dev_message(mailbox, to=EMAIL, notification="password-reset-token")
         web.redirected(
             web.post(f"{PREFIX}/verify-token", html, token=find_code(reset["text"])),
             "/new-password",
@@ -144,10 +144,10 @@ def test_the_whole_flow_through_a_host_app(make_settings: Callable[..., Settings
             assert client.get(asset).status_code == 200, asset
 
         # Links in messages carry the prefix too (the base URL's path).
-        changed = wait_for_dev_message(outbox, to=EMAIL, notification="password-changed")
+        changed = wait_for_dev_message(mailbox, to=EMAIL, notification="password-changed")
         assert f"{host}{PREFIX}/forgot-password" in changed["text"]
         assert f'href="{host}{PREFIX}/forgot-password"' in changed["html"]
-        outbox.close()
+        mailbox.close()
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres+redis"])

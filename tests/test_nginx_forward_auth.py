@@ -208,7 +208,7 @@ def test_nginx_hands_the_signed_in_user_to_the_app_and_never_a_spoofed_one(
     proxied: tuple[str, LiveApp, list[list[tuple[str, str]]]],
 ) -> None:
     proxy_url, app, received = proxied
-    with app.client() as direct:  # the dev outbox is not among the proxied paths
+    with app.client() as direct:  # the dev mailbox is not among the proxied paths
         sign_up_verified(direct, name="Zoë Ünal")
     with httpx.Client(base_url=proxy_url, timeout=30) as client:
         login = client.post(

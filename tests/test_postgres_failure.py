@@ -29,7 +29,7 @@ from tests.conftest import IN_CI, LiveApp
 from tests.support.flow import (
     NEW_PASSWORD,
     PASSWORD,
-    dev_outbox,
+    dev_mailbox,
     find_code,
     sign_up_verified,
     wait_for_dev_message,
@@ -199,7 +199,7 @@ def _wait_ready(client: httpx.Client, *, timeout: float = 20) -> None:
 
 
 def _newest_message_id(client: httpx.Client) -> int:
-    return max((message["id"] for message in dev_outbox(client)), default=0)
+    return max((message["id"] for message in dev_mailbox(client)), default=0)
 
 
 def _full_reset(client: httpx.Client, *, email: str, new_password: str) -> None:

@@ -29,10 +29,13 @@ METRICS_TOKEN = "m" * 40
     ("overrides", "variable"),
     [
         ({"sms_provider": "outbox"}, "RESETFLOW_SMS_PROVIDER"),
+        ({"sms_provider": "mailbox"}, "RESETFLOW_SMS_PROVIDER"),
         ({"sms_provider": "console"}, "RESETFLOW_SMS_PROVIDER"),
         ({"email_provider": "outbox"}, "RESETFLOW_EMAIL_PROVIDER"),
+        ({"email_provider": "mailbox"}, "RESETFLOW_EMAIL_PROVIDER"),
         ({"email_provider": "console"}, "RESETFLOW_EMAIL_PROVIDER"),
         ({"email_providers": "smtp,console"}, "RESETFLOW_EMAIL_PROVIDERS"),
+        ({"email_providers": "smtp,mailbox"}, "RESETFLOW_EMAIL_PROVIDERS"),
         ({"sms_providers": "twilio,outbox"}, "RESETFLOW_SMS_PROVIDERS"),
     ],
 )
@@ -47,9 +50,23 @@ def test_r58_prod_refuses_the_development_providers(
     make_settings(**{**prod_settings(**overrides), "env": "dev"})
 
 
+@pytest.mark.parametrize("name", ["mailbox", "outbox"])
+def test_r58_prod_refuses_the_dev_mailbox_under_both_names(
+    make_settings: Callable[..., ResetflowSettings], name: str
+) -> None:
+    """``outbox`` is the dev mailbox's old name (SPEC's): the refusal says both, whichever
+    was typed, so that it reads right next to SPEC and next to the current docs."""
+    with pytest.raises(ConfigError) as refused:
+        make_settings(**prod_settings(sms_provider=name))
+    assert str(refused.value).startswith(
+        "RESETFLOW_SMS_PROVIDER: 'mailbox' (also spelled 'outbox') is a development provider"
+    )
+
+
 def test_r58_prod_with_only_email_configured_does_not_start(tmp_path: Path) -> None:
-    """The default SMS provider is ``outbox``: a prod configuration that names only its
-    email provider would store SMS codes in clear and print them. It does not start."""
+    """The default SMS provider is the dev mailbox (``outbox``): a prod configuration that
+    names only its email provider would store SMS codes in clear and print them. It does
+    not start."""
     env = prod_environment(data_dir=str(tmp_path / "data"))
     for name in list(env):
         if name.startswith("RESETFLOW_TWILIO") or name == "RESETFLOW_SMS_PROVIDER":
@@ -65,7 +82,15 @@ def test_r58_prod_has_no_docs_or_dev_pages_but_keeps_the_openapi_document(
 ) -> None:
     app = live_app(**prod_settings(trusted_proxies="127.0.0.1/32"))
     with app.client() as client:
-        for path in ("/docs", "/docs/oauth2-redirect", "/redoc", "/dev/outbox", "/dev/outbox.json"):
+        for path in (
+            "/docs",
+            "/docs/oauth2-redirect",
+            "/redoc",
+            "/dev/outbox",
+            "/dev/outbox.json",
+            "/dev/mailbox",
+            "/dev/mailbox.json",
+        ):
             assert client.get(path, headers=HTTPS).status_code == 404, path
         openapi = client.get("/openapi.json", headers=HTTPS)
         assert openapi.status_code == 200 and "/send-token" in openapi.json()["paths"]
@@ -73,6 +98,7 @@ def test_r58_prod_has_no_docs_or_dev_pages_but_keeps_the_openapi_document(
     with dev.client() as client:
         assert client.get("/docs").status_code == 200
         assert client.get("/dev/outbox").status_code == 200
+        assert client.get("/dev/mailbox").status_code == 200
 
 
 # R16: limits in memory do not multiply over processes ------------------------------------
@@ -184,7 +210,7 @@ def test_r58_an_email_only_prod_deployment_switches_sms_off_with_none(
     live_app: Callable[..., LiveApp],
     smtp: tuple[SmtpSink, int],
 ) -> None:
-    """Prod refuses ``outbox`` for SMS; a deployment without an SMS provider says
+    """Prod refuses the dev mailbox for SMS; a deployment without an SMS provider says
     ``none``: sign-up with SMS codes is then refused on its ``preference`` field, and
     email works as before."""
     sink, port = smtp

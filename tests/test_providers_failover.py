@@ -32,7 +32,7 @@ from resetflow.notify.providers.twilio import TwilioProvider
 from resetflow.services import build_services
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryAttempt, DeliveryJob, DeliveryRepository
-from resetflow.storage.dev_outbox import DevMailbox
+from resetflow.storage.dev_mailbox import DevMailbox
 from tests.conftest import LiveApp
 from tests.standins.courier import CourierStandIn
 from tests.standins.fixtures import (  # noqa: F401
@@ -362,7 +362,7 @@ def test_courier_profile_merge_then_templated_send(
         _finish_reset(client, code)
 
     # One notice per verified contact: the email one through Courier, the SMS one through
-    # the dev outbox (the SMS provider here).
+    # the dev mailbox (the SMS provider here).
     changed = _deliveries(app.settings, user_id, "password-changed")
     [by_email] = [job for job, _ in changed if job.channel == "email"]
     assert by_email.provider == "courier"
@@ -467,7 +467,7 @@ def test_provider_lists_are_read_from_the_environment_in_order(
         (
             {"email_providers": "postmark,carrier-pigeon", "postmark_server_token": "t"},
             "RESETFLOW_EMAIL_PROVIDERS: 'carrier-pigeon' is not one of console, courier, "
-            "outbox, postmark, smtp",
+            "mailbox, outbox, postmark, smtp",
         ),
         ({"sms_providers": "twilio,smtp"}, "RESETFLOW_SMS_PROVIDERS: 'smtp' is not one of"),
         ({"email_providers": "smtp,SMTP"}, "RESETFLOW_EMAIL_PROVIDERS: lists smtp twice"),

@@ -18,7 +18,7 @@ from tests.conftest import LiveApp
 from tests.support.flow import (
     PASSWORD,
     create_verified_account,
-    dev_outbox,
+    dev_mailbox,
     sign_up_verified,
     wait_for_dev_message,
 )
@@ -34,7 +34,7 @@ def _reset_messages(client: httpx.Client, to: str) -> int:
     return len(
         [
             m
-            for m in dev_outbox(client)
+            for m in dev_mailbox(client)
             if m["to"] == to and m["notification"] == "password-reset-token"
         ]
     )
@@ -253,7 +253,7 @@ def test_r20_delivery_happens_off_the_request_path(live_app: Callable[..., LiveA
         create_verified_account(app.settings)
         assert client.post("/send-token", json={"email": "ada@example.com"}).status_code == 202
         assert client.get("/readyz").json()["outbox_pending"] >= 1
-        assert not [m for m in dev_outbox(client) if m["notification"] == "password-reset-token"]
+        assert not [m for m in dev_mailbox(client) if m["notification"] == "password-reset-token"]
 
 
 def test_r20_the_worker_renders_decoy_jobs_and_drops_them_unsent(
@@ -283,4 +283,4 @@ def test_r20_the_worker_renders_decoy_jobs_and_drops_them_unsent(
                 break
             asyncio.run(asyncio.sleep(0.05))
         assert asyncio.run(jobs_left()) == 0
-        assert dev_outbox(client) == []
+        assert dev_mailbox(client) == []

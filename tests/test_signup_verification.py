@@ -25,7 +25,7 @@ from tests.conftest import LiveApp
 from tests.support.flow import (
     PASSWORD,
     create_verified_account,
-    dev_outbox,
+    dev_mailbox,
     find_code,
     sign_up,
     wait_for_dev_message,
@@ -79,7 +79,7 @@ def test_r53_a_limited_sign_up_leaves_the_contacts_unverified(
         account = attacker.get("/account", follow_redirects=False)
         assert account.status_code == 303 and account.headers["location"] == "/login"
         _wait_until_outbox_settles(attacker)
-        assert not [m for m in dev_outbox(attacker) if m["to"] == "victim@example.com"]
+        assert not [m for m in dev_mailbox(attacker) if m["to"] == "victim@example.com"]
 
 
 def _mask(text: str) -> str:
@@ -190,7 +190,7 @@ def test_r55_account_exists_notices_count_against_the_address_they_go_to(
         _wait_until_outbox_settles(client)
         notices = [
             m
-            for m in dev_outbox(client)
+            for m in dev_mailbox(client)
             if m["to"] == target and m["notification"] == "account-exists"
         ]
     # The first rule of the production limit is 1 a minute.
@@ -210,7 +210,7 @@ def _holder(settings: Settings, phone: str) -> User | None:
 
 
 def _newest_id(client: httpx.Client) -> int:
-    return max((m["id"] for m in dev_outbox(client)), default=0)
+    return max((m["id"] for m in dev_mailbox(client)), default=0)
 
 
 @pytest.mark.parametrize("attacker_verified_own_phone", [False, True])
@@ -254,7 +254,7 @@ def test_an_address_typed_by_someone_else_does_not_keep_its_owner_out(
             ada, to="ada@example.com", notification="verify-contact", after=after
         )
         assert not [
-            m for m in dev_outbox(ada) if m["notification"] == "account-exists" and m["id"] > after
+            m for m in dev_mailbox(ada) if m["notification"] == "account-exists" and m["id"] > after
         ]
         done = ada.post("/verify-contact", json={"token": find_code(message["text"])})
         assert done.status_code == 200

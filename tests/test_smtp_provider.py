@@ -34,7 +34,7 @@ from resetflow.notify.providers.registry import build_providers
 from resetflow.notify.providers.smtp import SmtpProvider, format_email
 from resetflow.notify.templates import TemplateRenderer
 from resetflow.storage.database import Database
-from resetflow.storage.dev_outbox import DevMailbox
+from resetflow.storage.dev_mailbox import DevMailbox
 from tests.support.servers import SmtpSink, free_port, run, smtp_server
 
 SENDER = "resetflow@example.org"

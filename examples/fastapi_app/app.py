@@ -1,6 +1,6 @@
 """A host application that uses resetflow for its accounts, in one process.
 
-resetflow is mounted at ``/auth`` (its pages, actions and the dev outbox live there); the
+resetflow is mounted at ``/auth`` (its pages, actions and the dev mailbox live there); the
 page ``/`` is the host's own and needs a signed-in person: the ``signed_in_user``
 dependency asks resetflow's ``GET /sessions/whoami`` in process (no network hop) with the
 browser's cookie, and sends anonymous visitors to resetflow's sign-in page with a

@@ -24,8 +24,14 @@ from resetflow.web.return_to import AllowList
 if TYPE_CHECKING:
     from resetflow.notify.events import WebhookEndpoint
 
-EMAIL_PROVIDERS = frozenset({"smtp", "postmark", "courier", "outbox", "console"})
-SMS_PROVIDERS = frozenset({"twilio", "courier", "outbox", "console", "none"})
+# The dev mailbox provider (notify/providers/mailbox.py: messages kept for /dev/outbox).
+MAILBOX = "mailbox"
+# Old provider names, read as the current ones wherever a provider is named. "outbox" was
+# the dev mailbox's name, and is still SPEC's (and the default it documents); "outbox"
+# now means only the delivery queue (notify/outbox.py).
+PROVIDER_ALIASES = {"outbox": MAILBOX}
+EMAIL_PROVIDERS = frozenset({"smtp", "postmark", "courier", MAILBOX, "console"})
+SMS_PROVIDERS = frozenset({"twilio", "courier", MAILBOX, "console", "none"})
 # In RESETFLOW_SMS_ALLOWED_COUNTRIES' place when RESETFLOW_SMS_PROVIDER=none: a "region"
 # no number has, so that every check of where SMS may go refuses them all.
 NO_SMS_REGION = "none"
@@ -34,7 +40,7 @@ MIN_SECRET_LENGTH = 32
 MIN_WEBHOOK_SECRET_LENGTH = 16
 # Developer providers: they keep messages (codes included) in the database in clear and
 # print them. Prod refuses them (R58).
-DEV_PROVIDERS = frozenset({"outbox", "console"})
+DEV_PROVIDERS = frozenset({MAILBOX, "console"})
 
 
 class ConfigError(Exception):
@@ -77,8 +83,9 @@ class Settings(BaseSettings):
     return_to_allowed: str = ""
     default_phone_region: str | None = None
 
-    email_provider: str = "outbox"
-    sms_provider: str = "outbox"
+    # The dev mailbox unless real providers are configured (SPEC spells it "outbox").
+    email_provider: str = MAILBOX
+    sms_provider: str = MAILBOX
     # Failover order within a channel, e.g. "postmark,smtp"; empty: just the provider above.
     email_providers: str = ""
     sms_providers: str = ""
@@ -420,21 +427,30 @@ def _split(value: str) -> list[str]:
 
 
 def _one_of(value: str, allowed: frozenset[str]) -> str:
+    """One provider name from ``allowed`` (or an old name of one), as its current name."""
     value = value.strip().lower()
-    if value not in allowed:
-        raise ValueError(f"must be one of {', '.join(sorted(allowed))}")
-    return value
+    if PROVIDER_ALIASES.get(value, value) not in allowed:
+        raise ValueError(f"must be one of {_provider_names(allowed)}")
+    return PROVIDER_ALIASES.get(value, value)
 
 
 def _list_of(value: str, allowed: frozenset[str]) -> str:
-    """A comma-separated list of distinct names from ``allowed``, normalised."""
-    names = [name.lower() for name in _split(value)]
-    for name in names:
+    """A comma-separated list of distinct provider names from ``allowed`` (or old names of
+    them), normalised to their current names."""
+    typed = [name.lower() for name in _split(value)]
+    names = [PROVIDER_ALIASES.get(name, name) for name in typed]
+    for name, as_typed in zip(names, typed, strict=True):
         if name not in allowed:
-            raise ValueError(f"{name!r} is not one of {', '.join(sorted(allowed))}")
+            raise ValueError(f"{as_typed!r} is not one of {_provider_names(allowed)}")
         if names.count(name) > 1:
             raise ValueError(f"lists {name} twice")
     return ",".join(names)
+
+
+def _provider_names(allowed: frozenset[str]) -> str:
+    """Every name accepted, old ones included: what a message about a bad value lists."""
+    old = [alias for alias, name in PROVIDER_ALIASES.items() if name in allowed]
+    return ", ".join(sorted([*allowed, *old]))
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -501,8 +517,9 @@ def _check_providers(settings: Settings) -> None:
 
 
 def _check_no_dev_providers(settings: Settings) -> None:
-    """In prod, ``outbox`` and ``console`` do not exist (R58): they store codes in clear
-    and print them. The message names the variable that chose one."""
+    """In prod, ``mailbox`` (also spelled ``outbox``) and ``console`` do not exist (R58):
+    they store codes in clear and print them. The message names the variable that chose
+    one."""
     for channel in ("email", "sms"):
         chain_field = f"{channel}_providers"
         chain = _split(getattr(settings, chain_field))
@@ -514,8 +531,10 @@ def _check_no_dev_providers(settings: Settings) -> None:
                     if channel == "email"
                     else "twilio or courier (or none: no SMS at all)"
                 )
+                old = [alias for alias, current in PROVIDER_ALIASES.items() if current == name]
+                shown = f"{name!r} (also spelled {old[0]!r})" if old else repr(name)
                 raise ConfigError(
-                    f"RESETFLOW_{field.upper()}: {name!r} is a development provider, refused "
+                    f"RESETFLOW_{field.upper()}: {shown} is a development provider, refused "
                     f"when RESETFLOW_ENV=prod; configure {real}"
                 )
 

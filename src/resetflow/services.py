@@ -29,7 +29,7 @@ from resetflow.recovery.codes import OneTimeCodes
 from resetflow.recovery.service import RecoveryService
 from resetflow.signin_failures import SignInFailures, make_failure_counts
 from resetflow.storage.database import Database
-from resetflow.storage.dev_outbox import DevMailbox
+from resetflow.storage.dev_mailbox import DevMailbox
 from resetflow.storage.sessions import SessionStore
 from resetflow.storage.sessions.redis import RedisSessionStore
 from resetflow.storage.sessions.sql import SqlSessionStore

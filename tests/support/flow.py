@@ -26,7 +26,7 @@ def find_code(text: str) -> str:
     return match.group(1)
 
 
-def dev_outbox(client: httpx.Client) -> list[dict[str, Any]]:
+def dev_mailbox(client: httpx.Client) -> list[dict[str, Any]]:
     response = client.get("/dev/outbox.json")
     assert response.status_code == 200
     messages: list[dict[str, Any]] = response.json()
@@ -36,10 +36,10 @@ def dev_outbox(client: httpx.Client) -> list[dict[str, Any]]:
 def wait_for_dev_message(
     client: httpx.Client, *, to: str, notification: str, after: int = 0, timeout: float = 15
 ) -> dict[str, Any]:
-    """The newest dev-outbox message to ``to`` of this kind with an id above ``after``."""
+    """The newest dev-mailbox message to ``to`` of this kind with an id above ``after``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for message in dev_outbox(client):
+        for message in dev_mailbox(client):
             if (
                 message["to"] == to
                 and message["notification"] == notification
@@ -72,7 +72,7 @@ def sign_up(
 
 
 def sign_up_verified(client: httpx.Client, **details: Any) -> None:
-    """Create an account and verify its preferred contact through the dev outbox."""
+    """Create an account and verify its preferred contact through the dev mailbox."""
     response = sign_up(client, **details)
     assert response.status_code == 201, response.text
     preference = details.get("preference", "email")

@@ -1,5 +1,5 @@
 """Settings of a production configuration for tests: real providers, never the dev
-``outbox``/``console`` ones, which prod refuses (R58).
+``mailbox`` (alias ``outbox``) and ``console`` ones, which prod refuses (R58).
 
 Nothing here starts a server: a test that sends messages points ``smtp_port`` at its
 aiosmtpd sink (the ``smtp`` fixture) and ``twilio_base_url`` at the Twilio stand-in;

@@ -61,7 +61,7 @@ def serve(
         f"data: {settings.data_dir}"
     )
     if not settings.is_prod:
-        typer.echo(f"dev outbox: {url}/dev/outbox (messages are also printed here)")
+        typer.echo(f"dev mailbox: {url}/dev/outbox (messages are also printed here)")
     options: dict[str, Any] = {
         "host": host,
         "port": port,

@@ -145,7 +145,7 @@ class DeliveryWorker:
         """While not behind, wait a random 0..``max_seconds`` before each claim.
 
         For a worker in the web process (R20). Delivering a real message costs more than
-        dropping a decoy (a dev-outbox row, the delivery log, a longer turn at SQLite's
+        dropping a decoy (a dev-mailbox row, the delivery log, a longer turn at SQLite's
         write lock), and in a shared process that cost landed on the request right after
         a known one: 1 to 2 ms, measured by ``make bench-timing`` ("by the previous
         request's kind"). With a random delay it lands on a random later request, among

@@ -163,7 +163,11 @@ sessions = Table(
     Column("last_seen_at", UtcDateTime(), nullable=True),
 )
 
-dev_outbox = Table(
+# The dev mailbox's messages (storage/dev_mailbox.py). The table keeps the name it had
+# before the dev mailbox got a name of its own ("outbox" now means only the delivery
+# queue): renaming it would take a migration on every existing database for no change in
+# behaviour.
+dev_mailbox = Table(
     "dev_outbox",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),

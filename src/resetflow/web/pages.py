@@ -92,14 +92,17 @@ async def account(request: Request) -> Response:
     return page(request, "account.html", phone_display=phone)
 
 
+# The dev mailbox is at SPEC's /dev/outbox (the name it had first) and at /dev/mailbox.
 @dev_router.get("/dev/outbox")
-async def dev_outbox(request: Request) -> Response:
+@dev_router.get("/dev/mailbox")
+async def dev_mailbox(request: Request) -> Response:
     messages = await request.app.state.services.mailbox.newest(limit=50)
-    return page(request, "dev_outbox.html", messages=messages)
+    return page(request, "dev_mailbox.html", messages=messages)
 
 
 @dev_router.get("/dev/outbox.json")
-async def dev_outbox_json(request: Request) -> Response:
+@dev_router.get("/dev/mailbox.json")
+async def dev_mailbox_json(request: Request) -> Response:
     messages = await request.app.state.services.mailbox.newest(limit=50)
     return JSONResponse(
         [

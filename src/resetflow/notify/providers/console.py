@@ -7,7 +7,7 @@ import secrets
 from resetflow.accounts.models import Channel
 from resetflow.notify.messages import RenderedMessage
 from resetflow.notify.providers.base import Provider, SendResult
-from resetflow.notify.providers.outbox import print_message
+from resetflow.notify.providers.mailbox import print_message
 
 
 class ConsoleProvider(Provider):

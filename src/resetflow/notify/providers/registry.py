@@ -9,11 +9,11 @@ from resetflow.config import Settings
 from resetflow.notify.providers.base import Provider
 from resetflow.notify.providers.console import ConsoleProvider
 from resetflow.notify.providers.courier import CourierProvider
-from resetflow.notify.providers.outbox import OutboxProvider
+from resetflow.notify.providers.mailbox import MailboxProvider
 from resetflow.notify.providers.postmark import PostmarkProvider
 from resetflow.notify.providers.smtp import SmtpProvider
 from resetflow.notify.providers.twilio import STATUS_CALLBACK_PATH, TwilioProvider
-from resetflow.storage.dev_outbox import DevMailbox
+from resetflow.storage.dev_mailbox import DevMailbox
 
 
 def build_providers(
@@ -36,8 +36,8 @@ def build_providers(
 
 
 def _make(name: str, settings: Settings, *, mailbox: DevMailbox, clock: Clock) -> Provider:
-    if name == "outbox":
-        return OutboxProvider(mailbox=mailbox, clock=clock)
+    if name == "mailbox":
+        return MailboxProvider(mailbox=mailbox, clock=clock)
     if name == "console":
         return ConsoleProvider()
     if name == "smtp":

@@ -1,4 +1,5 @@
-"""The dev provider: keeps messages in the dev mailbox (``/dev/outbox``) and prints them.
+"""The ``mailbox`` dev provider: keeps messages in the dev mailbox (shown at ``/dev/outbox``)
+and prints them. ``outbox`` is its old name, still accepted in the settings (config.py).
 
 Printing the message is the delivery itself in dev (the console is the "inbox"), so it
 goes to standard output directly, never through logging.
@@ -12,11 +13,11 @@ from resetflow.accounts.models import Channel
 from resetflow.clock import Clock
 from resetflow.notify.messages import RenderedMessage
 from resetflow.notify.providers.base import Provider, SendResult
-from resetflow.storage.dev_outbox import DevMailbox
+from resetflow.storage.dev_mailbox import DevMailbox
 
 
-class OutboxProvider(Provider):
-    name = "outbox"
+class MailboxProvider(Provider):
+    name = "mailbox"
     channels = frozenset({Channel.EMAIL, Channel.SMS})
 
     def __init__(self, *, mailbox: DevMailbox, clock: Clock, echo: bool = True) -> None:
@@ -36,7 +37,7 @@ class OutboxProvider(Provider):
         )
         if self._echo:
             print_message(message)
-        return SendResult(provider_message_id=f"outbox-{message_id}")
+        return SendResult(provider_message_id=f"mailbox-{message_id}")
 
 
 def print_message(message: RenderedMessage) -> None:

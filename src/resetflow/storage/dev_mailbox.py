@@ -1,4 +1,9 @@
-"""The dev mailbox behind ``/dev/outbox``: what the ``outbox`` provider "sent"."""
+"""The dev mailbox: what the ``mailbox`` provider "sent", shown at ``/dev/outbox``.
+
+Not to be confused with the outbox (notify/outbox.py), the durable queue of delivery
+jobs: the dev mailbox is one of the providers that queue's worker delivers to. Its table
+keeps its first name, ``dev_outbox`` (storage/tables.py).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.database import Database
-from resetflow.storage.tables import dev_outbox
+from resetflow.storage.tables import dev_mailbox
 
-# Built once (values passed at execution): every dev-outbox delivery inserts one.
-_INSERT_MESSAGE = insert(dev_outbox)
+# Built once (values passed at execution): every dev-mailbox delivery inserts one.
+_INSERT_MESSAGE = insert(dev_mailbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +65,13 @@ class DevMailbox:
             assert key is not None
             return int(key[0])
 
-        # Messages of one batch of jobs share one commit on SQLite (the dev outbox is the
+        # Messages of one batch of jobs share one commit on SQLite (the dev mailbox is the
         # embedded default's provider): an insert of our own, nothing to refuse.
         return await self._db.write_coalesced(store)
 
     async def newest(self, *, limit: int = 50) -> list[DevMessage]:
         async with self._db.read() as conn:
             rows = await conn.execute(
-                select(dev_outbox).order_by(dev_outbox.c.id.desc()).limit(limit)
+                select(dev_mailbox).order_by(dev_mailbox.c.id.desc()).limit(limit)
             )
             return [DevMessage(**row._mapping) for row in rows]

@@ -144,7 +144,7 @@ def test_admin_page_for_operators_only_with_filters_and_counts(
         failed = admin.get("/admin/deliveries", params={"status": "failed", "channel": "sms"}).text
         assert _rows(failed) == 1 and "code 21610" in failed
         mailbox_email = admin.get(
-            "/admin/deliveries", params={"provider": "mailbox", "channel": "email"}
+            "/admin/deliveries", params={"provider": "outbox", "channel": "email"}
         ).text
         assert _rows(mailbox_email) == 1 and "a***@example.com" in mailbox_email
         nothing = admin.get("/admin/deliveries", params={"status": "queued"}).text
@@ -211,13 +211,13 @@ def test_deliveries_cli_list_show_and_retry(live_app: Callable[..., LiveApp]) ->
     assert code not in listed.stdout and USER not in listed.stdout
     sent = next(line for line in lines if " sent " in line)
     sent_id = sent.split()[2]
-    assert "a***@example.com" in sent and "mailbox" in sent and "password-reset-token" in sent
+    assert "a***@example.com" in sent and "outbox" in sent and "password-reset-token" in sent
     assert any(failed in line and "code 21610" in line for line in lines)
 
     only_sms = _cli("deliveries", "list", "--channel", "sms", data_dir=data).stdout.splitlines()
     assert len(only_sms) == 1 and failed in only_sms[0]
     only_sent = _cli(
-        "deliveries", "list", "--status", "sent", "--provider", "mailbox", data_dir=data
+        "deliveries", "list", "--status", "sent", "--provider", "outbox", data_dir=data
     )
     assert only_sent.stdout.splitlines() == [sent]
     bad = _cli("deliveries", "list", "--status", "lost", data_dir=data)

@@ -44,7 +44,7 @@ def test_mailbox_and_its_old_name_outbox_both_choose_the_dev_mailbox(
     assert (email, sms) == (["mailbox"], ["console", "mailbox"])
     [by_email] = providers[Channel.EMAIL]
     console, by_sms = providers[Channel.SMS]
-    assert isinstance(by_email, MailboxProvider) and by_email.name == "mailbox"
+    assert isinstance(by_email, MailboxProvider) and by_email.name == "outbox"  # SPEC's name
     assert isinstance(console, ConsoleProvider)
     assert by_sms is by_email  # one provider for both channels, as for Courier
 
@@ -69,7 +69,7 @@ def test_either_name_delivers_to_the_dev_mailbox_pages(
 ) -> None:
     """A message sent by the provider chosen under either name is in the dev mailbox, at
     SPEC's /dev/outbox(.json) and at /dev/mailbox(.json) alike, and the delivery log
-    names the provider ``mailbox``."""
+    names the provider by SPEC's name, ``outbox``, under either setting."""
     app = live_app(email_provider=name, sms_provider=name, **backend)
     with app.client() as client:
         assert sign_up(client, name="Ada").status_code == 201
@@ -97,4 +97,4 @@ def test_either_name_delivers_to_the_dev_mailbox_pages(
     while (recorded := run(providers())) and recorded[0][0] is None:
         assert time.monotonic() < deadline, recorded
         time.sleep(0.05)
-    assert recorded == [("mailbox", f"mailbox-{message['id']}")]
+    assert recorded == [("outbox", f"outbox-{message['id']}")]

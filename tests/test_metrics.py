@@ -83,7 +83,7 @@ def test_r44_metrics_after_a_whole_reset_flow_with_no_secret_in_labels(
 
         def delivered(samples: list[Sample]) -> bool:
             # verify-contact, password-reset-token and password-changed, all by email.
-            sent = value(samples, "resetflow_deliveries_total", provider="mailbox", status="sent")
+            sent = value(samples, "resetflow_deliveries_total", provider="outbox", status="sent")
             return (sent or 0) >= 3 and value(samples, "resetflow_outbox_depth") == 0
 
         samples = scrape_until(client, delivered)
@@ -110,7 +110,7 @@ def test_r44_metrics_after_a_whole_reset_flow_with_no_secret_in_labels(
             samples,
             "resetflow_deliveries_total",
             channel="email",
-            provider="mailbox",
+            provider="outbox",
             status="sent",
         )
         == 3

@@ -105,7 +105,7 @@ def test_send_test_sms_through_the_configured_provider(tmp_path: Path) -> None:
         RESETFLOW_EMAIL_PROVIDER="console",
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "sent via mailbox: message id mailbox-1"
+    assert done.stdout.strip().splitlines()[-1] == "sent via outbox: message id outbox-1"
     # The mailbox provider prints what it keeps: the SMS, to the normalised number.
     assert "sms to +14155550100" in done.stdout
     assert "resetflow test message (http://127.0.0.1:8000): SMS delivery works." in done.stdout

@@ -39,7 +39,7 @@ NOTIFY_CHANNEL = "resetflow_outbox"
 # Every status a real job can have, in the order of its life (the delivery log's filters).
 JOB_STATUSES = tuple(JobStatus)
 # The providers a job can name (notify/providers/), for the delivery log's filters.
-PROVIDERS = ("console", "courier", "mailbox", "postmark", "smtp", "twilio", "webhook")
+PROVIDERS = ("console", "courier", "outbox", "postmark", "smtp", "twilio", "webhook")
 # The channel of events for the host application (notify/events.py), set when queued.
 EVENT_CHANNEL = "webhook"
 # The attempt status of a provider's report; what it said is in the attempt's ``error``.

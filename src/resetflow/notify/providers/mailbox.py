@@ -1,5 +1,7 @@
-"""The ``mailbox`` dev provider: keeps messages in the dev mailbox (shown at ``/dev/outbox``)
-and prints them. ``outbox`` is its old name, still accepted in the settings (config.py).
+"""The dev mailbox provider: keeps messages in the dev mailbox (shown at ``/dev/outbox``)
+and prints them. Chosen in the settings as ``mailbox`` or by SPEC's name ``outbox``
+(config.py); what it records (delivery log, metrics, message ids) keeps SPEC's provider
+name ``outbox``, the one host applications and scripts read there.
 
 Printing the message is the delivery itself in dev (the console is the "inbox"), so it
 goes to standard output directly, never through logging.
@@ -17,7 +19,7 @@ from resetflow.storage.dev_mailbox import DevMailbox
 
 
 class MailboxProvider(Provider):
-    name = "mailbox"
+    name = "outbox"  # SPEC §5 names this provider "outbox"; see the module docstring
     channels = frozenset({Channel.EMAIL, Channel.SMS})
 
     def __init__(self, *, mailbox: DevMailbox, clock: Clock, echo: bool = True) -> None:
@@ -37,7 +39,7 @@ class MailboxProvider(Provider):
         )
         if self._echo:
             print_message(message)
-        return SendResult(provider_message_id=f"mailbox-{message_id}")
+        return SendResult(provider_message_id=f"outbox-{message_id}")
 
 
 def print_message(message: RenderedMessage) -> None:

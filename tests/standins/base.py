@@ -2,10 +2,9 @@
 failure switches tests flip.
 
 A stand-in subclasses :class:`StandIn` and keeps only what is its provider's own: its
-routes (:meth:`StandIn.routes`), how a request is checked and answered, its error body
-(a :class:`ProviderError`),
-the statuses its outages answer (:attr:`StandIn.OUTAGES`) and what an unknown path gets
-(:meth:`StandIn.unknown_path`). The base owns the rest:
+routes (:meth:`StandIn.routes`), how a request is checked and answered, its error body (a
+:class:`ProviderError`), the statuses its outages answer (:attr:`StandIn.OUTAGES`) and
+what an unknown path gets (:meth:`StandIn.unknown_path`). The base owns the rest:
 
 - every request is recorded (:meth:`StandIn.record`) as a :class:`RecordedRequest`, and
   recording wakes :meth:`StandIn.wait_for`, which waits for the messages a provider

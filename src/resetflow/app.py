@@ -20,7 +20,6 @@ from resetflow import __version__
 from resetflow.clock import Clock
 from resetflow.config import Settings, load_settings
 from resetflow.services import build_services
-from resetflow.storage.deliveries import DeliveryRepository
 from resetflow.web import (
     account_actions,
     actions,
@@ -126,7 +125,7 @@ def create_app(
         app.include_router(
             metrics_router(
                 metrics=services.metrics,
-                database=services.database,
+                delivery_log=services.delivery_log,
                 clock=services.clock,
                 token=settings.metrics_token,
             )
@@ -158,15 +157,12 @@ def create_app(
             figures = not settings.is_prod
         report: dict[str, object] = {"status": "ok"}
         try:
-            async with services.database.read() as conn:
-                repo = DeliveryRepository(conn)
-                pending = await repo.count_pending() if figures else None
-                oldest = await repo.oldest_queued_at()
+            backlog = await services.delivery_log.backlog(count=figures)
             report["database"] = "up"
-            lag = (services.clock.now() - oldest).total_seconds() if oldest else 0.0
+            lag = backlog.lag_seconds(services.clock.now())
             if figures:
-                report["outbox_pending"] = pending
-                report["outbox_lag_seconds"] = round(max(lag, 0.0), 3)
+                report["outbox_pending"] = backlog.pending
+                report["outbox_lag_seconds"] = round(lag, 3)
             if lag > settings.ready_max_outbox_lag_seconds:
                 # Messages wait too long: no worker runs, or too few for the load.
                 report.update(status="unavailable", outbox="lagging")

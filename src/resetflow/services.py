@@ -16,6 +16,7 @@ from resetflow.clock import Clock
 from resetflow.config import Settings
 from resetflow.crypto import Keyring
 from resetflow.metrics import Metrics
+from resetflow.notify.delivery_log import DeliveryLog
 from resetflow.notify.events import Events
 from resetflow.notify.outbox import Outbox
 from resetflow.notify.providers.base import Provider
@@ -53,6 +54,8 @@ class Services:
     audit: AuditLog
     events: Events  # events for the host app (notify/events.py)
     webhooks: WebhookSender
+    # The delivery log for operators, provider webhooks and the readiness/metrics figures.
+    delivery_log: DeliveryLog
     # The operator API's and the import's one place for account changes (set below).
     admin_users: AdminUsers = field(init=False)
 
@@ -215,6 +218,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         metrics=metrics,
         events=events,
         webhooks=webhooks,
+        delivery_log=DeliveryLog(database=database, clock=clock),
     )
     services.admin_users = AdminUsers(
         database=database,

@@ -38,23 +38,18 @@ preferences, delays, the message status API, ``PUT``/``PATCH``/``GET`` on profil
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import secrets
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.servers import serve_in_thread
+from tests.standins.base import METHODS, ProviderError, RecordedRequest, StandIn, running
 
 MESSAGE_FIELDS = frozenset(
     {
@@ -94,7 +89,7 @@ _OUTAGES = {500: "Internal Server Error", 503: "Service Unavailable", 429: "Too 
 
 
 @dataclass(frozen=True)
-class CourierError(Exception):
+class CourierError(ProviderError):
     """A refusal in Courier's words."""
 
     status: int
@@ -103,29 +98,6 @@ class CourierError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"message": self.message, "type": self.type}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as it arrived, and the answer it got."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int
-    answer: dict[str, Any]
-
-    @property
-    def json(self) -> Any:
-        """The body as JSON, or ``None`` when it is not JSON."""
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
 
 
 @dataclass(frozen=True)
@@ -146,54 +118,36 @@ class CourierMessage:
 
 
 @dataclass
-class _Switch:
-    value: float
-    remaining: int | None
-
-    def take(self) -> bool:
-        if self.remaining is None:
-            return True
-        if self.remaining <= 0:
-            return False
-        self.remaining -= 1
-        return True
-
-
-@dataclass
-class CourierStandIn:
+class CourierStandIn(StandIn[CourierMessage]):
     """Courier's profile and send API for one workspace; serve :attr:`app`, set :attr:`url`."""
 
-    auth_token: str = field(default_factory=lambda: "pk_test_" + secrets.token_hex(16))
-    url: str = ""
-    _profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
-    _messages: list[CourierMessage] = field(default_factory=list)
-    _requests: list[RecordedRequest] = field(default_factory=list)
-    _answered: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
-    _outage: _Switch | None = None
-    _slow: _Switch | None = None
-    _changed: threading.Condition = field(default_factory=threading.Condition)
+    OUTAGES: ClassVar[frozenset[int]] = frozenset(_OUTAGES)
+    # The path as sent, percent-escapes and all (the router matches the decoded path).
+    RECORD_RAW_PATH: ClassVar[bool] = True
 
-    def __post_init__(self) -> None:
-        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-        self.app = Starlette(
-            routes=[
-                Route("/profiles/{user_id}", self._profile_endpoint, methods=methods),
-                Route("/send", self._send_endpoint, methods=methods),
-                Route("/{path:path}", self._not_found, methods=methods),
-            ]
-        )
+    auth_token: str = field(default_factory=lambda: "pk_test_" + secrets.token_hex(16))
+    _profiles: dict[str, dict[str, Any]] = field(default_factory=dict, init=False, repr=False)
+    _answered: dict[str, tuple[int, dict[str, Any]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/profiles/{user_id}", self._profile_endpoint, methods=METHODS),
+            Route("/send", self._send_endpoint, methods=METHODS),
+        ]
+
+    def unknown_path(self, request: Request) -> tuple[int, dict[str, Any], Response]:
+        error = CourierError(404, f"Not Found: {request.url.path}")
+        return error.status, error.body(), error.response()
+
+    def address_of(self, message: CourierMessage) -> str | None:
+        return message.address
+
+    def summary(self, request: RecordedRequest) -> tuple[Any, ...]:
+        return (request.path, request.status)
 
     # What the tests look at --------------------------------------------------------------
-
-    @property
-    def messages(self) -> list[CourierMessage]:
-        with self._changed:
-            return list(self._messages)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._changed:
-            return list(self._requests)
 
     @property
     def profiles(self) -> dict[str, dict[str, Any]]:
@@ -203,23 +157,6 @@ class CourierStandIn:
     def sends(self) -> list[RecordedRequest]:
         """The requests to ``/send``, in order."""
         return [r for r in self.requests if r.path == "/send"]
-
-    def wait_for(self, address: str, count: int = 1, timeout: float = 15) -> list[CourierMessage]:
-        """The messages delivered to ``address``, once there are at least ``count``."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [m for m in self._messages if m.address == address]
-                if len(found) >= count:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    answers = [(r.path, r.status) for r in self._requests]
-                    raise AssertionError(
-                        f"expected {count} message(s) to {address}, got {len(found)}; "
-                        f"answers so far: {answers}"
-                    )
-                self._changed.wait(left)
 
     def settings(self, *, channels: tuple[str, ...] = ("email", "sms")) -> dict[str, Any]:
         """resetflow settings overrides that send these channels through this stand-in."""
@@ -232,26 +169,6 @@ class CourierStandIn:
         if "sms" in channels:
             overrides["sms_provider"] = "courier"
         return overrides
-
-    # Failure switches --------------------------------------------------------------------
-
-    def outage(self, status: int = 503, *, requests: int | None = None) -> None:
-        """Answer ``status`` (500, 503 or 429) to the next ``requests`` requests (all: None)."""
-        if status not in _OUTAGES:
-            raise ValueError(f"outage status must be one of {sorted(_OUTAGES)}")
-        with self._changed:
-            self._outage = _Switch(status, requests)
-
-    def slow(self, seconds: float, *, requests: int | None = None) -> None:
-        """Hold back the answer to the next ``requests`` sends (all: None) by ``seconds``;
-        the sends themselves are handled at once."""
-        with self._changed:
-            self._slow = _Switch(seconds, requests)
-
-    def recover(self) -> None:
-        with self._changed:
-            self._outage = None
-            self._slow = None
 
     # The HTTP side -----------------------------------------------------------------------
 
@@ -271,8 +188,7 @@ class CourierStandIn:
             status, answer = 200, {"status": "SUCCESS"}
         except CourierError as error:
             status, answer = error.status, error.body()
-        self._record(request, raw, status, answer)
-        return JSONResponse(answer, status_code=status)
+        return await self.answer(request, raw, status, answer)
 
     async def _send_endpoint(self, request: Request) -> Response:
         raw = await request.body()
@@ -281,29 +197,16 @@ class CourierStandIn:
             self._gate(request)
             if request.method != "POST":
                 raise CourierError(405, "Method not allowed")
-            with self._changed:
-                delay = self._slow.value if self._slow and self._slow.take() else 0.0
+            delay = self.take_slow()
             status, answer = self._send(request, raw)
         except CourierError as error:
             status, answer = error.status, error.body()
-        self._record(request, raw, status, answer)
-        if delay:
-            await asyncio.sleep(delay)
-        return JSONResponse(answer, status_code=status)
-
-    async def _not_found(self, request: Request) -> Response:
-        raw = await request.body()
-        error = CourierError(404, f"Not Found: {request.url.path}")
-        self._record(request, raw, error.status, error.body())
-        return error.response()
+        return await self.answer(request, raw, status, answer, delay=delay)
 
     def _gate(self, request: Request) -> None:
         """Outage first (as a load balancer would answer), then authentication."""
-        with self._changed:
-            outage = self._outage
-            hit = outage is not None and outage.take()
-        if hit and outage is not None:
-            status = int(outage.value)
+        status = self.take_outage()
+        if status is not None:
             raise CourierError(status, _OUTAGES[status], "api_error")
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(
@@ -363,21 +266,6 @@ class CourierStandIn:
                 if routing["method"] == "single":
                     break
         return delivered or [made("undeliverable", None, None)]
-
-    def _record(self, request: Request, raw: bytes, status: int, answer: dict[str, Any]) -> None:
-        raw_path = request.scope.get("raw_path")
-        recorded = RecordedRequest(
-            method=request.method,
-            # As sent, percent-escapes and all (the router matches the decoded path).
-            path=raw_path.decode("ascii") if raw_path else request.url.path,
-            headers={name.lower(): value for name, value in request.headers.items()},
-            body=raw,
-            status=status,
-            answer=answer,
-        )
-        with self._changed:
-            self._requests.append(recorded)
-            self._changed.notify_all()
 
 
 # Checking one request ----------------------------------------------------------------------
@@ -440,10 +328,6 @@ def check_message(message: dict[str, Any]) -> None:
         )
 
 
-@contextmanager
-def running_courier(**options: Any) -> Iterator[CourierStandIn]:
+def running_courier(**options: Any) -> AbstractContextManager[CourierStandIn]:
     """A :class:`CourierStandIn` served by uvicorn on a free loopback port."""
-    standin = CourierStandIn(**options)
-    with serve_in_thread(standin.app) as url:
-        standin.url = url
-        yield standin
+    return running(CourierStandIn(**options))

@@ -34,26 +34,21 @@ attachments' content, the 10 MB size limit, bounces and webhooks.
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import json
 import re
 import secrets
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support.servers import serve_in_thread
+from tests.standins.base import METHODS, ProviderError, RecordedRequest, StandIn, running
 
 TOKEN_HEADER = "x-postmark-server-token"
 DEFAULT_SENDER = "resetflow@example.org"
@@ -86,7 +81,7 @@ _OUTAGES: dict[int, tuple[int, str]] = {
 
 
 @dataclass(frozen=True)
-class PostmarkError(Exception):
+class PostmarkError(ProviderError):
     """A refusal in Postmark's words."""
 
     status: int
@@ -95,29 +90,6 @@ class PostmarkError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"ErrorCode": self.code, "Message": self.message}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request as it arrived, and the answer it got."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    status: int
-    answer: dict[str, Any]
-
-    @property
-    def json(self) -> Any:
-        """The body as JSON, or ``None`` when it is not JSON."""
-        try:
-            return json.loads(self.body)
-        except ValueError:
-            return None
 
 
 @dataclass(frozen=True)
@@ -136,72 +108,28 @@ class SentEmail:
 
 
 @dataclass
-class _Switch:
-    status_or_seconds: float
-    remaining: int | None
-
-    def take(self) -> bool:
-        """Whether this request is affected; counts it down."""
-        if self.remaining is None:
-            return True
-        if self.remaining <= 0:
-            return False
-        self.remaining -= 1
-        return True
-
-
-@dataclass
-class PostmarkStandIn:
+class PostmarkStandIn(StandIn[SentEmail]):
     """Postmark's Email API for one server; serve :attr:`app`, then set :attr:`url`."""
+
+    OUTAGES: ClassVar[frozenset[int]] = frozenset(_OUTAGES)
+    NOUN: ClassVar[str] = "email(s)"
 
     server_token: str = field(default_factory=lambda: str(uuid.uuid4()))
     sender: str = DEFAULT_SENDER
     streams: frozenset[str] = frozenset({"outbound"})
-    url: str = ""
-    _messages: list[SentEmail] = field(default_factory=list)
-    _requests: list[RecordedRequest] = field(default_factory=list)
-    _inactive: set[str] = field(default_factory=set)
-    _outage: _Switch | None = None
-    _slow: _Switch | None = None
-    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _inactive: set[str] = field(default_factory=set, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-        self.app = Starlette(
-            routes=[
-                Route("/email", self._email_endpoint, methods=methods),
-                Route("/{path:path}", self._not_found, methods=methods),
-            ]
-        )
+    def routes(self) -> list[Route]:
+        return [Route("/email", self._email_endpoint, methods=METHODS)]
 
-    # What the tests look at --------------------------------------------------------------
+    def unknown_path(self, request: Request) -> tuple[int, dict[str, Any], Response]:
+        return 404, {}, Response(status_code=404)
 
-    @property
-    def messages(self) -> list[SentEmail]:
-        with self._changed:
-            return list(self._messages)
+    def address_of(self, message: SentEmail) -> str:
+        return message.to
 
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._changed:
-            return list(self._requests)
-
-    def wait_for(self, to: str, count: int = 1, timeout: float = 15) -> list[SentEmail]:
-        """The emails accepted for ``to``, once there are at least ``count`` of them."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [message for message in self._messages if message.to == to]
-                if len(found) >= count:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    answers = [(r.status, r.answer.get("ErrorCode")) for r in self._requests]
-                    raise AssertionError(
-                        f"expected {count} email(s) to {to}, got {len(found)}; "
-                        f"answers so far: {answers}"
-                    )
-                self._changed.wait(left)
+    def summary(self, request: RecordedRequest) -> tuple[Any, ...]:
+        return (request.status, request.answer.get("ErrorCode"))
 
     def settings(self) -> dict[str, Any]:
         """resetflow settings overrides that send email through this stand-in."""
@@ -219,45 +147,20 @@ class PostmarkStandIn:
         with self._changed:
             self._inactive.add(address.lower())
 
-    def outage(self, status: int = 503, *, requests: int | None = None) -> None:
-        """Answer ``status`` (500, 503 or 429) to the next ``requests`` requests (all: None)."""
-        if status not in _OUTAGES:
-            raise ValueError(f"outage status must be one of {sorted(_OUTAGES)}")
-        with self._changed:
-            self._outage = _Switch(status, requests)
-
-    def slow(self, seconds: float, *, requests: int | None = None) -> None:
-        """Hold back the answer to the next ``requests`` requests (all: None) by ``seconds``;
-        the requests themselves are handled at once."""
-        with self._changed:
-            self._slow = _Switch(seconds, requests)
-
-    def recover(self) -> None:
-        """End an outage or slowness and reactivate every recipient."""
-        with self._changed:
-            self._outage = None
-            self._slow = None
-            self._inactive.clear()
+    def recover_more(self) -> None:
+        """Reactivate every recipient."""
+        self._inactive.clear()
 
     # The HTTP side -----------------------------------------------------------------------
 
     async def _email_endpoint(self, request: Request) -> Response:
         raw = await request.body()
-        with self._changed:
-            delay = self._slow.status_or_seconds if self._slow and self._slow.take() else 0.0
+        delay = self.take_slow()
         try:
             status, answer = 200, self._answer(request, raw)
         except PostmarkError as error:
             status, answer = error.status, error.body()
-        self._record(request, raw, status, answer)
-        if delay:
-            await asyncio.sleep(delay)
-        return JSONResponse(answer, status_code=status)
-
-    async def _not_found(self, request: Request) -> Response:
-        raw = await request.body()
-        self._record(request, raw, 404, {})
-        return Response(status_code=404)
+        return await self.answer(request, raw, status, answer, delay=delay)
 
     def _answer(self, request: Request, raw: bytes) -> dict[str, Any]:
         self._take_outage()
@@ -302,13 +205,10 @@ class PostmarkStandIn:
         }
 
     def _take_outage(self) -> None:
-        with self._changed:
-            outage = self._outage
-            if outage is None or not outage.take():
-                return
-        status = int(outage.status_or_seconds)
-        code, message = _OUTAGES[status]
-        raise PostmarkError(status, code, message)
+        status = self.take_outage()
+        if status is not None:
+            code, message = _OUTAGES[status]
+            raise PostmarkError(status, code, message)
 
     def _authenticate(self, request: Request) -> None:
         token = request.headers.get(TOKEN_HEADER)
@@ -321,19 +221,6 @@ class PostmarkStandIn:
             )
         if not secrets.compare_digest(token.encode(), self.server_token.encode()):
             raise PostmarkError(401, 10, "Request does not contain a valid Server token.")
-
-    def _record(self, request: Request, raw: bytes, status: int, answer: dict[str, Any]) -> None:
-        recorded = RecordedRequest(
-            method=request.method,
-            path=request.url.path,
-            headers={name.lower(): value for name, value in request.headers.items()},
-            body=raw,
-            status=status,
-            answer=answer,
-        )
-        with self._changed:
-            self._requests.append(recorded)
-            self._changed.notify_all()
 
 
 # Checking one request ----------------------------------------------------------------------
@@ -405,10 +292,6 @@ def _addresses(to: str) -> list[str]:
     ]
 
 
-@contextmanager
-def running_postmark(**options: Any) -> Iterator[PostmarkStandIn]:
+def running_postmark(**options: Any) -> AbstractContextManager[PostmarkStandIn]:
     """A :class:`PostmarkStandIn` served by uvicorn on a free loopback port."""
-    standin = PostmarkStandIn(**options)
-    with serve_in_thread(standin.app) as url:
-        standin.url = url
-        yield standin
+    return running(PostmarkStandIn(**options))

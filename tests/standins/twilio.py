@@ -24,7 +24,9 @@ Errors have Twilio's body: ``{"code", "message", "more_info", "status"}``.
 
 Failure injection: :meth:`TwilioStandIn.fail_number` refuses one recipient for good (by
 default ``400`` / ``21610``, an unsubscribed recipient), and :meth:`TwilioStandIn.outage`
-answers ``500``/``503`` (``20500``/``20503``) to every request, or to the next few.
+answers ``500``/``503`` (``20500``/``20503``) to every request, or to the next few;
+:meth:`TwilioStandIn.slow` holds back the answer to every request or the next few (each is
+handled at once, only the answer comes late).
 :meth:`TwilioStandIn.chaos` fails valid requests at random, from a seeded generator: a
 share answered ``500``/``503`` at once, and a share held for ``hold_seconds`` (longer than
 the client's timeout) and only then answered ``503``. A held request is *not* recorded as
@@ -63,27 +65,23 @@ import math
 import random
 import re
 import secrets
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.support.servers import serve_in_thread
+from tests.standins.base import METHODS, ProviderError, RecordedRequest, StandIn, running
 
 SPEC_PATH = (
     Path(__file__).resolve().parents[1] / "fixtures" / "twilio" / "create_message.openapi.json"
@@ -341,7 +339,7 @@ def error_validator() -> Draft202012Validator:
 
 
 @dataclass(frozen=True)
-class TwilioError(Exception):
+class TwilioError(ProviderError):
     """A refusal in Twilio's words."""
 
     status: int
@@ -356,9 +354,8 @@ class TwilioError(Exception):
             "status": self.status,
         }
 
-    def response(self) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Basic realm="Twilio API"'} if self.status == 401 else {}
-        return JSONResponse(self.body(), status_code=self.status, headers=headers)
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Basic realm="Twilio API"'} if self.status == 401 else {}
 
 
 def _property_type(name: str) -> str | None:
@@ -501,26 +498,6 @@ def message_resource(account_sid: str, parameters: dict[str, Any]) -> dict[str, 
 
 
 @dataclass(frozen=True)
-class RecordedRequest:
-    """One request as it arrived, and the answer it got."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    form: list[tuple[str, str]] | None
-    status: int
-    answer: dict[str, Any]
-    # Held by chaos mode past the client's timeout: answered late, never sent.
-    timed_out: bool = False
-
-    @property
-    def fields(self) -> dict[str, str]:
-        """The form fields, last one winning (``{}`` for a body that was not a form)."""
-        return dict(self.form or [])
-
-
-@dataclass(frozen=True)
 class SentMessage:
     """A message the stand-in accepted (answered ``201``)."""
 
@@ -530,12 +507,6 @@ class SentMessage:
     body: str
     parameters: dict[str, Any]
     resource: dict[str, Any]
-
-
-@dataclass
-class _Outage:
-    status: int
-    remaining: int | None
 
 
 @dataclass
@@ -571,35 +542,38 @@ class _Failure:
 
 
 @dataclass
-class TwilioStandIn:
+class TwilioStandIn(StandIn[SentMessage]):
     """Twilio's Messages API for one account; serve :attr:`app`, then set :attr:`url`."""
+
+    OUTAGES: ClassVar[frozenset[int]] = frozenset(_REASONS)
 
     account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
     auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
-    url: str = ""
-    _messages: list[SentMessage] = field(default_factory=list)
-    _requests: list[RecordedRequest] = field(default_factory=list)
-    _failures: dict[str, _Failure] = field(default_factory=dict)
-    _outage: _Outage | None = None
-    _chaos: _Chaos | None = None
-    _hang: _Hang | None = None
-    _changed: threading.Condition = field(default_factory=threading.Condition)
+    _failures: dict[str, _Failure] = field(default_factory=dict, init=False, repr=False)
+    _chaos: _Chaos | None = field(default=None, init=False, repr=False)
+    _hang: _Hang | None = field(default=None, init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self.app = Starlette(
-            routes=[
-                Route(
-                    "/2010-04-01/Accounts/{account_sid}/Messages.json",
-                    self._messages_endpoint,
-                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                ),
-                Route(
-                    "/{path:path}",
-                    self._not_found,
-                    methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                ),
-            ]
-        )
+    def routes(self) -> list[Route]:
+        return [
+            Route(
+                "/2010-04-01/Accounts/{account_sid}/Messages.json",
+                self._messages_endpoint,
+                methods=METHODS,
+            )
+        ]
+
+    def unknown_path(self, request: Request) -> tuple[int, dict[str, Any], Response]:
+        error = TwilioError(404, 20404, f"The requested resource {request.url.path} was not found")
+        return error.status, error.body(), error.response()
+
+    def form_of(self, request: Request, raw: bytes) -> list[tuple[str, str]] | None:
+        return _form_of(request, raw)
+
+    def address_of(self, message: SentMessage) -> str:
+        return message.to
+
+    def summary(self, request: RecordedRequest) -> tuple[Any, ...]:
+        return (request.status, request.answer.get("code"))
 
     # What the tests look at --------------------------------------------------------------
 
@@ -607,36 +581,9 @@ class TwilioStandIn:
     def messages_url(self) -> str:
         return f"{self.url}/2010-04-01/Accounts/{self.account_sid}/Messages.json"
 
-    @property
-    def messages(self) -> list[SentMessage]:
-        with self._changed:
-            return list(self._messages)
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._changed:
-            return list(self._requests)
-
     def messages_to(self, to: str) -> list[SentMessage]:
         with self._changed:
             return [message for message in self._messages if message.to == to]
-
-    def wait_for(self, to: str, count: int = 1, timeout: float = 15) -> list[SentMessage]:
-        """The messages accepted for ``to``, once there are at least ``count`` of them."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = [message for message in self._messages if message.to == to]
-                if len(found) >= count:
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    answers = [(r.status, r.answer.get("code")) for r in self._requests]
-                    raise AssertionError(
-                        f"expected {count} message(s) to {to}, got {len(found)}; "
-                        f"answers so far: {answers}"
-                    )
-                self._changed.wait(left)
 
     def settings(self, *, sender: str = TEST_SENDER) -> dict[str, Any]:
         """resetflow settings overrides that send SMS through this stand-in."""
@@ -662,13 +609,6 @@ class TwilioStandIn:
         ``{to}`` and ``{body}``, to play a provider that echoes the request back."""
         with self._changed:
             self._failures[to] = _Failure(status=status, code=code, message=message)
-
-    def outage(self, status: int = 503, *, requests: int | None = None) -> None:
-        """Answer ``status`` (500 or 503) to the next ``requests`` requests (all: None)."""
-        if status not in _REASONS:
-            raise ValueError(f"outage status must be one of {sorted(_REASONS)}")
-        with self._changed:
-            self._outage = _Outage(status=status, remaining=requests)
 
     def chaos(
         self,
@@ -703,43 +643,41 @@ class TwilioStandIn:
                 if message.resource["status"] == "queued":
                     message.resource.update(status="sent", date_sent=now, date_updated=now)
 
-    def recover(self) -> None:
-        """End an outage, chaos mode and hangs, and forget every per-number failure."""
-        with self._changed:
-            self._outage = None
-            self._chaos = None
-            self._hang = None
-            self._failures.clear()
+    def recover_more(self) -> None:
+        """End chaos mode and hangs, and forget every per-number failure."""
+        self._chaos = None
+        self._hang = None
+        self._failures.clear()
 
     # The HTTP side -----------------------------------------------------------------------
 
     async def _messages_endpoint(self, request: Request) -> Response:
         raw = await request.body()
         form = _form_of(request, raw)
+        delay = self.take_slow()
+        response: Response
         try:
             resource = self._answer(request, form)
         except TwilioError as error:
-            self._record(request, raw, form, error.status, error.body())
-            return error.response()
+            self.record(request, raw, error.status, error.body(), form=form)
+            response = error.response()
         except _Held as held:
             # Recorded on arrival: the client gives up before the answer anyway.
             if held.resource is not None:
-                self._record(request, raw, form, 201, held.resource, timed_out=True)
+                self.record(request, raw, 201, held.resource, form=form, timed_out=True)
                 await asyncio.sleep(held.seconds)
                 return JSONResponse(held.resource, status_code=201)
             late = TwilioError(503, *_REASONS[503])
-            self._record(request, raw, form, late.status, late.body(), timed_out=True)
+            self.record(request, raw, late.status, late.body(), form=form, timed_out=True)
             await asyncio.sleep(held.seconds)
             return late.response()
-        status = 200 if request.method == "GET" else 201
-        self._record(request, raw, form, status, resource)
-        return JSONResponse(resource, status_code=status)
-
-    async def _not_found(self, request: Request) -> Response:
-        raw = await request.body()
-        error = TwilioError(404, 20404, f"The requested resource {request.url.path} was not found")
-        self._record(request, raw, _form_of(request, raw), error.status, error.body())
-        return error.response()
+        else:
+            status = 200 if request.method == "GET" else 201
+            self.record(request, raw, status, resource, form=form)
+            response = JSONResponse(resource, status_code=status)
+        if delay:
+            await asyncio.sleep(delay)
+        return response
 
     def _answer(self, request: Request, form: list[tuple[str, str]] | None) -> dict[str, Any]:
         self._take_outage()
@@ -842,16 +780,10 @@ class TwilioStandIn:
             return hang
 
     def _take_outage(self) -> None:
-        with self._changed:
-            outage = self._outage
-            if outage is None:
-                return
-            if outage.remaining is not None:
-                outage.remaining -= 1
-                if outage.remaining <= 0:
-                    self._outage = None
-        code, message = _REASONS[outage.status]
-        raise TwilioError(outage.status, code, message)
+        status = self.take_outage()
+        if status is not None:
+            code, message = _REASONS[status]
+            raise TwilioError(status, code, message)
 
     def _take_chaos(self) -> None:
         with self._changed:
@@ -878,30 +810,6 @@ class TwilioStandIn:
         token_ok = secrets.compare_digest(password.encode(), self.auth_token.encode())
         if not (user_ok and token_ok):
             raise TwilioError(401, 20003, "Authenticate")
-
-    def _record(
-        self,
-        request: Request,
-        raw: bytes,
-        form: list[tuple[str, str]] | None,
-        status: int,
-        answer: dict[str, Any],
-        *,
-        timed_out: bool = False,
-    ) -> None:
-        recorded = RecordedRequest(
-            method=request.method,
-            path=request.url.path,
-            headers={name.lower(): value for name, value in request.headers.items()},
-            body=raw,
-            form=form,
-            status=status,
-            answer=answer,
-            timed_out=timed_out,
-        )
-        with self._changed:
-            self._requests.append(recorded)
-            self._changed.notify_all()
 
 
 def _page_token(page: int) -> str:
@@ -941,10 +849,6 @@ def _form_of(request: Request, raw: bytes) -> list[tuple[str, str]] | None:
     return parse_qsl(text, keep_blank_values=True)
 
 
-@contextmanager
-def running_twilio(**options: Any) -> Iterator[TwilioStandIn]:
+def running_twilio(**options: Any) -> AbstractContextManager[TwilioStandIn]:
     """A :class:`TwilioStandIn` served by uvicorn on a free loopback port."""
-    standin = TwilioStandIn(**options)
-    with serve_in_thread(standin.app) as url:
-        standin.url = url
-        yield standin
+    return running(TwilioStandIn(**options))

@@ -21,9 +21,10 @@ import typer
 
 from resetflow.accounts.models import Channel
 from resetflow.cli.users import run_with_services
+from resetflow.notify.delivery_log import JobRecord, LoggedJob, RetryRefusal, RetryRefused
 from resetflow.services import Services
 from resetflow.storage import deliveries
-from resetflow.storage.deliveries import DeliveryAttempt, DeliveryJob, DeliveryRepository, JobStatus
+from resetflow.storage.deliveries import DeliveryJob, JobStatus
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -60,33 +61,21 @@ def list_deliveries(
     notification, last error.
     """
 
-    async def work(services: Services) -> list[tuple[DeliveryJob, str | None]]:
-        async with services.database.read() as conn:
-            repo = DeliveryRepository(conn)
-            jobs = await repo.list_jobs(
-                limit=limit,
-                status=status.value if status else None,
-                channel=channel.value if channel else None,
-                provider=provider.value if provider else None,
-            )
-            destinations = await repo.last_destinations([job.id for job in jobs])
-        return [(job, destinations.get(job.id)) for job in jobs]
+    async def work(services: Services) -> list[LoggedJob]:
+        return await services.delivery_log.search(
+            limit=limit,
+            status=status,
+            channel=channel.value if channel else None,
+            provider=provider.value if provider else None,
+        )
 
-    for job, destination in run_with_services(work):
+    for entry in run_with_services(work):
+        job, destination = entry.job, entry.destination
         typer.echo(
             f"{_time(job.created_at)}  {job.id}  {job.status:<13} {job.channel or '-':<5} "
             f"{job.provider or '-':<8} {destination or '-':<24} {job.notification:<22} "
             f"{job.last_error or ''}".rstrip()
         )
-
-
-async def _job(services: Services, job_id: str) -> tuple[DeliveryJob, list[DeliveryAttempt]] | None:
-    async with services.database.read() as conn:
-        repo = DeliveryRepository(conn)
-        job = await repo.get(job_id)
-        if job is None or job.status == deliveries.DECOY:
-            return None
-        return job, await repo.attempts(job_id)
 
 
 @app.command()
@@ -95,14 +84,14 @@ def show(
 ) -> None:
     """Show one job and every attempt on it (the message itself is never shown)."""
 
-    async def work(services: Services) -> tuple[DeliveryJob, list[DeliveryAttempt]] | None:
-        return await _job(services, job_id)
+    async def work(services: Services) -> JobRecord | None:
+        return await services.delivery_log.read(job_id)
 
     found = run_with_services(work)
     if found is None:
         typer.echo("no such job", err=True)
         raise typer.Exit(1)
-    job, attempts = found
+    job, attempts = found.job, found.attempts
     facts = [
         ("job", job.id),
         ("created", _time(job.created_at)),
@@ -134,33 +123,35 @@ def show(
         )
 
 
-def _why_not(job: DeliveryJob, now: datetime) -> str | None:
-    """Why ``job`` cannot be made due now, or ``None`` if it can."""
+def _refusal(refused: RetryRefused) -> str:
+    """What ``deliveries retry`` says when the delivery log refused the retry."""
+    job = refused.job
+    if job is None:
+        return "no such job"
     ended = "its sealed message (and any code in it) was erased when the job ended"
-    if job.status == JobStatus.FAILED:
-        return (
-            f"job {job.id} failed ({job.last_error or 'no reason recorded'}) and cannot be "
-            f"retried: {ended}, by design. The person should ask for a new code."
-        )
-    if job.status in (
-        JobStatus.SENT,
-        JobStatus.DELIVERED,
-        JobStatus.UNDELIVERABLE,
-    ):
-        return (
-            f"job {job.id} is {job.status}: {job.provider or 'the provider'} accepted it, so "
-            f"there is nothing to retry, and {ended}. The person should ask for a new code."
-        )
-    if job.status == JobStatus.SENDING:
-        return f"job {job.id} is being sent by a worker right now; see `deliveries show`."
-    if job.sealed_payload is None:
-        return f"job {job.id} has no sealed message left to send."
-    if job.expires_at is not None and job.expires_at <= now:
-        return (
-            f"the code in job {job.id} expired at {_time(job.expires_at)}; the worker will "
-            "close the job as failed rather than send a dead code."
-        )
-    return None
+    match refused.reason:
+        case RetryRefusal.FAILED:
+            return (
+                f"job {job.id} failed ({job.last_error or 'no reason recorded'}) and cannot be "
+                f"retried: {ended}, by design. The person should ask for a new code."
+            )
+        case RetryRefusal.ACCEPTED:
+            return (
+                f"job {job.id} is {job.status}: {job.provider or 'the provider'} accepted it, "
+                f"so there is nothing to retry, and {ended}. The person should ask for a new "
+                "code."
+            )
+        case RetryRefusal.SENDING:
+            return f"job {job.id} is being sent by a worker right now; see `deliveries show`."
+        case RetryRefusal.NO_PAYLOAD:
+            return f"job {job.id} has no sealed message left to send."
+        case RetryRefusal.CODE_EXPIRED:
+            return (
+                f"the code in job {job.id} expired at {_time(job.expires_at)}; the worker will "
+                "close the job as failed rather than send a dead code."
+            )
+        case _:
+            return f"job {job.id} changed meanwhile; see `deliveries show`."
 
 
 @app.command()
@@ -173,31 +164,15 @@ def retry(
     sealed message was erased when they ended.
     """
 
-    async def work(services: Services) -> str:
-        found = await _job(services, job_id)
-        if found is None:
-            raise _Refused("no such job")
-        job, _ = found
-        now = services.clock.now()
-        reason = _why_not(job, now)
-        if reason is not None:
-            raise _Refused(reason)
-        async with services.database.write() as conn:
-            repo = DeliveryRepository(conn)
-            if not await repo.retry_now(job.id, now=now):
-                raise _Refused(f"job {job.id} changed meanwhile; see `deliveries show`.")
-            await repo.wake_workers()
-        return (
-            f"job {job.id} is due now (it was due at {_time(job.next_attempt_at)}); a "
-            "worker will try it within its poll interval."
-        )
+    async def work(services: Services) -> DeliveryJob:
+        return await services.delivery_log.retry(job_id)
 
     try:
-        typer.echo(run_with_services(work))
-    except _Refused as refusal:
-        typer.echo(f"cannot retry: {refusal}", err=True)
+        job = run_with_services(work)
+    except RetryRefused as refused:
+        typer.echo(f"cannot retry: {_refusal(refused)}", err=True)
         raise typer.Exit(1) from None
-
-
-class _Refused(Exception):
-    pass
+    typer.echo(
+        f"job {job.id} is due now (it was due at {_time(job.next_attempt_at)}); a "
+        "worker will try it within its poll interval."
+    )

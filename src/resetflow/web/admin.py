@@ -26,7 +26,7 @@ from resetflow.storage.deliveries import (
     EVENT_CHANNEL,
     JOB_STATUSES,
     PROVIDERS,
-    DeliveryRepository,
+    JobStatus,
 )
 from resetflow.web.edge import services_of
 from resetflow.web.render import page
@@ -67,29 +67,26 @@ async def deliveries(request: Request) -> Response:
             ignored.append(name)
             value = None
         chosen[name] = value
-    now = services.clock.now()
-    async with services.database.read() as conn:
-        repo = DeliveryRepository(conn)
-        jobs = await repo.list_jobs(
-            limit=LIMIT,
-            status=chosen["status"],
-            channel=chosen["channel"],
-            provider=chosen["provider"],
-        )
-        destinations = await repo.last_destinations([job.id for job in jobs])
-        last_hour = await repo.count_by_status(since=now - timedelta(hours=1))
-        last_day = await repo.count_by_status(since=now - timedelta(days=1))
+    logged = await services.delivery_log.search(
+        limit=LIMIT,
+        status=JobStatus(chosen["status"]) if chosen["status"] else None,
+        channel=chosen["channel"],
+        provider=chosen["provider"],
+    )
+    last_hour, last_day = await services.delivery_log.status_counts(
+        timedelta(hours=1), timedelta(days=1)
+    )
     rows = [
         Row(
-            created_at=job.created_at,
-            notification=job.notification,
-            channel=job.channel,
-            provider=job.provider,
-            destination=destinations.get(job.id),
-            status=job.status,
-            last_error=job.last_error,
+            created_at=entry.job.created_at,
+            notification=entry.job.notification,
+            channel=entry.job.channel,
+            provider=entry.job.provider,
+            destination=entry.destination,
+            status=entry.job.status,
+            last_error=entry.job.last_error,
         )
-        for job in jobs
+        for entry in logged
     ]
     counts = [
         (status, last_hour.get(status, 0), last_day.get(status, 0)) for status in JOB_STATUSES

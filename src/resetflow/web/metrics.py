@@ -29,8 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from resetflow.clock import Clock
 from resetflow.errors import MetricsTokenRequired
 from resetflow.metrics import UNMATCHED, Metrics
-from resetflow.storage.database import Database
-from resetflow.storage.deliveries import DeliveryRepository
+from resetflow.notify.delivery_log import DeliveryLog
 from resetflow.web.error_json import error_response
 
 log = logging.getLogger("resetflow.metrics")
@@ -95,7 +94,7 @@ class MetricsMiddleware:
 
 
 def metrics_router(
-    *, metrics: Metrics, database: Database, clock: Clock, token: SecretStr | None
+    *, metrics: Metrics, delivery_log: DeliveryLog, clock: Clock, token: SecretStr | None
 ) -> APIRouter:
     """The ``GET /metrics`` route, reading the outbox gauges from the database first."""
     router = APIRouter(include_in_schema=False)
@@ -105,7 +104,7 @@ def metrics_router(
     async def prometheus_metrics(request: Request) -> Response:
         if expected is not None and not bearer_matches(request, expected):
             return token_required()
-        depth, oldest_age = await _read_outbox(database, clock)
+        depth, oldest_age = await _read_outbox(delivery_log, clock)
         metrics.set_outbox(depth=depth, oldest_queued_age_seconds=oldest_age)
         return Response(metrics.render(), media_type=metrics.content_type)
 
@@ -125,16 +124,12 @@ def bearer_matches(request: Request, expected: bytes) -> bool:
     return hmac.compare_digest(credentials.strip().encode("latin-1"), expected)
 
 
-async def _read_outbox(database: Database, clock: Clock) -> tuple[float, float]:
+async def _read_outbox(delivery_log: DeliveryLog, clock: Clock) -> tuple[float, float]:
     """(jobs queued or sending, age of the oldest queued job); NaNs if the read fails."""
     try:
-        async with database.read() as conn:
-            repo = DeliveryRepository(conn)
-            depth = await repo.count_pending()
-            oldest = await repo.oldest_queued_at()
+        backlog = await delivery_log.backlog()
     except Exception:
         # The other metrics are worth most while the database is down: still answer.
         log.warning("metrics_outbox_unreadable", exc_info=True)
         return math.nan, math.nan
-    age = max(0.0, (clock.now() - oldest).total_seconds()) if oldest is not None else 0.0
-    return float(depth), age
+    return float(backlog.pending or 0), backlog.lag_seconds(clock.now())

@@ -56,7 +56,7 @@ from starlette.responses import JSONResponse, Response
 
 from resetflow.errors import MalformedRequest, UnsupportedMediaType, WebhookRefused
 from resetflow.notify.providers.twilio import STATUS_CALLBACK_PATH
-from resetflow.storage.deliveries import DeliveryRepository, JobStatus
+from resetflow.storage.deliveries import JobStatus
 from resetflow.web.edge import services_of
 
 log = logging.getLogger("resetflow.webhooks")
@@ -220,7 +220,7 @@ async def postmark_event(request: Request) -> Response:
     record_type = event.get("RecordType")
     message_id = event.get("MessageID")
     if record_type == "Delivery":
-        status: str | None = JobStatus.DELIVERED
+        status: JobStatus | None = JobStatus.DELIVERED
         report = "postmark: delivered"
     elif record_type == "Bounce":
         kind = event.get("Type")
@@ -238,19 +238,13 @@ async def postmark_event(request: Request) -> Response:
 
 
 async def _apply(
-    request: Request, provider: str, message_id: str, status: str | None, report: str
+    request: Request, provider: str, message_id: str, status: JobStatus | None, report: str
 ) -> Response:
-    services = services_of(request)
     outcome = None
     if message_id and len(message_id) <= MAX_MESSAGE_ID:
-        async with services.database.write() as conn:
-            outcome = await DeliveryRepository(conn).apply_report(
-                provider=provider,
-                provider_message_id=message_id,
-                status=status,
-                report=report,
-                now=services.clock.now(),
-            )
+        outcome = await services_of(request).delivery_log.record_report(
+            provider=provider, provider_message_id=message_id, status=status, report=report
+        )
     if outcome is None:
         # Nothing of ours (or a provider's test event): accepted, so that it is not retried.
         log.info("webhook_unknown_message", extra={"provider": provider, "report": report})

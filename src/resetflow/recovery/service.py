@@ -156,11 +156,7 @@ class RecoveryService(FlowService):
         now = self._clock.now()
         if grant is None or now - grant.granted_at > self._grant_ttl:
             raise ResetNotAllowed()
-        if new_password != confirmation:
-            raise InvalidInput(
-                "The two passwords do not match.",
-                fields={"newPasswordConfirm": "The two passwords do not match."},
-            )
+        _check_confirmation(new_password, confirmation)
         async with self._db.read() as conn:
             user = await UserRepository(conn).get(grant.user_id)
         if user is None:
@@ -217,11 +213,7 @@ class RecoveryService(FlowService):
             )
             message = "This is not your current password."
             raise InvalidCredentials(message, fields={"currentPassword": message})
-        if new_password != confirmation:
-            raise InvalidInput(
-                "The two passwords do not match.",
-                fields={"newPasswordConfirm": "The two passwords do not match."},
-            )
+        _check_confirmation(new_password, confirmation)
         try:
             await self._policy.check(new_password, personal=(user.name, user.email, user.phone))
         except InvalidInput as error:
@@ -309,3 +301,10 @@ async def end_sessions(store: SessionStore, user_id: str) -> int:
 
 def _routes(user: User, channels: list[Channel]) -> list[Route]:
     return [Route(channel=c, to=contact) for c in channels if (contact := user.contact(c))]
+
+
+def _check_confirmation(new_password: str, confirmation: str) -> None:
+    """:class:`InvalidInput` on ``newPasswordConfirm`` when the two typed passwords differ."""
+    if new_password != confirmation:
+        message = "The two passwords do not match."
+        raise InvalidInput(message, fields={"newPasswordConfirm": message})

@@ -54,15 +54,7 @@ class AccountService(FlowService):
     def __init__(self, *, kit: FlowKit, policy: PasswordPolicy, contacts: ContactRules) -> None:
         super().__init__(kit=kit)
         self._policy = policy
-        self.contacts = contacts
-
-    def parse_email(self, raw: str) -> str:
-        """The normalised email, or :class:`InvalidInput` on ``email``."""
-        return self.contacts.email(raw)
-
-    def parse_phone(self, raw: str) -> str:
-        """The phone in E.164, or :class:`InvalidInput` on ``phone``."""
-        return self.contacts.phone(raw)
+        self.contacts = contacts  # public: the web layer reads typed contacts by these rules
 
     async def sign_up(
         self,

@@ -343,7 +343,7 @@ class AdminUsers:
             email, phone = self._contacts.given(email=data.email, phone=data.phone or None)
         except InvalidInput as error:
             fields.update(error.fields)
-        preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
+        preference = Channel.preferred(data.preference)
         if preference is Channel.SMS and not data.phone:
             fields["preference"] = "SMS needs a phone number."
         if fields:

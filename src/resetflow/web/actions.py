@@ -40,7 +40,7 @@ async def create_user(
         ),
     ],
 ) -> Response:
-    preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
+    preference = Channel.preferred(data.preference)
     going_to = return_to.pending(request, sent=data.return_to)
     attempt_id = new_token()
     result = await services_of(request).accounts.register(

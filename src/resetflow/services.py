@@ -15,6 +15,7 @@ from resetflow.audit import AuditLog
 from resetflow.clock import Clock
 from resetflow.config import Settings
 from resetflow.crypto import Keyring
+from resetflow.flow import FlowKit
 from resetflow.metrics import Metrics
 from resetflow.notify.delivery_log import DeliveryLog
 from resetflow.notify.events import Events
@@ -164,6 +165,18 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         events=events,
         unverified_ttl=timedelta(hours=settings.unverified_ttl_hours),
     )
+    # What the sign-up, recovery and contact-change flows share (flow.py).
+    kit = FlowKit(
+        database=database,
+        codes=codes,
+        outbox=outbox,
+        hasher=hasher,
+        clock=clock,
+        audit=audit,
+        limiter=limiter,
+        base_url=settings.base_url,
+        events=events,
+    )
     services = Services(
         settings=settings,
         clock=clock,
@@ -171,46 +184,14 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         sessions=sessions,
         outbox=outbox,
         mailbox=mailbox,
-        accounts=AccountService(
-            database=database,
-            codes=codes,
-            outbox=outbox,
-            hasher=hasher,
-            policy=policy,
-            clock=clock,
-            base_url=settings.base_url,
-            audit=audit,
-            limiter=limiter,
-            contacts=contacts,
-            events=events,
-        ),
+        accounts=AccountService(kit=kit, policy=policy, contacts=contacts),
         recovery=RecoveryService(
-            database=database,
-            codes=codes,
-            outbox=outbox,
-            hasher=hasher,
+            kit=kit,
             policy=policy,
             sessions=sessions,
-            clock=clock,
-            base_url=settings.base_url,
             grant_ttl_seconds=settings.reset_grant_ttl_seconds,
-            audit=audit,
-            limiter=limiter,
-            events=events,
         ),
-        contact_change=ContactChangeService(
-            database=database,
-            codes=codes,
-            outbox=outbox,
-            hasher=hasher,
-            sessions=sessions,
-            clock=clock,
-            base_url=settings.base_url,
-            audit=audit,
-            limiter=limiter,
-            contacts=contacts,
-            events=events,
-        ),
+        contact_change=ContactChangeService(kit=kit, sessions=sessions, contacts=contacts),
         worker=worker,
         limiter=limiter,
         audit=audit,
@@ -229,6 +210,6 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         audit=audit,
         clock=clock,
         events=events,
-        default_phone_region=settings.default_phone_region,
+        contacts=contacts,
     )
     return services

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.admin_schemas import AdminNewUser, AdminUserPatch
-from resetflow.accounts.contacts import ContactError, normalise_email, normalise_phone
+from resetflow.accounts.contact_rules import ContactRules
 from resetflow.accounts.legacy_hashes import UnsupportedHash, check_importable
 from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
@@ -97,8 +97,8 @@ class AdminUsers:
         policy: PasswordPolicy,
         audit: AuditLog,
         clock: Clock,
+        contacts: ContactRules,
         events: Events | None = None,
-        default_phone_region: str | None = None,
     ) -> None:
         self._db = database
         # Events for the host app (notify/events.py), each in its change's transaction.
@@ -109,7 +109,7 @@ class AdminUsers:
         self._policy = policy
         self._audit = audit
         self._clock = clock
-        self._region = default_phone_region
+        self._contacts = contacts
 
     # -- reading -----------------------------------------------------------------------
 
@@ -131,20 +131,17 @@ class AdminUsers:
 
     async def find(self, *, email: str | None, phone: str | None) -> list[User]:
         """Exact look-up by the normalised contact (an unparseable one finds nobody)."""
+        try:
+            contact = (
+                self._contacts.email(email)
+                if email is not None
+                else self._contacts.phone(phone or "")
+            )
+        except InvalidInput:
+            return []
         async with self._db.read() as conn:
             repo = UserRepository(conn)
-            if email is not None:
-                try:
-                    found = await repo.by_email(normalise_email(email))
-                except ContactError:
-                    found = None
-            else:
-                try:
-                    found = await repo.by_phone(
-                        normalise_phone(phone or "", default_region=self._region)
-                    )
-                except ContactError:
-                    found = None
+            found = await (repo.by_email(contact) if email is not None else repo.by_phone(contact))
         return [found] if found is not None and found.id != DECOY_USER_ID else []
 
     # -- changes -----------------------------------------------------------------------
@@ -173,23 +170,21 @@ class AdminUsers:
             values["locale"] = changes.locale
         if "preference" in given:
             values["preference"] = Channel(str(changes.preference)).value
-        if "email" in given:
-            if changes.email is None:
-                fields["email"] = "An account needs an email address."
-            else:
-                try:
-                    values["email"] = normalise_email(changes.email)
-                except ContactError as error:
-                    fields["email"] = str(error)
-        if "phone" in given:
-            try:
-                values["phone"] = (
-                    normalise_phone(changes.phone, default_region=self._region)
-                    if changes.phone
-                    else None
-                )
-            except ContactError as error:
-                fields["phone"] = str(error)
+        if "email" in given and changes.email is None:
+            fields["email"] = "An account needs an email address."
+        try:
+            # An empty or null phone removes it.
+            email, phone = self._contacts.given(
+                email=changes.email if "email" in given else None,
+                phone=(changes.phone or None) if "phone" in given else None,
+            )
+        except InvalidInput as error:
+            fields.update(error.fields)
+        else:
+            if email is not None:
+                values["email"] = email
+            if "phone" in given:
+                values["phone"] = phone
         if fields:
             raise InvalidInput(fields=fields)
         now = self._clock.now()
@@ -345,15 +340,10 @@ class AdminUsers:
         fields: dict[str, str] = {}
         email = phone = None
         try:
-            email = normalise_email(data.email)
-        except ContactError as error:
-            fields["email"] = str(error)
-        if data.phone:
-            try:
-                phone = normalise_phone(data.phone, default_region=self._region)
-            except ContactError as error:
-                fields["phone"] = str(error)
-        preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
+            email, phone = self._contacts.given(email=data.email, phone=data.phone or None)
+        except InvalidInput as error:
+            fields.update(error.fields)
+        preference = Channel.preferred(data.preference)
         if preference is Channel.SMS and not data.phone:
             fields["preference"] = "SMS needs a phone number."
         if fields:

@@ -25,21 +25,18 @@ from sqlalchemy.exc import IntegrityError
 from resetflow.accounts.contact_rules import ContactRules
 from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel, User
-from resetflow.accounts.passwords import PasswordHasher
 from resetflow.accounts.service import NOTICE
-from resetflow.audit import AuditEvent, AuditLog
+from resetflow.audit import AuditEvent
 from resetflow.client import ClientInfo
-from resetflow.clock import Clock
 from resetflow.crypto import new_token
 from resetflow.errors import InvalidCode, InvalidCredentials, InvalidInput, NotSignedIn
-from resetflow.notify.events import Events, SessionsRevokedReason, UserDeletedReason
+from resetflow.flow import FlowKit, FlowService
+from resetflow.notify.events import SessionsRevokedReason, UserDeletedReason
 from resetflow.notify.messages import Notification, Route
-from resetflow.notify.outbox import DECOY_ROUTE, Outbox
-from resetflow.ratelimit import RateLimiter
-from resetflow.recovery.codes import RESET, OneTimeCodes
+from resetflow.notify.outbox import DECOY_ROUTE
+from resetflow.recovery.codes import RESET
 from resetflow.recovery.service import end_sessions
 from resetflow.storage.codes import CodeRepository
-from resetflow.storage.database import Database
 from resetflow.storage.sessions import SessionStore
 from resetflow.storage.users import UserRepository
 
@@ -62,33 +59,11 @@ class PendingChange:
     attempt_id: str
 
 
-class ContactChangeService:
-    def __init__(
-        self,
-        *,
-        database: Database,
-        codes: OneTimeCodes,
-        outbox: Outbox,
-        hasher: PasswordHasher,
-        sessions: SessionStore,
-        clock: Clock,
-        base_url: str,
-        audit: AuditLog,
-        limiter: RateLimiter,
-        contacts: ContactRules | None = None,
-        events: Events | None = None,
-    ) -> None:
-        self._events = events or Events.disabled()  # for the host app (notify/events.py)
-        self._db = database
-        self._codes = codes
-        self._outbox = outbox
-        self._hasher = hasher
+class ContactChangeService(FlowService):
+    def __init__(self, *, kit: FlowKit, sessions: SessionStore, contacts: ContactRules) -> None:
+        super().__init__(kit=kit)
         self._sessions = sessions
-        self._clock = clock
-        self._base_url = base_url
-        self._audit = audit
-        self._limiter = limiter
-        self._contacts = contacts or ContactRules()
+        self._contacts = contacts
 
     def normalise(self, channel: Channel, raw: str) -> str:
         """The new contact normalised (R47), or :class:`InvalidInput` on ``value``.

@@ -36,11 +36,16 @@ class ContactRules:
         except ContactError as error:
             raise InvalidInput(fields={field: str(error)}) from None
 
-    def both(self, *, email: str, phone: str) -> tuple[str, str]:
-        """Both normalised, or :class:`InvalidInput` naming every bad one."""
+    def given(
+        self, *, email: str | None = None, phone: str | None = None
+    ) -> tuple[str | None, str | None]:
+        """Each one given normalised (``None`` stays ``None``), or :class:`InvalidInput`
+        naming every bad one."""
         fields: dict[str, str] = {}
-        normal: dict[str, str] = {}
+        normal: dict[str, str | None] = {"email": None, "phone": None}
         for name, read, raw in (("email", self.email, email), ("phone", self.phone, phone)):
+            if raw is None:
+                continue
             try:
                 normal[name] = read(raw)
             except InvalidInput as error:
@@ -48,6 +53,12 @@ class ContactRules:
         if fields:
             raise InvalidInput(fields=fields)
         return normal["email"], normal["phone"]
+
+    def both(self, *, email: str, phone: str) -> tuple[str, str]:
+        """Both normalised, or :class:`InvalidInput` naming every bad one."""
+        normal_email, normal_phone = self.given(email=email, phone=phone)
+        assert normal_email is not None and normal_phone is not None
+        return normal_email, normal_phone
 
     def check_sms(self, phone: str, *, field: str, advice: str = "") -> None:
         """:class:`InvalidInput` on ``field`` when codes may not go by SMS to ``phone``

@@ -45,6 +45,13 @@ def normalise_phone(raw: str, *, default_region: str | None = None) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def display_phone(phone: str) -> str:
+    """An E.164 number as people read it, grouped: ``+1 415-555-0100``."""
+    return phonenumbers.format_number(
+        phonenumbers.parse(phone), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+    )
+
+
 def mask_email(email: str) -> str:
     """``a***@example.com``: enough for an operator to tell addresses apart, no more."""
     local, _, domain = email.rpartition("@")

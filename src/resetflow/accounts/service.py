@@ -11,17 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from resetflow.accounts.contact_rules import ContactRules
 from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel, User
-from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
-from resetflow.audit import AuditEvent, AuditLog
+from resetflow.accounts.passwords import PasswordPolicy
+from resetflow.audit import AuditEvent
 from resetflow.client import ClientInfo
-from resetflow.clock import Clock
 from resetflow.errors import InvalidCode, InvalidCredentials
-from resetflow.notify.events import Events, UserDeletedReason
+from resetflow.flow import FlowKit, FlowService
+from resetflow.notify.events import UserDeletedReason
 from resetflow.notify.messages import Notification, Route
-from resetflow.notify.outbox import Outbox
-from resetflow.ratelimit import RateLimiter, destination_key
-from resetflow.recovery.codes import OneTimeCodes, verify_purpose
-from resetflow.storage.database import Database
+from resetflow.ratelimit import destination_key
+from resetflow.recovery.codes import verify_purpose
 from resetflow.storage.sessions import SessionRecord
 from resetflow.storage.users import UserRepository
 
@@ -52,41 +50,11 @@ class NewAccount:
     locale: str = "en"
 
 
-class AccountService:
-    def __init__(
-        self,
-        *,
-        database: Database,
-        codes: OneTimeCodes,
-        outbox: Outbox,
-        hasher: PasswordHasher,
-        policy: PasswordPolicy,
-        clock: Clock,
-        base_url: str,
-        audit: AuditLog,
-        limiter: RateLimiter,
-        contacts: ContactRules | None = None,
-        events: Events | None = None,
-    ) -> None:
-        self._events = events or Events.disabled()  # for the host app (notify/events.py)
-        self._db = database
-        self._codes = codes
-        self._outbox = outbox
-        self._hasher = hasher
+class AccountService(FlowService):
+    def __init__(self, *, kit: FlowKit, policy: PasswordPolicy, contacts: ContactRules) -> None:
+        super().__init__(kit=kit)
         self._policy = policy
-        self._clock = clock
-        self._base_url = base_url
-        self._audit = audit
-        self._limiter = limiter
-        self.contacts = contacts or ContactRules()
-
-    def parse_email(self, raw: str) -> str:
-        """The normalised email, or :class:`InvalidInput` on ``email``."""
-        return self.contacts.email(raw)
-
-    def parse_phone(self, raw: str) -> str:
-        """The phone in E.164, or :class:`InvalidInput` on ``phone``."""
-        return self.contacts.phone(raw)
+        self.contacts = contacts  # public: the web layer reads typed contacts by these rules
 
     async def sign_up(
         self,

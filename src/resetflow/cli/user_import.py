@@ -27,6 +27,7 @@ import typer
 
 from resetflow.accounts.admin import Actor, ImportSummary
 from resetflow.accounts.legacy_hashes import UnsupportedHash, wrap_sha3_hex
+from resetflow.accounts.models import Channel
 from resetflow.cli.users import run_with_services
 from resetflow.errors import MalformedRequest, ResetflowError, UnsupportedPasswordHash
 from resetflow.services import Services
@@ -184,7 +185,7 @@ async def _tutorial_user(key: str, value: dict[str, Any]) -> dict[str, Any] | Re
         wrapped = await asyncio.to_thread(wrap_sha3_hex, str(value.get("hashed_password", "")))
     except UnsupportedHash as error:
         return UnsupportedPasswordHash(fields={"password_hash": str(error)})
-    preference = "sms" if value.get("preference") in ("sms", "phone") else "email"
+    preference = Channel.preferred(value.get("preference")).value
     line: dict[str, Any] = {
         "name": str(value.get("name") or email.partition("@")[0] or "user")[:200],
         "email": email,

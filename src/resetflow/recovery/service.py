@@ -15,18 +15,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.contacts import mask
 from resetflow.accounts.models import Channel, User
-from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
-from resetflow.audit import AuditEvent, AuditLog
+from resetflow.accounts.passwords import PasswordPolicy
+from resetflow.audit import AuditEvent
 from resetflow.client import ClientInfo
-from resetflow.clock import Clock
 from resetflow.errors import InvalidCredentials, InvalidInput, ResetNotAllowed
-from resetflow.notify.events import Events, SessionsRevokedReason
+from resetflow.flow import FlowKit, FlowService
+from resetflow.notify.events import SessionsRevokedReason
 from resetflow.notify.messages import Notification, Route
-from resetflow.notify.outbox import DECOY_ROUTE, Outbox
-from resetflow.ratelimit import RateLimiter
-from resetflow.recovery.codes import RESET, OneTimeCodes
+from resetflow.notify.outbox import DECOY_ROUTE
+from resetflow.recovery.codes import RESET
 from resetflow.storage.codes import CodeRepository
-from resetflow.storage.database import Database
 from resetflow.storage.sessions import SessionStore
 from resetflow.storage.users import DECOY_USER_ID, UserRepository
 
@@ -40,35 +38,19 @@ class ResetGrant:
     granted_at: datetime
 
 
-class RecoveryService:
+class RecoveryService(FlowService):
     def __init__(
         self,
         *,
-        database: Database,
-        codes: OneTimeCodes,
-        outbox: Outbox,
-        hasher: PasswordHasher,
+        kit: FlowKit,
         policy: PasswordPolicy,
         sessions: SessionStore,
-        clock: Clock,
-        base_url: str,
-        audit: AuditLog,
-        limiter: RateLimiter,
         grant_ttl_seconds: int = 600,
-        events: Events | None = None,
     ) -> None:
-        self._events = events or Events.disabled()  # for the host app (notify/events.py)
-        self._db = database
-        self._codes = codes
-        self._outbox = outbox
-        self._hasher = hasher
+        super().__init__(kit=kit)
         self._policy = policy
         self._sessions = sessions
-        self._clock = clock
-        self._base_url = base_url
         self._grant_ttl = timedelta(seconds=grant_ttl_seconds)
-        self._audit = audit
-        self._limiter = limiter
 
     async def request_reset(
         self,
@@ -174,11 +156,7 @@ class RecoveryService:
         now = self._clock.now()
         if grant is None or now - grant.granted_at > self._grant_ttl:
             raise ResetNotAllowed()
-        if new_password != confirmation:
-            raise InvalidInput(
-                "The two passwords do not match.",
-                fields={"newPasswordConfirm": "The two passwords do not match."},
-            )
+        _check_confirmation(new_password, confirmation)
         async with self._db.read() as conn:
             user = await UserRepository(conn).get(grant.user_id)
         if user is None:
@@ -235,11 +213,7 @@ class RecoveryService:
             )
             message = "This is not your current password."
             raise InvalidCredentials(message, fields={"currentPassword": message})
-        if new_password != confirmation:
-            raise InvalidInput(
-                "The two passwords do not match.",
-                fields={"newPasswordConfirm": "The two passwords do not match."},
-            )
+        _check_confirmation(new_password, confirmation)
         try:
             await self._policy.check(new_password, personal=(user.name, user.email, user.phone))
         except InvalidInput as error:
@@ -327,3 +301,10 @@ async def end_sessions(store: SessionStore, user_id: str) -> int:
 
 def _routes(user: User, channels: list[Channel]) -> list[Route]:
     return [Route(channel=c, to=contact) for c in channels if (contact := user.contact(c))]
+
+
+def _check_confirmation(new_password: str, confirmation: str) -> None:
+    """:class:`InvalidInput` on ``newPasswordConfirm`` when the two typed passwords differ."""
+    if new_password != confirmation:
+        message = "The two passwords do not match."
+        raise InvalidInput(message, fields={"newPasswordConfirm": message})

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import phonenumbers
 from fastapi import APIRouter, Depends
 from starlette.requests import Request
 from starlette.responses import Response
 
 from resetflow.accounts.contact_change import PendingChange
+from resetflow.accounts.contacts import display_phone
 from resetflow.accounts.models import Channel
 from resetflow.crypto import new_token
 from resetflow.web import account_schemas, schemas
@@ -27,8 +27,13 @@ from resetflow.web.edge import (
     services_of,
 )
 from resetflow.web.inputs import session_of
-from resetflow.web.prefix import redirect
-from resetflow.web.render import action_done, page
+from resetflow.web.render import (
+    action_done,
+    action_told,
+    page,
+    redirect_with_flash,
+    sign_in_first,
+)
 
 router = APIRouter()
 # The session key of a requested, not yet confirmed change.
@@ -105,9 +110,7 @@ async def confirm_contact(
     session.rotate()
     what = channel.noun
     message = f"Your {what} was changed. We told your old {what}, and signed out everywhere else."
-    return action_done(
-        request, status=200, body={"redirect": "/account", "message": message}, flash=message
-    )
+    return action_told(request, to="/account", message=message)
 
 
 @router.post("/account/password", openapi_extra=openapi_body(account_schemas.PasswordChange))
@@ -129,9 +132,7 @@ async def change_password(
     # Every session of the account has ended; this browser goes on under a new id (R24).
     session_of(request).sign_in(user_id)
     message = "Your password was changed. We told you by message, and signed out everywhere else."
-    return action_done(
-        request, status=200, body={"redirect": "/account", "message": message}, flash=message
-    )
+    return action_told(request, to="/account", message=message)
 
 
 @router.post("/account/preference", openapi_extra=openapi_body(account_schemas.PreferenceChoice))
@@ -155,26 +156,20 @@ async def change_preference(
 async def confirm_contact_page(request: Request) -> Response:
     session = session_of(request)
     if request.scope["state"].get("user") is None:
-        session.set("flash", "Please sign in first.")
-        return redirect(request, "/login")
+        return sign_in_first(request)
     pending = session.get(PENDING)
     if not pending or pending.get("user") != session.user_id:
-        session.set("flash", "Choose the new email address or phone number first.")
-        return redirect(request, "/account")
+        return redirect_with_flash(
+            request, "/account", "Choose the new email address or phone number first."
+        )
     channel = Channel(pending["channel"])
     return page(
         request,
         "confirm_contact.html",
         kind=channel.noun,
-        destination=_display(channel, pending["value"]),
-    )
-
-
-def _display(channel: Channel, value: str) -> str:
-    if channel is Channel.EMAIL:
-        return value
-    return phonenumbers.format_number(
-        phonenumbers.parse(value), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        destination=pending["value"]
+        if channel is Channel.EMAIL
+        else display_phone(pending["value"]),
     )
 
 

@@ -21,7 +21,7 @@ from resetflow.web import return_to, schemas
 from resetflow.web.confirm_contact import confirm_contact_first
 from resetflow.web.edge import action_body, client_of, openapi_body, services_of
 from resetflow.web.inputs import session_of
-from resetflow.web.render import action_done
+from resetflow.web.render import action_done, action_told
 
 router = APIRouter()
 
@@ -40,7 +40,7 @@ async def create_user(
         ),
     ],
 ) -> Response:
-    preference = Channel.SMS if data.preference in ("sms", "phone") else Channel.EMAIL
+    preference = Channel.preferred(data.preference)
     going_to = return_to.pending(request, sent=data.return_to)
     attempt_id = new_token()
     result = await services_of(request).accounts.register(
@@ -115,9 +115,7 @@ async def verify_contact(
         session.sign_in(user_id)
     what = channel.noun
     message = f"Thanks, your {what} is verified. It can now be used to recover your account."
-    return action_done(
-        request, status=200, body={"redirect": redirect, "message": message}, flash=message
-    )
+    return action_told(request, to=redirect, message=message)
 
 
 @router.post("/verify-contact/resend", status_code=202)
@@ -154,8 +152,7 @@ async def send_token(
 ) -> Response:
     services = services_of(request)
     mode = "email" if data.email is not None else "phone"
-    email = services.accounts.parse_email(data.email) if data.email is not None else None
-    phone = services.accounts.parse_phone(data.phone) if data.phone is not None else None
+    email, phone = services.accounts.contacts.given(email=data.email, phone=data.phone)
     destination = sha256_hex(email or phone or "")
     previous = session_of(request).get("reset") or {}
     # Asking again for the same contact keeps the attempt: if this request is over the
@@ -227,9 +224,7 @@ async def reset_password(
     # No automatic sign-in (R28): a fresh anonymous session, and off to /login.
     return_to.restart_keeping(request)
     message = "Your password was changed. Sign in with your new password."
-    return action_done(
-        request, status=200, body={"redirect": "/login", "message": message}, flash=message
-    )
+    return action_told(request, to="/login", message=message)
 
 
 @router.post("/login", openapi_extra=openapi_body(schemas.Login))
@@ -242,8 +237,7 @@ async def login(
 ) -> Response:
     services = services_of(request)
     try:
-        email = services.accounts.parse_email(data.email) if data.email is not None else None
-        phone = services.accounts.parse_phone(data.phone) if data.phone is not None else None
+        email, phone = services.accounts.contacts.given(email=data.email, phone=data.phone)
     except InvalidInput:
         # Cannot be an account; answered like a wrong password, dummy hash included (R21, R38).
         email, phone = None, "+0"

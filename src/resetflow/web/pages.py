@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import phonenumbers
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from resetflow.accounts.contacts import display_phone
 from resetflow.web import return_to
 from resetflow.web.inputs import session_of
 from resetflow.web.prefix import redirect
-from resetflow.web.render import page
+from resetflow.web.render import page, redirect_with_flash, sign_in_first
 
 router = APIRouter(include_in_schema=False)
 # Mounted only when RESETFLOW_ENV=dev: the dev mailbox shows codes in clear.
@@ -34,8 +34,7 @@ async def new_user(request: Request) -> Response:
 async def verify_contact(request: Request) -> Response:
     pending = session_of(request).get("verify")
     if not pending:
-        session_of(request).set("flash", "Create an account first.")
-        return redirect(request, "/new-user")
+        return redirect_with_flash(request, "/new-user", "Create an account first.")
     return page(request, "verify_contact.html", channel=pending.get("channel", "email"))
 
 
@@ -69,26 +68,20 @@ async def new_password(request: Request) -> Response:
         or (services.clock.now() - datetime.fromisoformat(grant["at"])).total_seconds()
         > services.settings.reset_grant_ttl_seconds
     ):
-        session_of(request).set(
-            "flash", "Enter the code we sent you before choosing a new password."
+        return redirect_with_flash(
+            request,
+            "/forgot-password",
+            "Enter the code we sent you before choosing a new password.",
         )
-        return redirect(request, "/forgot-password")
     return page(request, "new_password.html")
 
 
 @router.get("/account")
 async def account(request: Request) -> Response:
     if request.scope["state"].get("user") is None:
-        session_of(request).set("flash", "Please sign in first.")
-        return redirect(request, "/login")
+        return sign_in_first(request)
     user = request.scope["state"]["user"]
-    phone = (
-        phonenumbers.format_number(
-            phonenumbers.parse(user.phone), phonenumbers.PhoneNumberFormat.INTERNATIONAL
-        )
-        if user.phone
-        else None
-    )
+    phone = display_phone(user.phone) if user.phone else None
     return page(request, "account.html", phone_display=phone)
 
 

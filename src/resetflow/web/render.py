@@ -82,6 +82,25 @@ def action_done(
     return JSONResponse(body, status_code=status)
 
 
+def action_told(request: Request, *, to: str, message: str, status: int = 200) -> Response:
+    """:func:`action_done` for an action that ends with a sentence: the JSON body carries
+    it as ``message``, a form's next page shows it."""
+    return action_done(
+        request, status=status, body={"redirect": to, "message": message}, flash=message
+    )
+
+
+def redirect_with_flash(request: Request, path: str, flash: str) -> Response:
+    """To ``path`` (under the mount prefix), with ``flash`` shown on the page there."""
+    session_of(request).set("flash", flash)
+    return redirect(request, path)
+
+
+def sign_in_first(request: Request) -> Response:
+    """A browser that must be signed in for this page or form goes to the sign-in page."""
+    return redirect_with_flash(request, "/login", "Please sign in first.")
+
+
 def error_answer(request: Request, error: ResetflowError) -> Response:
     headers = {}
     if isinstance(error, RateLimited):
@@ -90,8 +109,7 @@ def error_answer(request: Request, error: ResetflowError) -> Response:
         headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, NotSignedIn) and is_form(request):
         # A form posted by a browser whose session ended: to the sign-in page.
-        session_of(request).set("flash", "Please sign in first.")
-        return redirect(request, "/login")
+        return sign_in_first(request)
     form_page = request.scope["state"].get("form_page")
     if form_page and is_form(request):
         response = page(

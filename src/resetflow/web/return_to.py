@@ -59,6 +59,12 @@ class _Url:
     rest: str  # the query and fragment, with their leading "?" or "#"
 
 
+def _first_of(text: str, marks: str) -> int:
+    """Where the first of ``marks`` stands in ``text``; its length when none does."""
+    found = [at for at in map(text.find, marks) if at != -1]
+    return min(found, default=len(text))
+
+
 def _parse(url: object) -> _Url:
     if not isinstance(url, str) or not url:
         raise Refused("empty")
@@ -72,22 +78,14 @@ def _parse(url: object) -> _Url:
     scheme = head.lower()
     if not separator or scheme not in DEFAULT_PORTS:
         raise Refused("scheme")
-    end = len(after)
-    for mark in "/?#":
-        found = after.find(mark)
-        if found != -1:
-            end = min(end, found)
+    end = _first_of(after, "/?#")
     authority, remainder = after[:end], after[end:]
     if "@" in authority:
         raise Refused("userinfo")
     if "%" in authority:
         raise Refused("encoded_authority")
     host, port = _host_and_port(authority.lower(), default=DEFAULT_PORTS[scheme])
-    cut = len(remainder)
-    for mark in "?#":
-        found = remainder.find(mark)
-        if found != -1:
-            cut = min(cut, found)
+    cut = _first_of(remainder, "?#")
     path, rest = remainder[:cut], remainder[cut:]
     _check_path(path)
     if _CONTROL.search(_decoded(rest)):

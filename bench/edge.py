@@ -1,0 +1,197 @@
+"""The thin edge over HTTP (issue 15, target 2): resetflow's ``GET /healthz`` and
+``GET /sessions/whoami`` (one signed-in session's cookie) against a bare FastAPI app's
+``/healthz``, each under 2 server processes, interleaved, with wrk.
+
+Servers (``--servers``, in this order every round):
+
+- ``resetflow``: ``resetflow serve --workers 2``, embedded default (SQLite, in-process
+  delivery), the rate limits out of the way as in ``make bench``;
+- ``bare``: bench/peers/bare_fastapi.py under the same uvicorn settings;
+- ``granian``: the same resetflow app under granian (``--interface asgi --workers 2``,
+  its access log on like uvicorn's), from the Python given by ``--granian-python`` (a
+  virtual environment of its own with resetflow and granian installed, docs/performance.md).
+
+    python -m bench.edge --rounds 3 --duration 5
+    python -m bench.edge --servers resetflow,granian --paths /healthz,/send-token \\
+        --granian-python /tmp/granian-venv/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.procs import LIMITS, Proc, clean_env, resetflow_command, run_migrate
+from bench.stores import SqliteStore, hash_password
+from tests.support.servers import free_port
+
+SESSION_ID = "bench-edge-" + "s" * 40
+USER_ID = f"u{0:031x}"
+EMAIL = "user0@example.com"
+SEND_TOKEN_LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+counter = 0
+request = function()
+  counter = counter + 1
+  local email
+  if counter % 2 == 0 then email = "user0@example.com"
+  else email = "n" .. counter .. "@example.org" end
+  return wrk.format(nil, nil, nil, '{"email":"' .. email .. '"}')
+end
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", default="resetflow,bare")
+    parser.add_argument("--paths", default="/healthz,/sessions/whoami")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--granian-python", default=str(Path(tempfile.gettempdir(), "granian-venv/bin/python"))
+    )
+    parser.add_argument("--json", type=Path, help="write every run here")
+    return parser.parse_args(argv)
+
+
+def server_env(data: Path) -> dict[str, str]:
+    env = clean_env(**LIMITS)
+    env.update(
+        {
+            "RESETFLOW_ENV": "dev",
+            "RESETFLOW_DATA_DIR": str(data),
+            "RESETFLOW_EMAIL_PROVIDER": "outbox",
+            "RESETFLOW_SMS_PROVIDER": "outbox",
+            "RESETFLOW_INPROCESS_WORKER": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+async def sign_in(env: dict[str, str]) -> None:
+    """One signed-in session for the first user, saved as a sign-in would have."""
+    from datetime import timedelta
+
+    from resetflow.config import load_settings
+    from resetflow.crypto import sha256_hex
+    from resetflow.services import build_services
+    from resetflow.storage.sessions import SessionRecord
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        services = build_services(load_settings())
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    now = services.clock.now()
+    record = SessionRecord(
+        user_id=USER_ID,
+        data={"csrf": "x" * 43, "authenticated_at": now.isoformat()},
+        created_at=now,
+        expires_at=now + timedelta(days=1),
+    )
+    await services.sessions.save(sha256_hex(SESSION_ID), record)
+    await services.close()
+
+
+def start(server: str, port: int, env: dict[str, str], home: Path, args: Any) -> Proc:
+    bind = ["--host", "127.0.0.1", "--port", str(port)]
+    if server == "resetflow":
+        argv = [*resetflow_command(), "serve", *bind, "--workers", "2"]
+    elif server == "bare":
+        argv = [sys.executable, "-m", "bench.peers.bare_fastapi", *bind, "--workers", "2"]
+        env = {**clean_env(), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    else:
+        argv = [
+            args.granian_python,
+            "-m",
+            "bench.granian_app",
+            *bind,
+            "--workers",
+            "2",
+        ]
+        env = {**env, "PYTHONPATH": f"{Path.cwd()}:{os.environ.get('PYTHONPATH', '')}"}
+    proc = Proc(server, argv, env, home if server != "bare" else Path.cwd(), home / f"{server}.log")
+    proc.start()
+    return proc
+
+
+def wrk(url: str, args: Any, *, cookie: str | None, script: Path | None) -> float:
+    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s"]
+    if cookie:
+        argv += ["-H", f"Cookie: {cookie}"]
+    if script:
+        argv += ["-s", str(script)]
+    done = subprocess.run([*argv, url], capture_output=True, text=True, check=True)  # noqa: S603
+    found = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
+    if found is None or non2xx is not None:
+        raise RuntimeError(f"wrk: {done.stdout}\n{done.stderr}")
+    return float(found.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    servers = args.servers.split(",")
+    paths = args.paths.split(",")
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="resetflow-edge-") as tmp:
+        home = Path(tmp)
+        data = home / "data"
+        data.mkdir()
+        env = server_env(data)
+        run_migrate(env, home, home / "migrate.log")
+        SqliteStore(data).insert_users([USER_ID], [EMAIL], hash_password())
+        asyncio.run(sign_in(env))
+        script = home / "send.lua"
+        script.write_text(SEND_TOKEN_LUA)
+        for round_no in range(args.rounds):
+            for server in servers:
+                port = free_port()
+                proc = start(server, port, env, home, args)
+                base = f"http://127.0.0.1:{port}"
+                try:
+                    proc.wait_ready(f"{base}/healthz", seconds=120)
+                    wrk(f"{base}/healthz", _short(args), cookie=None, script=None)  # warm-up
+                    for path in paths:
+                        if server == "bare" and path != "/healthz":
+                            continue
+                        cookie = f"resetflow_session={SESSION_ID}" if "session" in path else None
+                        lua = script if path == "/send-token" else None
+                        rps = wrk(f"{base}{path}", args, cookie=cookie, script=lua)
+                        results.setdefault(f"{server} {path}", []).append(rps)
+                        print(f"round {round_no + 1} {server} {path}: {rps:,.0f} req/s", flush=True)
+                finally:
+                    proc.stop()
+    print()
+    bare = statistics.median(results["bare /healthz"]) if "bare /healthz" in results else None
+    for key, values in results.items():
+        median = statistics.median(values)
+        ratio = f" = {100 * median / bare:.0f} % of bare /healthz" if bare else ""
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"{key}: median {median:,.0f} req/s ({runs}){ratio}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def _short(args: Any) -> Any:
+    return argparse.Namespace(**{**vars(args), "duration": 1})
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

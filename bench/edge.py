@@ -6,6 +6,8 @@ Servers (``--servers``, in this order every round):
 
 - ``resetflow``: ``resetflow serve --workers 2``, embedded default (SQLite, in-process
   delivery), the rate limits out of the way as in ``make bench``;
+- ``resetflow@DIR``: the same with resetflow's sources from ``DIR`` (``PYTHONPATH``), e.g.
+  an earlier commit's ``src`` from ``git archive``, for before/after in one run;
 - ``bare``: bench/peers/bare_fastapi.py under the same uvicorn settings;
 - ``granian``: the same resetflow app under granian (``--interface asgi --workers 2``,
   its access log on like uvicorn's), from the Python given by ``--granian-python`` (a
@@ -29,6 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench.procs import LIMITS, Proc, clean_env, resetflow_command, run_migrate
 from bench.stores import SqliteStore, hash_password
@@ -110,8 +114,11 @@ async def sign_in(env: dict[str, str]) -> None:
 
 def start(server: str, port: int, env: dict[str, str], home: Path, args: Any) -> Proc:
     bind = ["--host", "127.0.0.1", "--port", str(port)]
-    if server == "resetflow":
+    if server.startswith("resetflow"):
         argv = [*resetflow_command(), "serve", *bind, "--workers", "2"]
+        _, _, sources = server.partition("@")
+        if sources:
+            env = {**env, "PYTHONPATH": sources}
     elif server == "bare":
         argv = [sys.executable, "-m", "bench.peers.bare_fastapi", *bind, "--workers", "2"]
         env = {**clean_env(), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
@@ -125,12 +132,28 @@ def start(server: str, port: int, env: dict[str, str], home: Path, args: Any) ->
             "2",
         ]
         env = {**env, "PYTHONPATH": f"{Path.cwd()}:{os.environ.get('PYTHONPATH', '')}"}
-    proc = Proc(server, argv, env, home if server != "bare" else Path.cwd(), home / f"{server}.log")
+    log = home / f"{server.replace('/', '_')}.log"
+    proc = Proc(server, argv, env, home if server != "bare" else Path.cwd(), log)
     proc.start()
     return proc
 
 
-def wrk(url: str, args: Any, *, cookie: str | None, script: Path | None) -> float:
+def cpu_seconds(proc: Proc) -> float:
+    """User + system CPU time of the server process and its children so far."""
+    assert proc.process is not None
+    root = psutil.Process(proc.process.pid)
+    total = 0.0
+    for each in [root, *root.children(recursive=True)]:
+        try:
+            times = each.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def wrk(url: str, args: Any, *, cookie: str | None, script: Path | None) -> tuple[float, int]:
+    """(requests per second, requests answered)."""
     argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s"]
     if cookie:
         argv += ["-H", f"Cookie: {cookie}"]
@@ -138,10 +161,11 @@ def wrk(url: str, args: Any, *, cookie: str | None, script: Path | None) -> floa
         argv += ["-s", str(script)]
     done = subprocess.run([*argv, url], capture_output=True, text=True, check=True)  # noqa: S603
     found = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    count = re.search(r"(\d+) requests in", done.stdout)
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", done.stdout)
-    if found is None or non2xx is not None:
+    if found is None or count is None or non2xx is not None:
         raise RuntimeError(f"wrk: {done.stdout}\n{done.stderr}")
-    return float(found.group(1))
+    return float(found.group(1)), int(count.group(1))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     servers = args.servers.split(",")
     paths = args.paths.split(",")
     results: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="resetflow-edge-") as tmp:
         home = Path(tmp)
         data = home / "data"
@@ -160,7 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         script = home / "send.lua"
         script.write_text(SEND_TOKEN_LUA)
         for round_no in range(args.rounds):
-            for server in servers:
+            # A different server first every round: none always follows the same one.
+            shift = round_no % len(servers)
+            for server in servers[shift:] + servers[:shift]:
                 port = free_port()
                 proc = start(server, port, env, home, args)
                 base = f"http://127.0.0.1:{port}"
@@ -172,20 +199,31 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         cookie = f"resetflow_session={SESSION_ID}" if "session" in path else None
                         lua = script if path == "/send-token" else None
-                        rps = wrk(f"{base}{path}", args, cookie=cookie, script=lua)
+                        before = cpu_seconds(proc)
+                        rps, count = wrk(f"{base}{path}", args, cookie=cookie, script=lua)
+                        cpu_ms = 1e3 * (cpu_seconds(proc) - before) / count
                         results.setdefault(f"{server} {path}", []).append(rps)
-                        print(f"round {round_no + 1} {server} {path}: {rps:,.0f} req/s", flush=True)
+                        cpus.setdefault(f"{server} {path}", []).append(cpu_ms)
+                        print(
+                            f"round {round_no + 1} {server} {path}: {rps:,.0f} req/s, "
+                            f"{cpu_ms:.3f} ms CPU/request",
+                            flush=True,
+                        )
                 finally:
                     proc.stop()
     print()
     bare = statistics.median(results["bare /healthz"]) if "bare /healthz" in results else None
+    bare_cpu = statistics.median(cpus["bare /healthz"]) if "bare /healthz" in cpus else None
     for key, values in results.items():
         median = statistics.median(values)
+        cpu = statistics.median(cpus[key])
         ratio = f" = {100 * median / bare:.0f} % of bare /healthz" if bare else ""
+        if bare_cpu:
+            ratio += f"; CPU {cpu:.3f} ms/request, bare's = {100 * bare_cpu / cpu:.0f} % of it"
         runs = ", ".join(f"{v:,.0f}" for v in values)
         print(f"{key}: median {median:,.0f} req/s ({runs}){ratio}")
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"rps": results, "cpu_ms": cpus}, indent=2))
     return 0
 
 

@@ -220,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f" = {100 * median / bare:.0f} % of bare /healthz" if bare else ""
         if bare_cpu:
             ratio += f"; CPU {cpu:.3f} ms/request, bare's = {100 * bare_cpu / cpu:.0f} % of it"
+        if bare and len(values) == len(results["bare /healthz"]):
+            # Each round against the bare app of the same round: the machine's load moves
+            # both alike within a round more than across rounds.
+            paired = [v / b for v, b in zip(values, results["bare /healthz"], strict=True)]
+            ratio += f"; same-round ratio median {100 * statistics.median(paired):.0f} %"
         runs = ", ".join(f"{v:,.0f}" for v in values)
         print(f"{key}: median {median:,.0f} req/s ({runs}){ratio}")
     if args.json:

@@ -1,5 +1,5 @@
 # Convenience wrappers; the README's two commands are scripts/serve and scripts/test.
-.PHONY: serve test lint fmt bench-timing bench bench-cpu bench-import bench-peers
+.PHONY: serve test lint fmt bench-timing bench bench-cpu bench-edge bench-import bench-peers
 serve:
 	./scripts/serve
 test:
@@ -28,6 +28,13 @@ bench:
 bench-cpu:
 	@$(BENCH_DEPS)
 	.venv/bin/python -m bench.cpu $(BENCH_CPU_ARGS)
+# The thin edge (bench/edge.py; docs/performance.md, "The thin edge"): resetflow's /healthz and
+# /sessions/whoami against a bare FastAPI app's /healthz over HTTP, interleaved; e.g.
+# BENCH_EDGE_ARGS="--rounds 6 --duration 4" or "--servers resetflow,granian --paths /healthz,/send-token"
+bench-edge:
+	@command -v wrk >/dev/null 2>&1 || { echo "make bench-edge: wrk is missing (it generates the load): apt-get install -y wrk" >&2; exit 2; }
+	@$(BENCH_DEPS)
+	.venv/bin/python -m bench.edge $(BENCH_EDGE_ARGS)
 # resetflow against Django and fastapi-users (issue 15; docs/performance.md, "Peers"): each
 # peer installed from PyPI into its own virtual environment under .bench-peers/ at the first
 # run; wrk, PostgreSQL and Redis as for `make bench`. Long (~1 h for the full table); e.g.

@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the run here")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--bare",
+        action="store_true",
+        help="with --path /healthz: the bare FastAPI app of bench/peers/bare_fastapi.py "
+        "instead (the thin edge's floor, measured the same way)",
+    )
+    parser.add_argument(
         "--no-direct-statements",
         action="store_true",
         help="keep the inline connection but run every statement through SQLAlchemy "
@@ -93,6 +99,12 @@ async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> s
     from resetflow.config import load_settings
 
     app = create_app(load_settings())
+    if args.bare:
+        from bench.peers.bare_fastapi import app as bare
+
+        target: Any = bare
+    else:
+        target = app
     rng = random.Random(args.seed)  # noqa: S311 - which addresses, not a secret
     emails = [f"user{i}@example.com" for i in range(args.users)]
     bodies = [
@@ -115,7 +127,7 @@ async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> s
             if message["type"] == "http.response.start":
                 statuses[message["status"]] = statuses.get(message["status"], 0) + 1
 
-        await app(scope_for(args.path, body), receive, send)
+        await target(scope_for(args.path, body), receive, send)
 
     async def client(queue: list[bytes]) -> None:
         while queue:
@@ -174,6 +186,8 @@ async def sign_in(app: Any, *, user_id: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.bare and args.path != "/healthz":
+        raise SystemExit("--bare answers /healthz only")
     if args.no_direct_statements:
         from resetflow.storage import prepared
 

@@ -47,6 +47,9 @@ UNMATCHED = "unmatched"
 OUTBOX_GAUGES = frozenset({"resetflow_outbox_depth", "resetflow_outbox_oldest_queued_age_seconds"})
 #: Any value outside a label's known set is counted under this one.
 OTHER = "other"
+# At most this many label sets kept looked up (routes x methods x statuses stay far below;
+# a method spelled in many ways, all counted as "other", must not grow the cache).
+SERIES_CACHE_LIMIT = 4096
 _PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
 
 
@@ -141,6 +144,9 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",
         )
+        # observe_request's series by its arguments (route, method, status) and route.
+        self._request_series: dict[tuple[str, str, int], Counter] = {}
+        self._latency_series: dict[str, Histogram] = {}
         # Known purposes start at 0, so rates work before the first code. Their series
         # are looked up once here, not per code: labels() costs more than the increment.
         self._by_purpose = {
@@ -152,13 +158,25 @@ class Metrics:
 
     def observe_request(self, *, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request; ``route`` must be a route template or UNMATCHED."""
-        method = method.upper()
-        self._requests.labels(
-            route=route,
-            method=method if method in METHODS else OTHER,
-            status=str(status) if 100 <= status <= 599 else OTHER,
-        ).inc()
-        self._latency.labels(route=route).observe(seconds)
+        # The labelled series, looked up once per label set: labels() checks and joins
+        # its arguments on every call, which cost more than the increment itself.
+        counted = self._request_series.get((route, method, status))
+        if counted is None:
+            upper = method.upper()
+            counted = self._requests.labels(
+                route=route,
+                method=upper if upper in METHODS else OTHER,
+                status=str(status) if 100 <= status <= 599 else OTHER,
+            )
+            if len(self._request_series) < SERIES_CACHE_LIMIT:
+                self._request_series[(route, method, status)] = counted
+        timed = self._latency_series.get(route)
+        if timed is None:
+            timed = self._latency.labels(route=route)
+            if len(self._latency_series) < SERIES_CACHE_LIMIT:
+                self._latency_series[route] = timed
+        counted.inc()
+        timed.observe(seconds)
 
     # One-time codes ----------------------------------------------------------------
 

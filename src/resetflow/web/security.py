@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ipaddress
 
-from starlette.datastructures import MutableHeaders
 from starlette.responses import RedirectResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -47,6 +46,9 @@ DOCS_CONTENT_SECURITY_POLICY = (
 # bearer token checked before the body is read): no whole-body limit there.
 STREAMED_UPLOADS = ("/admin/api/v1/users/import",)
 
+# Developer pages (Swagger UI) with their own CSP.
+DOCS_PAGES = frozenset({"/docs", "/docs/oauth2-redirect"})
+
 # Asked of the process by probes and Prometheus, never by a browser: no https redirect.
 MACHINE_ENDPOINTS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -66,10 +68,21 @@ class SecurityMiddleware:
         redirect goes there, never to the request's ``Host`` header (R40, R49)."""
         self.app = app
         self._public_host = public_host
-        self._policy = policy
         self._max_body = max_body_bytes
         self._https_only = https_only
         self._trusted = trusted_proxies
+        # The headers of every answer, encoded once: (docs page, static file) -> headers.
+        self._headers = {
+            (docs, static): _encoded(
+                _answer_headers(
+                    policy=DOCS_CONTENT_SECURITY_POLICY if docs else policy,
+                    no_store=not static,
+                    https_only=https_only,
+                )
+            )
+            for docs in (False, True)
+            for static in (False, True)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -110,23 +123,15 @@ class SecurityMiddleware:
                     raise PayloadTooLarge()
             return message
 
+        names, ours = self._headers[(path in DOCS_PAGES, path.startswith("/static/"))]
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                is_docs = path in ("/docs", "/docs/oauth2-redirect")
-                headers["content-security-policy"] = (
-                    DOCS_CONTENT_SECURITY_POLICY if is_docs else self._policy
-                )
-                headers["x-content-type-options"] = "nosniff"
-                headers["referrer-policy"] = "no-referrer"
-                headers["x-frame-options"] = "DENY"
-                headers["cross-origin-opener-policy"] = "same-origin"
-                headers["permissions-policy"] = "interest-cohort=()"
-                if not path.startswith("/static/"):
-                    headers["cache-control"] = "no-store"
-                    headers["pragma"] = "no-cache"
-                if self._https_only:
-                    headers["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+                # Ours replace any the app set under the same names (as MutableHeaders'
+                # item assignment would), in one pass over the list instead of one per name.
+                message["headers"] = [
+                    pair for pair in message.get("headers", ()) if pair[0] not in names
+                ] + ours
             await send(message)
 
         await self.app(scope, limited_receive, send_with_headers)
@@ -148,6 +153,30 @@ class SecurityMiddleware:
             f"?{query}" if query else ""
         )
         await RedirectResponse(location, status_code=308)(scope, receive, send)
+
+
+def _answer_headers(*, policy: str, no_store: bool, https_only: bool) -> dict[str, str]:
+    """The headers the middleware puts on an answer (the module's docstring)."""
+    headers = {
+        "content-security-policy": policy,
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+        "x-frame-options": "DENY",
+        "cross-origin-opener-policy": "same-origin",
+        "permissions-policy": "interest-cohort=()",
+    }
+    if no_store:
+        headers["cache-control"] = "no-store"
+        headers["pragma"] = "no-cache"
+    if https_only:
+        headers["strict-transport-security"] = "max-age=31536000; includeSubDomains"
+    return headers
+
+
+def _encoded(headers: dict[str, str]) -> tuple[frozenset[bytes], list[tuple[bytes, bytes]]]:
+    """ASGI's form: lower-case names, latin-1 bytes; with the set of names."""
+    pairs = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+    return frozenset(name for name, _ in pairs), pairs
 
 
 def _is_trusted(

@@ -8,6 +8,7 @@ a job whose lease ran out (its worker died) is due again.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -77,6 +78,17 @@ class ReportOutcome:
     previous: str
     status: str
     moved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SentJob:
+    """A job its worker has sent: closed by :meth:`DeliveryRepository.close_sent`."""
+
+    job_id: str
+    channel: str
+    provider: str
+    destination: str  # masked (accounts/contacts.py)
+    provider_message_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +311,54 @@ class DeliveryRepository:
             lease_until=None,
             last_error=error,
             updated_at=now,
+        )
+
+    async def close_sent(self, sent: Sequence[SentJob], *, owner: str, now: datetime) -> None:
+        """Record each job's ``sent`` attempt and close it as :meth:`finish` would: two
+        statements for the whole batch (executemany, one round trip each on PostgreSQL).
+        A job whose lease ``owner`` lost keeps its newer outcome; its attempt is logged."""
+        if not sent:
+            return
+        await _INSERT_ATTEMPT.execute_many(
+            self._conn,
+            [
+                {
+                    "job_id": one.job_id,
+                    "channel": one.channel,
+                    "provider": one.provider,
+                    "destination": one.destination,
+                    "status": JobStatus.SENT,
+                    "provider_message_id": one.provider_message_id,
+                    "error": None,
+                    "created_at": now,
+                }
+                for one in sent
+            ],
+        )
+        await _UPDATE_LEASED.execute_many(
+            self._conn,
+            [
+                {
+                    "job_id": one.job_id,
+                    "owner": owner,
+                    "status": JobStatus.SENT,
+                    "sealed_payload": None,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "channel": one.channel,
+                    "provider": one.provider,
+                    "provider_message_id": one.provider_message_id,
+                    "last_error": None,
+                    "updated_at": now,
+                }
+                for one in sent
+            ],
+        )
+
+    async def discard_many(self, job_ids: Sequence[str], *, owner: str) -> None:
+        """:meth:`discard` for several decoys, in one statement."""
+        await _DISCARD.execute_many(
+            self._conn, [{"job_id": job_id, "owner": owner} for job_id in job_ids]
         )
 
     async def newest_queued(self, *, user_id: str, notification: str) -> str | None:

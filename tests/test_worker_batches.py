@@ -110,7 +110,7 @@ class Setup:
         async with self.database.read() as conn:
             return [(a.provider, a.status) for a in await DeliveryRepository(conn).attempts(job_id)]
 
-    async def codes_sent(self) -> list[str | None]:
+    async def codes_sent(self) -> list[str]:
         records = await AuditLog(database=self.database, clock=self.clock).recent(
             event=AuditEvent.CODE_SENT.value
         )

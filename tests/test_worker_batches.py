@@ -4,8 +4,8 @@ together, on SQLite and PostgreSQL, without changing what each job's outcome is.
 - a batch where one send fails: only that job is retried, the others are sent and closed
   once, each with its attempt and audit record;
 - a job still in flight does not hold back the outcomes of the rest of its batch; when its
-  lease runs out another worker claims only that job, and what was recorded as sent is
-  never sent again;
+  lease runs out another worker claims only that job (and logs an ``interrupted`` attempt
+  for it), and what was recorded as sent is never sent again;
 - BatchOutcomes itself: one write for a batch whose jobs all end together, a member that
   ends without an outcome does not hold the others, a failed write reaches each caller.
 """
@@ -208,6 +208,14 @@ def test_a_lost_lease_is_claimed_again_and_what_was_recorded_sent_is_not_resent(
                 assert final.updated_at == taken_over.updated_at
                 assert await setup.attempts(ids["a@example.com"]) == [("smtp", "sent")]
                 assert await setup.attempts(ids["c@example.com"]) == [("smtp", "sent")]
+                # The take-over is in the delivery log: worker 1 stopped mid-send (as far
+                # as anyone could tell), then worker 2's send, then worker 1's late one.
+                assert await setup.attempts(ids["b@example.com"]) == [
+                    ("worker", "interrupted"),
+                    ("smtp", "sent"),
+                    ("smtp", "sent"),
+                ]
+                assert final.last_error is None
                 assert await second.run_once() == 0
 
         run(scenario())

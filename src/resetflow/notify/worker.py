@@ -9,7 +9,10 @@ to the next route. A retry is never scheduled at or after the code's expiry: whe
 would be, the next route is tried at once (or, with none left, the job fails with "code
 expired before a retry"). A failure about the recipient (``ProviderError.recipient``: an inactive
 address, an unsubscribed number) skips the route's other providers and moves on at once.
-Every attempt is written to the delivery log, without the message.
+Every attempt is written to the delivery log, without the message; a job whose worker
+stopped while sending it (its lease ran out) gets an ``interrupted`` attempt from the
+worker that takes it over, before that one's own. The outcomes of a claimed batch's sent
+jobs are written together (notify/outcomes.py).
 
 A provider that failed ``uncertain`` (no answer came: it may have accepted the message)
 says so in its logged attempt (``OUTCOME_UNKNOWN``). Before that provider is used again
@@ -63,7 +66,14 @@ from resetflow.notify.templates import TemplateRenderer
 from resetflow.notify.webhooks_out import WebhookSender
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
-from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository, JobStatus, SentJob
+from resetflow.storage.deliveries import (
+    INTERRUPTED,
+    LEASE_LOST,
+    DeliveryJob,
+    DeliveryRepository,
+    JobStatus,
+    SentJob,
+)
 from resetflow.storage.sessions import SessionStore
 from resetflow.storage.users import UserRepository
 
@@ -305,6 +315,15 @@ class DeliveryWorker:
             )
             await outcomes.add(job.id, _Outcome(job=job, sent=None))
             return
+        if job.last_error == LEASE_LOST:
+            # Its last worker stopped while sending it: the delivery log says so first.
+            lost = (
+                PROFILE_ROUTE
+                if job.notification == Notification.COURIER_PROFILE.value
+                else routes[min(job.route_index, len(routes) - 1)]
+            )
+            await self._log_interrupted(job, lost)
+            job = replace(job, last_error=None)
         if job.notification == Notification.COURIER_PROFILE.value:
             await self._merge_profile(job, context, outcomes)
             return
@@ -519,6 +538,20 @@ class DeliveryWorker:
                 "reason": error,
             },
         )
+
+    async def _log_interrupted(self, job: DeliveryJob, route: Route) -> None:
+        async with self._db.write() as conn:
+            await DeliveryRepository(conn).record_attempt(
+                job_id=job.id,
+                channel=route.channel.value,
+                provider="worker",
+                destination=mask(route.to),
+                status=INTERRUPTED,
+                provider_message_id=None,
+                error=LEASE_LOST,
+                now=self._clock.now(),
+            )
+        log.warning("delivery_interrupted", extra={"job_id": job.id, "to": mask(route.to)})
 
     async def _log_skip(self, job: DeliveryJob, route: Route, *, reason: str) -> None:
         async with self._db.write() as conn:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Select, bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.prepared import Prepared
@@ -45,6 +45,11 @@ PROVIDERS = ("console", "courier", "outbox", "postmark", "smtp", "twilio", "webh
 EVENT_CHANNEL = "webhook"
 # The attempt status of a provider's report; what it said is in the attempt's ``error``.
 WEBHOOK = "webhook"
+# A job's ``last_error`` once a claim took it over from a worker whose lease ran out (it
+# stopped while sending: the message may or may not have gone out), until its next outcome.
+LEASE_LOST = "lease ran out: the worker sending it stopped; the message may have gone out"
+# The status of the attempt the next worker records for that (notify/worker.py).
+INTERRUPTED = "interrupted"
 # Written for unknown accounts so that they cost what real requests cost; a worker claims
 # and renders them like real jobs, then drops them unsent.
 DECOY = "decoy"
@@ -132,6 +137,12 @@ def _due(limit: int) -> Select[tuple[str]]:
     )
 
 
+# Set from the row's old values: a job still ``sending`` when claimed had a lease that ran out.
+_LAST_ERROR_ON_CLAIM = case(
+    (delivery_jobs.c.status == JobStatus.SENDING, LEASE_LOST), else_=delivery_jobs.c.last_error
+)
+
+
 @functools.cache
 def _claim_statement(limit: int) -> Prepared:
     """Lease the due jobs to ``:owner`` until ``:lease_until`` and return them (one per
@@ -144,6 +155,7 @@ def _claim_statement(limit: int) -> Prepared:
             lease_owner=bindparam("owner"),
             lease_until=bindparam("lease_until", type_=UtcDateTime()),
             updated_at=bindparam("now", type_=UtcDateTime()),
+            last_error=_LAST_ERROR_ON_CLAIM,
         )
         .returning(*delivery_jobs.c)
     )
@@ -202,7 +214,7 @@ class DeliveryRepository:
         """Lease up to ``limit`` due jobs to ``owner`` and return them.
 
         Due: queued (or decoy) with ``next_attempt_at <= now``, or sending with an
-        expired lease.
+        expired lease; such a job comes back with ``last_error`` :data:`LEASE_LOST`.
         On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED`` so
         concurrent workers take different jobs; SQLite serialises writers anyway.
         """
@@ -230,6 +242,7 @@ class DeliveryRepository:
                 lease_owner=owner,
                 lease_until=now + timedelta(seconds=lease_seconds),
                 updated_at=now,
+                last_error=_LAST_ERROR_ON_CLAIM,
             )
         )
         leased = await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id.in_(ids)))

@@ -57,6 +57,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="with PostgreSQL")
     parser.add_argument("--decoys", type=float, default=0.0, help="share of decoy jobs")
     parser.add_argument("--rate", type=float, default=0.0, help="jobs/s written while running")
+    parser.add_argument(
+        "--wake-delay",
+        type=float,
+        default=None,
+        help="DeliveryWorker.delay_after_wake(seconds), as `resetflow worker` sets it "
+        "(default: its GATHER_SECONDS, 0 in a version without it)",
+    )
     parser.add_argument("--smtp-pool", type=int, default=4, help="RESETFLOW_SMTP_POOL_SIZE")
     parser.add_argument("--json", action="store_true", help="one JSON line instead of text")
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the drain here")
@@ -191,6 +198,12 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
             listener = OutboxListener(database_url=url, outbox=services.outbox)
             listener.start()
             await asyncio.wait_for(listener.connected.wait(), 10)
+        from resetflow.notify import worker as worker_module
+
+        gather = getattr(worker_module, "GATHER_SECONDS", 0.0)
+        wake_delay = gather if args.wake_delay is None else args.wake_delay
+        if wake_delay:
+            services.worker.delay_after_wake(wake_delay)
         counted.reset()
         profile = cProfile.Profile() if args.cprofile else None
         if profile is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -104,6 +105,46 @@ class AuditLog:
                 **{f"detail_{k}": v for k, v in detail.items()},
             },
         )
+
+    async def record_many(
+        self,
+        event: AuditEvent,
+        *,
+        outcome: str,
+        conn: AsyncConnection,
+        entries: Sequence[tuple[str | None, Mapping[str, str | int | None]]],
+    ) -> None:
+        """Append one system record per ``(user_id, detail)`` of ``entries``, in the
+        caller's transaction and in one statement (the delivery worker's batches); each
+        is logged as :meth:`record` logs it."""
+        client = ClientInfo.system()
+        at = self._clock.now()
+        await _INSERT_EVENT.execute_many(
+            conn,
+            [
+                {
+                    "at": at,
+                    "event": event.value,
+                    "outcome": outcome,
+                    "user_id": user_id,
+                    "ip": client.ip[:64],
+                    "user_agent": client.user_agent[:256],
+                    "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
+                }
+                for user_id, detail in entries
+            ],
+        )
+        for user_id, detail in entries:
+            log.info(
+                "audit",
+                extra={
+                    "audit_event": event.value,
+                    "outcome": outcome,
+                    "user_id": user_id,
+                    "ip": client.ip,
+                    **{f"detail_{k}": v for k, v in detail.items()},
+                },
+            )
 
     async def recent(
         self,

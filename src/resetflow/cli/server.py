@@ -19,6 +19,7 @@ from resetflow.cli.sockets import ListenError, check_can_listen, display_address
 from resetflow.config import Settings, load_settings
 from resetflow.logs import configure_logging, logging_config
 from resetflow.notify.listener import OutboxListener
+from resetflow.notify.worker import GATHER_SECONDS
 from resetflow.services import build_services
 from resetflow.storage.migrate import upgrade
 from resetflow.web.worker_metrics import worker_metrics_app
@@ -222,6 +223,8 @@ async def _work(
             handled = await services.worker.drain()
             typer.echo(f"delivered or settled {handled} job(s)")
             return
+        # Under a steady load, let a few jobs gather per claim (notify/worker.py).
+        services.worker.delay_after_wake(GATHER_SECONDS)
         loop = asyncio.get_running_loop()
         # SIGTERM: finish the jobs in hand (their leases cover them), claim no more, exit.
         for sig in (signal.SIGTERM, signal.SIGINT):

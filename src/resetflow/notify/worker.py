@@ -9,7 +9,10 @@ to the next route. A retry is never scheduled at or after the code's expiry: whe
 would be, the next route is tried at once (or, with none left, the job fails with "code
 expired before a retry"). A failure about the recipient (``ProviderError.recipient``: an inactive
 address, an unsubscribed number) skips the route's other providers and moves on at once.
-Every attempt is written to the delivery log, without the message.
+Every attempt is written to the delivery log, without the message; a job whose worker
+stopped while sending it (its lease ran out) gets an ``interrupted`` attempt from the
+worker that takes it over, before that one's own. The outcomes of a claimed batch's sent
+jobs are written together (notify/outcomes.py).
 
 A provider that failed ``uncertain`` (no answer came: it may have accepted the message)
 says so in its logged attempt (``OUTCOME_UNKNOWN``). Before that provider is used again
@@ -50,6 +53,7 @@ from resetflow.metrics import Metrics
 from resetflow.notify.events import Events, UserDeletedReason
 from resetflow.notify.messages import Notification, RenderedMessage, Route
 from resetflow.notify.outbox import DECOY_ROUTE, PROFILE_ROUTE, Outbox, courier_profile
+from resetflow.notify.outcomes import DEFAULT_LINGER_SECONDS, BatchOutcomes
 from resetflow.notify.providers.base import (
     OUTCOME_UNKNOWN,
     ProfileSync,
@@ -62,7 +66,14 @@ from resetflow.notify.templates import TemplateRenderer
 from resetflow.notify.webhooks_out import WebhookSender
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
-from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository, JobStatus
+from resetflow.storage.deliveries import (
+    INTERRUPTED,
+    LEASE_LOST,
+    DeliveryJob,
+    DeliveryRepository,
+    JobStatus,
+    SentJob,
+)
 from resetflow.storage.sessions import SessionStore
 from resetflow.storage.users import UserRepository
 
@@ -75,6 +86,9 @@ CODE_NOTIFICATIONS = frozenset(
 # How far before a job was written a provider's copy of its message may seem to have been
 # created: the provider's clock is not ours, and its times have whole seconds.
 LOOKUP_SKEW = timedelta(seconds=60)
+# The most a separate worker process (``resetflow worker``) waits after a wake before it
+# claims, while not behind: jobs arriving meanwhile share its claim and outcome writes.
+GATHER_SECONDS = 0.02
 # How long a courier-profile job waits while an earlier one of the same user is in flight.
 PROFILE_WAIT = timedelta(seconds=1)
 
@@ -89,6 +103,8 @@ class WorkerPolicy:
     housekeeping_seconds: float = 60.0
     # The least delay a jittered retry waits (unless the backoff itself is smaller).
     min_backoff_seconds: float = 0.05
+    # How long a sent job's outcome waits for the rest of its batch (notify/outcomes.py).
+    outcome_linger_seconds: float = DEFAULT_LINGER_SECONDS
 
     def retry_delay(self, tries: int, *, random: Callable[[], float] = _random.random) -> float:
         """Seconds to wait before try ``tries + 1`` after ``tries`` failed ones: full
@@ -152,6 +168,11 @@ class DeliveryWorker:
         others' work, and jobs that arrive meanwhile share the batch. A worker that is
         behind (its claim came back full) claims again at once, so throughput under load
         does not suffer.
+
+        ``resetflow worker`` uses it too (:data:`GATHER_SECONDS`): woken by every job's
+        ``NOTIFY``, it otherwise claims one job at a time under a steady load and pays
+        a claim and an outcome transaction per message; a few milliseconds' wait lets
+        several share them (docs/performance.md, "The worker").
         """
         self._wake_delay = max(0.0, max_seconds)
         if random is not None:
@@ -225,10 +246,56 @@ class DeliveryWorker:
             )
         self._outbox.report_claim(claimed=len(jobs), batch_size=self._policy.batch_size)
         if jobs:
-            await asyncio.gather(*(self._process(job) for job in jobs))
+            outcomes: BatchOutcomes[_Outcome] = BatchOutcomes(
+                self._write_outcomes, members=len(jobs), linger=self._policy.outcome_linger_seconds
+            )
+            try:
+                await asyncio.gather(*(self._process_in(job, outcomes) for job in jobs))
+            finally:
+                await outcomes.close()
         return len(jobs)
 
-    async def _process(self, job: DeliveryJob) -> None:
+    async def _process_in(self, job: DeliveryJob, outcomes: BatchOutcomes[_Outcome]) -> None:
+        try:
+            await self._process(job, outcomes)
+        finally:
+            outcomes.leave(job.id)
+
+    async def _write_outcomes(self, outcomes: list[_Outcome]) -> None:
+        """The sent and dropped jobs of a batch, in one transaction: the attempts, the
+        jobs closed, the decoys deleted, the audit records of messages that carry a code,
+        each kind in one statement. On SQLite that transaction is shared with the
+        process's other small writes (group commit)."""
+        now = self._clock.now()
+        sent = [o.sent for o in outcomes if o.sent is not None]
+        dropped = [o.job.id for o in outcomes if o.sent is None]
+        audited = [
+            (
+                o.job.user_id,
+                {
+                    "notification": o.job.notification,
+                    "channel": o.sent.channel,
+                    "provider": o.sent.provider,
+                },
+            )
+            for o in outcomes
+            if o.sent is not None and o.job.notification in CODE_NOTIFICATIONS
+        ]
+
+        async def work(conn: AsyncConnection) -> None:
+            repo = DeliveryRepository(conn)
+            await repo.close_sent(sent, owner=self.owner, now=now)
+            if dropped:
+                await repo.discard_many(dropped, owner=self.owner)
+            if self._audit is not None and audited:
+                await self._audit.record_many(
+                    AuditEvent.CODE_SENT, outcome="sent", conn=conn, entries=audited
+                )
+
+        # Only this worker's leased jobs: no lock-order clash with another process.
+        await self._db.write_coalesced(work, postgres_too=True)
+
+    async def _process(self, job: DeliveryJob, outcomes: BatchOutcomes[_Outcome]) -> None:
         now = self._clock.now()
         if job.sealed_payload is None:
             await self._finish(job, status=JobStatus.FAILED, error="payload missing")
@@ -254,19 +321,25 @@ class DeliveryWorker:
                 locale=job.locale,
                 context=context,
             )
-            await self._db.write_coalesced(
-                lambda conn: DeliveryRepository(conn).discard(job.id, owner=self.owner),
-                postgres_too=True,  # only this worker's leased job: no lock-order clash
-            )
+            await outcomes.add(job.id, _Outcome(job=job, sent=None))
             return
+        if job.last_error == LEASE_LOST:
+            # Its last worker stopped while sending it: the delivery log says so first.
+            lost = (
+                PROFILE_ROUTE
+                if job.notification == Notification.COURIER_PROFILE.value
+                else routes[min(job.route_index, len(routes) - 1)]
+            )
+            await self._log_interrupted(job, lost)
+            job = replace(job, last_error=None)
         if job.notification == Notification.COURIER_PROFILE.value:
-            await self._merge_profile(job, context)
+            await self._merge_profile(job, context, outcomes)
             return
         route_index, tries = job.route_index, job.tries
         last_error = "no provider for channel"
         while route_index < len(routes):
             route = routes[route_index]
-            outcome = await self._try_route(job, route, context)
+            outcome = await self._try_route(job, route, context, outcomes)
             if outcome is None:
                 return
             retryable, last_error = outcome
@@ -293,7 +366,9 @@ class DeliveryWorker:
         await self._finish(job, status=JobStatus.FAILED, error=last_error)
         log.warning("delivery_failed", extra={"job_id": job.id, "reason": last_error})
 
-    async def _merge_profile(self, job: DeliveryJob, context: dict[str, object]) -> None:
+    async def _merge_profile(
+        self, job: DeliveryJob, context: dict[str, object], outcomes: BatchOutcomes[_Outcome]
+    ) -> None:
         """Merge the sealed profile into Courier; reschedule a retryable failure."""
         courier = next(
             (
@@ -353,17 +428,16 @@ class DeliveryWorker:
             await self._finish(job, status=JobStatus.FAILED, error=reason)
             log.warning("courier_profile_failed", extra={"job_id": job.id, "reason": reason})
             return
-        await self._db.write_coalesced(
-            partial(
-                self._record_sent, job=job, route=route, provider=courier, provider_message_id=None
-            ),
-            postgres_too=True,  # only this worker's leased job: no lock-order clash
-        )
+        await outcomes.add(job.id, _sent(job, route, courier, provider_message_id=None))
         self._count_attempt(route, courier, JobStatus.SENT)
         log.info("courier_profile_merged", extra={"job_id": job.id, "provider": courier.name})
 
     async def _try_route(
-        self, job: DeliveryJob, route: Route, context: dict[str, object]
+        self,
+        job: DeliveryJob,
+        route: Route,
+        context: dict[str, object],
+        outcomes: BatchOutcomes[_Outcome],
     ) -> tuple[bool, str] | None:
         """Send over one route; ``None`` once sent, else (any retryable?, last reason)."""
         message = self._renderer.render(
@@ -414,16 +488,10 @@ class DeliveryWorker:
                     # No other provider of this channel would do better: next route, now.
                     return False, reason
                 continue
-            # The outcomes of a batch's jobs share one transaction on SQLite.
-            await self._db.write_coalesced(
-                partial(
-                    self._record_sent,
-                    job=job,
-                    route=route,
-                    provider=provider,
-                    provider_message_id=result.provider_message_id,
-                ),
-                postgres_too=True,  # only this worker's leased job: no lock-order clash
+            # Written with the rest of the batch's outcomes (notify/outcomes.py).
+            await outcomes.add(
+                job.id,
+                _sent(job, route, provider, provider_message_id=result.provider_message_id),
             )
             self._count_attempt(route, provider, JobStatus.SENT)
             log.info(
@@ -454,49 +522,6 @@ class DeliveryWorker:
             and OUTCOME_UNKNOWN in (attempt.error or "")
         )
 
-    async def _record_sent(
-        self,
-        conn: AsyncConnection,
-        *,
-        job: DeliveryJob,
-        route: Route,
-        provider: Provider,
-        provider_message_id: str | None,
-    ) -> None:
-        """The delivery log for a job done: the attempt, the job closed, and for a message
-        that carries a code, the audit record."""
-        repo = DeliveryRepository(conn)
-        await repo.record_attempt(
-            job_id=job.id,
-            channel=route.channel.value,
-            provider=provider.name,
-            destination=mask(route.to),
-            status=JobStatus.SENT,
-            provider_message_id=provider_message_id,
-            error=None,
-            now=self._clock.now(),
-        )
-        await repo.finish(
-            job.id,
-            owner=self.owner,
-            status=JobStatus.SENT,
-            channel=route.channel.value,
-            provider=provider.name,
-            provider_message_id=provider_message_id,
-            now=self._clock.now(),
-        )
-        if self._audit is not None and job.notification in CODE_NOTIFICATIONS:
-            await self._audit.record(
-                AuditEvent.CODE_SENT,
-                outcome="sent",
-                client=None,
-                user_id=job.user_id,
-                conn=conn,
-                notification=job.notification,
-                channel=route.channel.value,
-                provider=provider.name,
-            )
-
     async def _log_attempt(
         self, job: DeliveryJob, route: Route, provider: Provider, *, status: str, error: str
     ) -> None:
@@ -521,6 +546,20 @@ class DeliveryWorker:
                 "reason": error,
             },
         )
+
+    async def _log_interrupted(self, job: DeliveryJob, route: Route) -> None:
+        async with self._db.write() as conn:
+            await DeliveryRepository(conn).record_attempt(
+                job_id=job.id,
+                channel=route.channel.value,
+                provider="worker",
+                destination=mask(route.to),
+                status=INTERRUPTED,
+                provider_message_id=None,
+                error=LEASE_LOST,
+                now=self._clock.now(),
+            )
+        log.warning("delivery_interrupted", extra={"job_id": job.id, "to": mask(route.to)})
 
     async def _log_skip(self, job: DeliveryJob, route: Route, *, reason: str) -> None:
         async with self._db.write() as conn:
@@ -549,6 +588,29 @@ class DeliveryWorker:
             await DeliveryRepository(conn).finish(
                 job.id, owner=self.owner, status=status, error=error, now=self._clock.now()
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A job of a batch done: sent (``sent``), or a decoy to drop (``sent`` is None)."""
+
+    job: DeliveryJob
+    sent: SentJob | None
+
+
+def _sent(
+    job: DeliveryJob, route: Route, provider: Provider, *, provider_message_id: str | None
+) -> _Outcome:
+    return _Outcome(
+        job=job,
+        sent=SentJob(
+            job_id=job.id,
+            channel=route.channel.value,
+            provider=provider.name,
+            destination=mask(route.to),
+            provider_message_id=provider_message_id,
+        ),
+    )
 
 
 async def _send(provider: Provider, message: RenderedMessage) -> SendResult:

@@ -8,12 +8,13 @@ a job whose lease ran out (its worker died) is due again.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import Select, bindparam, case, delete, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.storage.prepared import Prepared
@@ -44,6 +45,11 @@ PROVIDERS = ("console", "courier", "outbox", "postmark", "smtp", "twilio", "webh
 EVENT_CHANNEL = "webhook"
 # The attempt status of a provider's report; what it said is in the attempt's ``error``.
 WEBHOOK = "webhook"
+# A job's ``last_error`` once a claim took it over from a worker whose lease ran out (it
+# stopped while sending: the message may or may not have gone out), until its next outcome.
+LEASE_LOST = "lease ran out: the worker sending it stopped; the message may have gone out"
+# The status of the attempt the next worker records for that (notify/worker.py).
+INTERRUPTED = "interrupted"
 # Written for unknown accounts so that they cost what real requests cost; a worker claims
 # and renders them like real jobs, then drops them unsent.
 DECOY = "decoy"
@@ -77,6 +83,17 @@ class ReportOutcome:
     previous: str
     status: str
     moved: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SentJob:
+    """A job its worker has sent: closed by :meth:`DeliveryRepository.close_sent`."""
+
+    job_id: str
+    channel: str
+    provider: str
+    destination: str  # masked (accounts/contacts.py)
+    provider_message_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +137,12 @@ def _due(limit: int) -> Select[tuple[str]]:
     )
 
 
+# Set from the row's old values: a job still ``sending`` when claimed had a lease that ran out.
+_LAST_ERROR_ON_CLAIM = case(
+    (delivery_jobs.c.status == JobStatus.SENDING, LEASE_LOST), else_=delivery_jobs.c.last_error
+)
+
+
 @functools.cache
 def _claim_statement(limit: int) -> Prepared:
     """Lease the due jobs to ``:owner`` until ``:lease_until`` and return them (one per
@@ -132,6 +155,7 @@ def _claim_statement(limit: int) -> Prepared:
             lease_owner=bindparam("owner"),
             lease_until=bindparam("lease_until", type_=UtcDateTime()),
             updated_at=bindparam("now", type_=UtcDateTime()),
+            last_error=_LAST_ERROR_ON_CLAIM,
         )
         .returning(*delivery_jobs.c)
     )
@@ -190,7 +214,7 @@ class DeliveryRepository:
         """Lease up to ``limit`` due jobs to ``owner`` and return them.
 
         Due: queued (or decoy) with ``next_attempt_at <= now``, or sending with an
-        expired lease.
+        expired lease; such a job comes back with ``last_error`` :data:`LEASE_LOST`.
         On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED`` so
         concurrent workers take different jobs; SQLite serialises writers anyway.
         """
@@ -218,6 +242,7 @@ class DeliveryRepository:
                 lease_owner=owner,
                 lease_until=now + timedelta(seconds=lease_seconds),
                 updated_at=now,
+                last_error=_LAST_ERROR_ON_CLAIM,
             )
         )
         leased = await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id.in_(ids)))
@@ -299,6 +324,54 @@ class DeliveryRepository:
             lease_until=None,
             last_error=error,
             updated_at=now,
+        )
+
+    async def close_sent(self, sent: Sequence[SentJob], *, owner: str, now: datetime) -> None:
+        """Record each job's ``sent`` attempt and close it as :meth:`finish` would: two
+        statements for the whole batch (executemany, one round trip each on PostgreSQL).
+        A job whose lease ``owner`` lost keeps its newer outcome; its attempt is logged."""
+        if not sent:
+            return
+        await _INSERT_ATTEMPT.execute_many(
+            self._conn,
+            [
+                {
+                    "job_id": one.job_id,
+                    "channel": one.channel,
+                    "provider": one.provider,
+                    "destination": one.destination,
+                    "status": JobStatus.SENT,
+                    "provider_message_id": one.provider_message_id,
+                    "error": None,
+                    "created_at": now,
+                }
+                for one in sent
+            ],
+        )
+        await _UPDATE_LEASED.execute_many(
+            self._conn,
+            [
+                {
+                    "job_id": one.job_id,
+                    "owner": owner,
+                    "status": JobStatus.SENT,
+                    "sealed_payload": None,
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "channel": one.channel,
+                    "provider": one.provider,
+                    "provider_message_id": one.provider_message_id,
+                    "last_error": None,
+                    "updated_at": now,
+                }
+                for one in sent
+            ],
+        )
+
+    async def discard_many(self, job_ids: Sequence[str], *, owner: str) -> None:
+        """:meth:`discard` for several decoys, in one statement."""
+        await _DISCARD.execute_many(
+            self._conn, [{"job_id": job_id, "owner": owner} for job_id in job_ids]
         )
 
     async def newest_queued(self, *, user_id: str, notification: str) -> str | None:

@@ -80,6 +80,23 @@ class Prepared:
         count, _ = execute_direct(raw, form.sql, form.arguments(params))
         return count
 
+    async def execute_many(
+        self, conn: AsyncConnection, params: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Run a statement that returns no rows once per parameter set (all with the same
+        names). Through SQLAlchemy that is one ``executemany``: on asyncpg the sets go in
+        one pipelined round trip instead of one round trip each. Directly on SQLite, a
+        plain loop (no round trips there to save)."""
+        if not params:
+            return
+        direct = self._direct(conn, params[0])
+        if direct is None:
+            await conn.execute(self.statement, [dict(p) for p in params])
+            return
+        raw, form = direct
+        for one in params:
+            execute_direct(raw, form.sql, form.arguments(one))
+
     async def rows(self, conn: AsyncConnection, params: Mapping[str, Any]) -> list[Row]:
         """Run a SELECT (or a statement with RETURNING); every row, by column key."""
         direct = self._direct(conn, params)

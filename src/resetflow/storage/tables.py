@@ -142,7 +142,8 @@ delivery_attempts = Table(
     Column("channel", String(8), nullable=False),
     Column("provider", String(32), nullable=False),
     Column("destination", String(64), nullable=False),
-    # sent | failed | retry | skipped | webhook (a provider's report, in ``error``)
+    # sent | failed | retry | skipped | webhook (a provider's report, in ``error``) |
+    # interrupted (its worker stopped mid-send: provider "worker", storage/deliveries.py)
     Column("status", String(16), nullable=False),
     Column("provider_message_id", String(128), nullable=True),
     Column("error", String(500), nullable=True),

@@ -77,6 +77,7 @@ def make_renderer(settings: Settings) -> TemplateRenderer:
         directories=[settings.templates_dir] if settings.templates_dir else None,
         webotp_host=webotp_host(settings.base_url) if settings.sms_webotp else None,
         product_name=settings.product_name,
+        reload=not settings.is_prod,
     )
 
 

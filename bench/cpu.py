@@ -13,7 +13,16 @@ with one signed-in session's cookie (docs/integration.md); ``--smtp`` delivers t
 aiosmtpd sink in a child process instead of the dev outbox; ``--cprofile FILE`` writes a
 profile of the run.
 
+``--database-url postgresql+asyncpg://…`` (with ``--redis-url``, default db 12) measures
+the web side on PostgreSQL + Redis instead: a fresh database on that server (created,
+migrated, dropped after), the limits and sessions in Redis under a key prefix of the run's
+own (deleted after), no worker in the process (the jobs only queue, as for a web process
+with separate workers). It also counts the round trips per request: statements, BEGINs
+and COMMITs sent to PostgreSQL (SQLAlchemy's events) and writes to Redis (one per command
+or pipeline, counted by a wrapper in this benchmark only).
+
     .venv/bin/python -m bench.cpu -n 5000 [--smtp] [--path /healthz|/sessions/whoami]
+    .venv/bin/python -m bench.cpu -n 3000 --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import cProfile
 import json
 import os
 import random
-import sqlite3
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -35,7 +44,7 @@ from typing import Any
 
 # The same users, limits and helpers as the load benchmark.
 from bench.procs import LIMITS
-from bench.stores import SqliteStore, hash_password
+from bench.stores import PgStore, SqliteStore, Store, hash_password
 from tests.support.servers import free_port
 
 
@@ -51,6 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cprofile", type=Path, help="write a cProfile of the run here")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server (postgresql+asyncpg://…/db): measure the web side on "
+        "PostgreSQL + Redis, in a fresh database of its own",
+    )
+    parser.add_argument(
+        "--redis-url", default=CPU_REDIS, help=f"with --database-url (default {CPU_REDIS})"
+    )
+    parser.add_argument(
         "--no-direct-statements",
         action="store_true",
         help="keep the inline connection but run every statement through SQLAlchemy "
@@ -60,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 SESSION_PATHS = ("/sessions/whoami", "/auth/check")
+# A database number of its own: the tests use 15, bench.timing 14, bench.load 13.
+CPU_REDIS = "redis://127.0.0.1:6379/12"
 SESSION_ID = "bench-cpu-" + "s" * 40
 
 
@@ -88,7 +107,7 @@ def scope_for(path: str, body: bytes) -> dict[str, Any]:
     }
 
 
-async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> str:
+async def run(args: argparse.Namespace, store: Store, password_hash: str) -> str:
     from resetflow.app import create_app
     from resetflow.config import load_settings
 
@@ -122,36 +141,110 @@ async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> s
             await call(queue.pop())
 
     async with app.router.lifespan_context(app):
-        SqliteStore(data_dir).insert_users(
-            [f"u{i:031x}" for i in range(args.users)], emails, password_hash
+        # In a thread: PgStore runs its own event loop.
+        await asyncio.to_thread(
+            store.insert_users, [f"u{i:031x}" for i in range(args.users)], emails, password_hash
         )
         if args.path in SESSION_PATHS:
             await sign_in(app, user_id=f"u{0:031x}")
-        database = sqlite3.connect(data_dir / "resetflow.db")
+        counts = RoundTrips.attach(app) if isinstance(store, PgStore) else None
         profile = cProfile.Profile() if args.cprofile else None
         cpu, wall = time.process_time(), time.perf_counter()
         if profile:
             profile.enable()
         queue = list(bodies)
         await asyncio.gather(*(client(queue) for _ in range(args.concurrency)))
-        answered = time.process_time()
-        pending = (
-            "SELECT count(*) FROM delivery_jobs WHERE status IN ('queued', 'sending', 'decoy')"
-        )
-        while database.execute(pending).fetchone()[0]:  # noqa: ASYNC110 - rows, not an event
-            await asyncio.sleep(0.01)
+        answered, answered_wall = time.process_time(), time.perf_counter()
+        if isinstance(store, SqliteStore):
+            pending = (
+                "SELECT count(*) FROM delivery_jobs WHERE status IN ('queued', 'sending', 'decoy')"
+            )
+            while store.query(pending)[0][0]:  # noqa: ASYNC110 - rows, not an event
+                await asyncio.sleep(0.01)
         if profile:
             profile.disable()
             profile.dump_stats(args.cprofile)
         cpu_total, wall_total = time.process_time() - cpu, time.perf_counter() - wall
-        jobs = dict(database.execute("SELECT status, count(*) FROM delivery_jobs GROUP BY 1"))
-        database.close()
+        if counts is not None:
+            counts.detach()
+        jobs = dict(
+            await asyncio.to_thread(
+                store.query, "SELECT status, count(*) FROM delivery_jobs GROUP BY 1"
+            )
+        )
     n = args.requests
+    if counts is not None:  # PostgreSQL + Redis: the web side only, the jobs queue
+        return (
+            f"{args.path} on PostgreSQL + Redis: {n} requests, answers {statuses}; CPU per "
+            f"request {1e3 * (answered - cpu) / n:.3f} ms answering; "
+            f"{n / (answered_wall - wall):.0f} req/s; round trips per request: "
+            f"{counts.summary(n)}; jobs {jobs}"
+        )
     return (
         f"{args.path}: {n} requests, answers {statuses}; CPU per request "
         f"{1e3 * (answered - cpu) / n:.3f} ms answering, {1e3 * cpu_total / n:.3f} ms with "
         f"delivery; {n / wall_total:.0f} req/s; jobs {jobs}"
     )
+
+
+class RoundTrips:
+    """Counts what a run sends: statements, BEGINs and COMMITs/ROLLBACKs to PostgreSQL
+    (SQLAlchemy's public events; asyncpg sends one message for each, its prepared
+    statements cached), and writes to Redis (one per command or pipeline)."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.pg: dict[str, int] = {"statements": 0, "begin": 0, "commit": 0, "rollback": 0}
+        self.redis = 0
+        self._redis_original: Any = None
+        self._listeners = [
+            ("before_cursor_execute", self._statement),
+            ("begin", self._begin),
+            ("commit", self._commit),
+            ("rollback", self._rollback),
+        ]
+
+    @classmethod
+    def attach(cls, app: Any) -> RoundTrips:
+        from redis.asyncio.connection import AbstractConnection
+        from sqlalchemy import event
+
+        counts = cls(app.state.services.database.engine.sync_engine)
+        for name, listener in counts._listeners:
+            event.listen(counts.engine, name, listener)
+        original = AbstractConnection.send_packed_command
+
+        async def counted(self: Any, command: Any, check_health: bool = True) -> None:
+            counts.redis += 1
+            await original(self, command, check_health)
+
+        counts._redis_original = original
+        AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+        return counts
+
+    def detach(self) -> None:
+        from redis.asyncio.connection import AbstractConnection
+        from sqlalchemy import event
+
+        for name, listener in self._listeners:
+            event.remove(self.engine, name, listener)
+        AbstractConnection.send_packed_command = self._redis_original  # type: ignore[method-assign]
+
+    def _statement(self, *_: Any) -> None:
+        self.pg["statements"] += 1
+
+    def _begin(self, *_: Any) -> None:
+        self.pg["begin"] += 1
+
+    def _commit(self, *_: Any) -> None:
+        self.pg["commit"] += 1
+
+    def _rollback(self, *_: Any) -> None:
+        self.pg["rollback"] += 1
+
+    def summary(self, n: int) -> str:
+        pg = ", ".join(f"{k} {v / n:.2f}" for k, v in self.pg.items())
+        return f"PostgreSQL {sum(self.pg.values()) / n:.2f} ({pg}), Redis {self.redis / n:.2f}"
 
 
 async def sign_in(app: Any, *, user_id: str) -> None:
@@ -179,8 +272,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # Benchmark only: Prepared then finds no inline sqlite3 connection to run on.
         prepared.inline_sqlite = lambda _conn: None  # type: ignore[assignment]
+    if args.database_url and (args.smtp or args.path != "/send-token"):
+        raise SystemExit("--database-url measures /send-token's web side: no --smtp, no --path")
     password_hash = hash_password()
     sink = None
+    pg: PgStore | None = None
     with tempfile.TemporaryDirectory(prefix="resetflow-cpu-") as tmp:
         os.environ.update(LIMITS)
         os.environ.update(
@@ -192,6 +288,22 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         try:
+            if args.database_url:
+                from resetflow.storage.migrate import upgrade
+
+                tag = secrets.token_hex(6)
+                pg = PgStore(args.database_url, f"resetflow_cpu_{tag}", args.redis_url, f"cpu{tag}")
+                pg.create()
+                upgrade(pg.url)
+                os.environ.update(
+                    {
+                        "RESETFLOW_DATABASE_URL": pg.url,
+                        "RESETFLOW_REDIS_URL": pg.redis_url,
+                        "RESETFLOW_REDIS_PREFIX": pg.prefix,
+                        # Separate workers, as in production: the jobs only queue here.
+                        "RESETFLOW_INPROCESS_WORKER": "false",
+                    }
+                )
             if args.smtp:
                 port = free_port()
                 sink_command = ["-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink"]
@@ -210,13 +322,16 @@ def main(argv: list[str] | None = None) -> int:
             with open(os.devnull, "w") as quiet:
                 stdout, sys.stdout = sys.stdout, quiet
                 try:
-                    line = asyncio.run(run(args, Path(tmp), password_hash))
+                    store = pg or SqliteStore(Path(tmp))
+                    line = asyncio.run(run(args, store, password_hash))
                 finally:
                     sys.stdout = stdout
         finally:
             if sink is not None:
                 sink.terminate()
                 sink.wait(timeout=10)
+            if pg is not None:
+                pg.cleanup()
     print(line)
     return 0
 

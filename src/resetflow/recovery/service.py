@@ -140,8 +140,10 @@ class RecoveryService:
             return user
 
         # Nothing in here refuses on its own terms (the outcome is recorded, not raised),
-        # so concurrent requests may share one transaction: one commit on SQLite.
-        user = await self._db.write_coalesced(record)
+        # so concurrent requests may share one transaction: one commit on SQLite. On
+        # PostgreSQL the code, the job, the audit record and the workers' wake-up go out
+        # as one statement after the look-up: two round trips, known or not (R20).
+        user = await self._db.write_batched(record)
         # The worker treats decoy jobs like real ones (it renders them, then drops them),
         # so waking it for both keeps the work after the answer alike too.
         self._outbox.wake()

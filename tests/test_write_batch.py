@@ -142,9 +142,9 @@ def test_a_batch_is_written_whole_or_not_at_all(postgres_url: str) -> None:
             with pytest.raises(RuntimeError):
                 await db.write_batched(raises)
             async with db.read() as conn:
-                jobs = (
-                    await conn.execute(select(func.count()).select_from(delivery_jobs))
-                ).one()[0]
+                jobs = (await conn.execute(select(func.count()).select_from(delivery_jobs))).one()[
+                    0
+                ]
                 codes = (
                     await conn.execute(select(func.count()).select_from(one_time_codes))
                 ).one()[0]

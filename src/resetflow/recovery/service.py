@@ -19,7 +19,7 @@ from resetflow.accounts.passwords import PasswordHasher, PasswordPolicy
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
-from resetflow.errors import InvalidCredentials, InvalidInput, ResetNotAllowed
+from resetflow.errors import InvalidCredentials, InvalidInput, RateLimited, ResetNotAllowed
 from resetflow.notify.events import Events, SessionsRevokedReason
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import DECOY_ROUTE, Outbox
@@ -77,6 +77,7 @@ class RecoveryService:
         phone: str | None,
         attempt_id: str,
         client: ClientInfo | None = None,
+        count_action: str | None = None,
     ) -> str | None:
         """Queue a code for the account with this (normalised) contact, if there is one.
 
@@ -88,11 +89,18 @@ class RecoveryService:
         Unknown, unverified and rate-limited requests do the same database work as a
         real one, on the decoy account and a decoy job that the worker renders and
         drops without sending (R20).
+
+        ``count_action``: the POST's action, when its client's and the global limits are
+        still to be counted (web/edge.py): counted here in the same step as the
+        contact's (one round trip on Redis), :class:`RateLimited` when over them.
         """
+        destination = email or phone or ""
+        if count_action is None:
+            allowed = await self._limiter.allow_destination(destination, purpose=RESET)
+        else:
+            allowed = await self._count(count_action, destination, client)
         await self._outbox.admit()  # backpressure from an in-process worker (Outbox)
         now = self._clock.now()
-        destination = email or phone or ""
-        allowed = await self._limiter.allow_destination(destination, purpose=RESET)
 
         async def record(conn: AsyncConnection) -> User | None:
             # The decoy account stands in for an unknown contact (read like a real one).
@@ -148,6 +156,18 @@ class RecoveryService:
         # so waking it for both keeps the work after the answer alike too.
         self._outbox.wake()
         return user.id if user else None
+
+    async def _count(self, action: str, destination: str, client: ClientInfo | None) -> bool:
+        client = client or ClientInfo.system()
+        try:
+            return await self._limiter.check_request_and_destination(
+                action=action, ip=client.ip, destination=destination, purpose=RESET
+            )
+        except RateLimited:
+            await self._audit.record(
+                AuditEvent.LIMIT_HIT, outcome="client", client=client, action=action
+            )
+            raise
 
     async def verify_code(
         self,

@@ -24,7 +24,8 @@ bench:
 	@$(BENCH_DEPS)
 	.venv/bin/python -m bench.load $(BENCH_LOAD_ARGS)
 # CPU per request in process, no HTTP (bench/cpu.py; docs/performance.md); e.g.
-# BENCH_CPU_ARGS="-n 5000 --smtp" or "--path /healthz" or "--cprofile /tmp/cpu.prof"
+# BENCH_CPU_ARGS="-n 5000 --smtp" or "--path /healthz" or "--cprofile /tmp/cpu.prof", or the web
+# side on PostgreSQL + Redis: "--database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 bench-cpu:
 	@$(BENCH_DEPS)
 	.venv/bin/python -m bench.cpu $(BENCH_CPU_ARGS)

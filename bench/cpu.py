@@ -13,7 +13,16 @@ with one signed-in session's cookie (docs/integration.md); ``--smtp`` delivers t
 aiosmtpd sink in a child process instead of the dev mailbox; ``--cprofile FILE`` writes a
 profile of the run.
 
+``--database-url postgresql+asyncpg://…`` (with ``--redis-url``, default db 12) measures
+the web side on PostgreSQL + Redis instead: a fresh database on that server (created,
+migrated, dropped after), the limits and sessions in Redis under a key prefix of the run's
+own (deleted after), no worker in the process (the jobs only queue, as for a web process
+with separate workers). It also counts the round trips per request: statements, BEGINs
+and COMMITs sent to PostgreSQL (SQLAlchemy's events) and writes to Redis (one per command
+or pipeline, counted by a wrapper in this benchmark only).
+
     .venv/bin/python -m bench.cpu -n 5000 [--smtp] [--path /healthz|/sessions/whoami]
+    .venv/bin/python -m bench.cpu -n 3000 --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ import cProfile
 import json
 import os
 import random
-import sqlite3
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -35,7 +44,7 @@ from typing import Any
 
 # The same users, limits and helpers as the load benchmark.
 from bench.procs import LIMITS
-from bench.stores import SqliteStore, hash_password
+from bench.stores import PgStore, SqliteStore, Store, hash_password
 from tests.support.servers import free_port
 
 
@@ -57,6 +66,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "instead (the thin edge's floor, measured the same way)",
     )
     parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server (postgresql+asyncpg://…/db): measure the web side on "
+        "PostgreSQL + Redis, in a fresh database of its own",
+    )
+    parser.add_argument(
+        "--redis-url", default=CPU_REDIS, help=f"with --database-url (default {CPU_REDIS})"
+    )
+    parser.add_argument(
         "--no-direct-statements",
         action="store_true",
         help="keep the inline connection but run every statement through SQLAlchemy "
@@ -66,6 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 SESSION_PATHS = ("/sessions/whoami", "/auth/check")
+# A database number of its own: the tests use 15, bench.timing 14, bench.load 13.
+CPU_REDIS = "redis://127.0.0.1:6379/12"
 SESSION_ID = "bench-cpu-" + "s" * 40
 
 
@@ -94,7 +113,7 @@ def scope_for(path: str, body: bytes) -> dict[str, Any]:
     }
 
 
-async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> str:
+async def run(args: argparse.Namespace, store: Store, password_hash: str) -> str:
     from resetflow.app import create_app
     from resetflow.config import load_settings
 
@@ -134,36 +153,122 @@ async def run(args: argparse.Namespace, data_dir: Path, password_hash: str) -> s
             await call(queue.pop())
 
     async with app.router.lifespan_context(app):
-        SqliteStore(data_dir).insert_users(
-            [f"u{i:031x}" for i in range(args.users)], emails, password_hash
+        # In a thread: PgStore runs its own event loop.
+        await asyncio.to_thread(
+            store.insert_users, [f"u{i:031x}" for i in range(args.users)], emails, password_hash
         )
         if args.path in SESSION_PATHS:
             await sign_in(app, user_id=f"u{0:031x}")
-        database = sqlite3.connect(data_dir / "resetflow.db")
+        counts = RoundTrips.attach(app) if isinstance(store, PgStore) else None
         profile = cProfile.Profile() if args.cprofile else None
         cpu, wall = time.process_time(), time.perf_counter()
         if profile:
             profile.enable()
         queue = list(bodies)
         await asyncio.gather(*(client(queue) for _ in range(args.concurrency)))
-        answered = time.process_time()
-        pending = (
-            "SELECT count(*) FROM delivery_jobs WHERE status IN ('queued', 'sending', 'decoy')"
-        )
-        while database.execute(pending).fetchone()[0]:  # noqa: ASYNC110 - rows, not an event
-            await asyncio.sleep(0.01)
+        answered, answered_wall = time.process_time(), time.perf_counter()
+        if isinstance(store, SqliteStore):
+            pending = (
+                "SELECT count(*) FROM delivery_jobs WHERE status IN ('queued', 'sending', 'decoy')"
+            )
+            while store.query(pending)[0][0]:  # noqa: ASYNC110 - rows, not an event
+                await asyncio.sleep(0.01)
         if profile:
             profile.disable()
             profile.dump_stats(args.cprofile)
         cpu_total, wall_total = time.process_time() - cpu, time.perf_counter() - wall
-        jobs = dict(database.execute("SELECT status, count(*) FROM delivery_jobs GROUP BY 1"))
-        database.close()
+        if counts is not None:
+            counts.detach()
+        jobs = dict(
+            await asyncio.to_thread(
+                store.query, "SELECT status, count(*) FROM delivery_jobs GROUP BY 1"
+            )
+        )
     n = args.requests
+    if counts is not None:  # PostgreSQL + Redis: the web side only, the jobs queue
+        return (
+            f"{args.path} on PostgreSQL + Redis: {n} requests, answers {statuses}; CPU per "
+            f"request {1e3 * (answered - cpu) / n:.3f} ms answering; "
+            f"{n / (answered_wall - wall):.0f} req/s; round trips per request: "
+            f"{counts.summary(n)}; jobs {jobs}"
+        )
     return (
         f"{args.path}: {n} requests, answers {statuses}; CPU per request "
         f"{1e3 * (answered - cpu) / n:.3f} ms answering, {1e3 * cpu_total / n:.3f} ms with "
         f"delivery; {n / wall_total:.0f} req/s; jobs {jobs}"
     )
+
+
+class RoundTrips:
+    """Counts what a run sends: statements to PostgreSQL (SQLAlchemy's
+    ``before_cursor_execute``), the BEGINs, COMMITs and ROLLBACKs and the statements
+    prepared on a cache miss that asyncpg sends for SQLAlchemy, and writes to Redis (one
+    per command or pipeline). The wrappers are this benchmark's, for the run only."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.pg: dict[str, int] = {
+            "statements": 0,
+            "begin": 0,
+            "commit": 0,
+            "rollback": 0,
+            "prepare": 0,
+        }
+        self.connects = 0  # new connections (several round trips each, not in the sum)
+        self.redis = 0
+        self._originals: list[tuple[Any, str, Any]] = []
+
+    @classmethod
+    def attach(cls, app: Any) -> RoundTrips:
+        import asyncpg
+        from asyncpg.transaction import Transaction
+        from redis.asyncio.connection import AbstractConnection
+        from sqlalchemy import event
+
+        counts = cls(app.state.services.database.engine.sync_engine)
+        event.listen(counts.engine, "before_cursor_execute", counts._statement)
+        event.listen(counts.engine, "connect", counts._connect)
+        counts._wrap(Transaction, "start", "begin")
+        counts._wrap(Transaction, "commit", "commit")
+        counts._wrap(Transaction, "rollback", "rollback")
+        counts._wrap(asyncpg.Connection, "prepare", "prepare")
+        counts._wrap(AbstractConnection, "send_packed_command", None)
+        return counts
+
+    def _wrap(self, owner: Any, name: str, key: str | None) -> None:
+        original = getattr(owner, name)
+        counts = self
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            if key is None:
+                counts.redis += 1
+            else:
+                counts.pg[key] += 1
+            return await original(*args, **kwargs)
+
+        self._originals.append((owner, name, original))
+        setattr(owner, name, counted)
+
+    def detach(self) -> None:
+        from sqlalchemy import event
+
+        event.remove(self.engine, "before_cursor_execute", self._statement)
+        event.remove(self.engine, "connect", self._connect)
+        for owner, name, original in self._originals:
+            setattr(owner, name, original)
+
+    def _statement(self, *_: Any) -> None:
+        self.pg["statements"] += 1
+
+    def _connect(self, *_: Any) -> None:
+        self.connects += 1
+
+    def summary(self, n: int) -> str:
+        pg = ", ".join(f"{k} {v / n:.2f}" for k, v in self.pg.items())
+        return (
+            f"PostgreSQL {sum(self.pg.values()) / n:.2f} ({pg}; {self.connects} new "
+            f"connections in the run), Redis {self.redis / n:.2f}"
+        )
 
 
 async def sign_in(app: Any, *, user_id: str) -> None:
@@ -193,8 +298,11 @@ def main(argv: list[str] | None = None) -> int:
 
         # Benchmark only: Prepared then finds no inline sqlite3 connection to run on.
         prepared.inline_sqlite = lambda _conn: None  # type: ignore[assignment]
+    if args.database_url and (args.smtp or args.path != "/send-token"):
+        raise SystemExit("--database-url measures /send-token's web side: no --smtp, no --path")
     password_hash = hash_password()
     sink = None
+    pg: PgStore | None = None
     with tempfile.TemporaryDirectory(prefix="resetflow-cpu-") as tmp:
         os.environ.update(LIMITS)
         os.environ.update(
@@ -206,6 +314,22 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         try:
+            if args.database_url:
+                from resetflow.storage.migrate import upgrade
+
+                tag = secrets.token_hex(6)
+                pg = PgStore(args.database_url, f"resetflow_cpu_{tag}", args.redis_url, f"cpu{tag}")
+                pg.create()
+                upgrade(pg.url)
+                os.environ.update(
+                    {
+                        "RESETFLOW_DATABASE_URL": pg.url,
+                        "RESETFLOW_REDIS_URL": pg.redis_url,
+                        "RESETFLOW_REDIS_PREFIX": pg.prefix,
+                        # Separate workers, as in production: the jobs only queue here.
+                        "RESETFLOW_INPROCESS_WORKER": "false",
+                    }
+                )
             if args.smtp:
                 port = free_port()
                 sink_command = ["-m", "aiosmtpd", "-n", "-c", "aiosmtpd.handlers.Sink"]
@@ -224,13 +348,16 @@ def main(argv: list[str] | None = None) -> int:
             with open(os.devnull, "w") as quiet:
                 stdout, sys.stdout = sys.stdout, quiet
                 try:
-                    line = asyncio.run(run(args, Path(tmp), password_hash))
+                    store = pg or SqliteStore(Path(tmp))
+                    line = asyncio.run(run(args, store, password_hash))
                 finally:
                     sys.stdout = stdout
         finally:
             if sink is not None:
                 sink.terminate()
                 sink.wait(timeout=10)
+            if pg is not None:
+                pg.cleanup()
     print(line)
     return 0
 

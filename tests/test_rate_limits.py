@@ -149,6 +149,47 @@ def test_r17_limits_look_the_same_for_known_and_unknown_contacts(
         assert _reset_messages(client, "ada@example.com") == 2
 
 
+def test_r16_a_send_token_over_the_client_limit_is_429_whatever_its_body_and_counts_nothing(
+    live_app: Callable[..., LiveApp], backend: dict[str, Any]
+) -> None:
+    """/send-token counts the client's limits with the contact's, after reading the body
+    (one round trip on Redis): answers as when the client's count came first. A body
+    refused (422) still counts; over the limit, a bad body is 429 too; a refused request
+    uses up nothing of its contact's limit."""
+    app = live_app(**backend, **TRUSTED, limit_ip="3/minute", limit_destination="1/minute")
+    create_verified_account(app.settings)
+    create_verified_account(
+        app.settings, name="Carol", email="carol@example.com", phone="+14155550102"
+    )
+    one = _from("198.51.100.7")
+    with app.client() as client:
+        sent = [
+            client.post("/send-token", json={"email": "ada@example.com"}, headers=one),
+            client.post("/send-token", json={"email": "not an address"}, headers=one),
+            client.post("/send-token", json={"email": "nobody@example.com"}, headers=one),
+        ]
+        assert [r.status_code for r in sent] == [202, 422, 202]
+        over = [
+            client.post("/send-token", json={"email": "carol@example.com"}, headers=one),
+            client.post("/send-token", json={"email": "not an address"}, headers=one),
+            client.post(
+                "/send-token",
+                content=b"{",
+                headers={**one, "content-type": "application/json"},
+            ),
+        ]
+        assert [r.status_code for r in over] == [429, 429, 429]
+        # Carol's limit (1/minute) was not used by the refused request: another client
+        # still gets her a code.
+        other = _from("198.51.100.8")
+        asked = client.post("/send-token", json={"email": "carol@example.com"}, headers=other)
+        assert asked.status_code == 202
+        wait_for_dev_message(client, to="carol@example.com", notification="password-reset-token")
+        _settle(client)
+        assert _reset_messages(client, "carol@example.com") == 1
+        assert _reset_messages(client, "ada@example.com") == 1
+
+
 def test_r18_429_carries_retry_after_and_the_generic_body(live_app: Callable[..., LiveApp]) -> None:
     app = live_app(limit_ip="1/minute")
     with app.client() as client:

@@ -135,6 +135,60 @@ async def test_disabled_limiter_allows_everything(storage_url: str | None) -> No
         assert await limiter.allow_destination("ada@example.com", purpose="reset")
 
 
+# The client's limits and the destination's in one step ------------------------------------
+
+
+async def test_one_step_counts_the_client_then_the_destination_like_two_calls(
+    backend: Backend,
+) -> None:
+    """check_request_and_destination: the answers and counts of check_request followed by
+    allow_destination (a refused client counts nothing, not even the destination)."""
+    limiter = backend.limiter(per_ip="3/minute", per_destination="2/minute")
+
+    async def step(ip: str = "192.0.2.1", to: str = "ada@example.com") -> bool:
+        return await limiter.check_request_and_destination(
+            action="/send-token", ip=ip, destination=to, purpose="reset"
+        )
+
+    assert [await step(), await step()] == [True, True]
+    assert await step() is False  # the destination refuses; the client's 3rd POST counted
+    with pytest.raises(RateLimited) as refused:
+        await step(to="bob@example.com")  # the client's 4th: refused
+    assert 1 <= refused.value.retry_after <= 60
+    # bob's window was left alone by the refused step; ada's holds 2.
+    assert await limiter.allow_destination("bob@example.com", purpose="reset")
+    assert not await limiter.allow_destination("ada@example.com", purpose="reset")
+    # The refused step did not count against the client either: still exactly 3.
+    await backend.advance(61)
+    for _ in range(3):
+        await limiter.check_request(action="/send-token", ip="192.0.2.1")
+    with pytest.raises(RateLimited):
+        await limiter.check_request(action="/send-token", ip="192.0.2.1")
+
+
+async def test_one_step_refused_by_the_global_rule_counts_nothing(backend: Backend) -> None:
+    limiter = backend.limiter(per_ip="10/minute", global_="1/minute", per_destination="5/minute")
+    assert await limiter.check_request_and_destination(
+        action="/send-token", ip="192.0.2.1", destination="ada@example.com", purpose="reset"
+    )
+    with pytest.raises(RateLimited):
+        await limiter.check_request_and_destination(
+            action="/send-token", ip="192.0.2.2", destination="bob@example.com", purpose="reset"
+        )
+    allowed = [
+        await limiter.allow_destination("bob@example.com", purpose="reset") for _ in range(6)
+    ]
+    assert allowed.count(True) == 5  # none used by the refused step
+
+
+async def test_one_step_on_a_disabled_limiter_allows_everything(storage_url: str | None) -> None:
+    limiter = RateLimiter(storage=make_storage(storage_url, prefix="x"), rules=RULES, enabled=False)
+    for _ in range(10):
+        assert await limiter.check_request_and_destination(
+            action="/send-token", ip="192.0.2.1", destination="ada@example.com", purpose="reset"
+        )
+
+
 # All or nothing ----------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.client import ClientInfo
 from resetflow.clock import Clock
+from resetflow.storage import batch
 from resetflow.storage.database import Database
 from resetflow.storage.prepared import Prepared
 from resetflow.storage.tables import audit_events
@@ -91,7 +92,7 @@ class AuditLog:
             "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
         }
         if conn is not None:
-            await _INSERT_EVENT.execute(conn, values)
+            await batch.write(conn, _INSERT_EVENT, values)  # with its batch if one is open
         else:
             async with self._db.write() as own:
                 await _INSERT_EVENT.execute(own, values)

@@ -109,6 +109,18 @@ class LocalMovingWindowStorage(Storage, MovingWindowSupport):
             self._record(key, expiry, now)
         return None
 
+    async def take_in_turn(
+        self, groups: Sequence[Sequence[tuple[str, int, int]]]
+    ) -> tuple[int, int, float] | None:
+        """:meth:`take_all` for each group in turn, stopping at the first group refused
+        (``resetflow.ratelimit.Windows``): ``None``, or (its index, the first refusing
+        window's index in it, the wait)."""
+        for number, group in enumerate(groups):
+            refused = await self.take_all(group)
+            if refused is not None:
+                return number, *refused
+        return None
+
     async def get_moving_window(self, key: str, limit: int, expiry: int) -> tuple[float, int]:
         """(time of the oldest hit still in the window, hits in the window)."""
         now = self._now()

@@ -24,6 +24,9 @@ by their effects (the default since Redis 5, the only mode since 7).
 The keys of one take may lie anywhere, which a Redis Cluster would refuse (CROSSSLOT):
 like before, a single Redis server (or a primary with replicas) is assumed.
 
+:meth:`RedisWindows.take_in_turn` takes several such groups in turn (a request's client
+limits, then its destination's), each all or nothing, still in one round trip.
+
 Errors are not wrapped: a lost connection raises ``redis.exceptions.ConnectionError`` (a
 ``RedisError``), which the web layer answers with 503.
 """
@@ -79,6 +82,59 @@ return {0, 0}
 """
 
 
+# take_all for several groups of windows in turn: ARGV[1] the number of groups, ARGV[2 ..
+# 1 + groups] the windows in each, then each window's limit and length as in TAKE_ALL.
+# Group g is taken (all or nothing) only if every group before it took its hits. Returns
+# {0, 0} when every group did, else {i, wait}: i the first refusing window of the first
+# refusing group (1-based, over all KEYS), wait in microseconds for that group.
+TAKE_IN_TURN = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local groups = tonumber(ARGV[1])
+local base = 1 + groups
+local stamp = string.format('%.6f', now)
+local from = 1
+for g = 1, groups do
+    local to = from + tonumber(ARGV[1 + g]) - 1
+    local first, wait = 0, 0
+    for i = from, to do
+        local limit = tonumber(ARGV[base + 2 * i - 1])
+        local expiry = tonumber(ARGV[base + 2 * i])
+        local until_free = nil
+        if limit < 1 then
+            until_free = expiry
+        else
+            local entry = redis.call('LINDEX', KEYS[i], limit - 1)
+            if entry then
+                local oldest = tonumber(entry)
+                if oldest >= now - expiry then
+                    until_free = oldest + expiry - now
+                end
+            end
+        end
+        if until_free then
+            if first == 0 then
+                first = i
+            end
+            if until_free > wait then
+                wait = until_free
+            end
+        end
+    end
+    if first > 0 then
+        return {first, math.ceil(wait * 1000000)}
+    end
+    for i = from, to do
+        redis.call('LPUSH', KEYS[i], stamp)
+        redis.call('LTRIM', KEYS[i], 0, tonumber(ARGV[base + 2 * i - 1]) - 1)
+        redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[base + 2 * i]) * 1000)
+    end
+    from = to + 1
+end
+return {0, 0}
+"""
+
+
 class RedisWindows:
     """Moving windows in Redis (``resetflow.ratelimit.Windows``)."""
 
@@ -89,6 +145,7 @@ class RedisWindows:
         # register_script: EVALSHA, and SCRIPT LOAD then EVALSHA again after NOSCRIPT
         # (a restarted or another server).
         self._take_all = client.register_script(TAKE_ALL)
+        self._take_in_turn = client.register_script(TAKE_IN_TURN)
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str, **options: Any) -> RedisWindows:
@@ -122,6 +179,27 @@ class RedisWindows:
         if not first:
             return None
         return int(first) - 1, int(wait_us) / 1_000_000
+
+    async def take_in_turn(
+        self, groups: Sequence[Sequence[tuple[str, int, int]]]
+    ) -> tuple[int, int, float] | None:
+        """:meth:`take_all` for each group in turn, stopping at the first group refused,
+        in one round trip (``resetflow.ratelimit.Windows``)."""
+        keys: list[str] = []
+        args: list[int] = [len(groups), *(len(group) for group in groups)]
+        for group in groups:
+            for key, limit, expiry in group:
+                keys.append(self.key(key))
+                args += (limit, expiry)
+        first, wait_us = await self._take_in_turn(keys=keys, args=args)
+        if not first:
+            return None
+        index = int(first) - 1
+        for number, group in enumerate(groups):
+            if index < len(group):
+                return number, index, int(wait_us) / 1_000_000
+            index -= len(group)
+        raise AssertionError("the script named a window outside the groups")
 
     async def aclose(self) -> None:
         await self._client.aclose()

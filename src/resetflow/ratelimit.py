@@ -61,6 +61,13 @@ class Windows(Protocol):
         """
         ...
 
+    async def take_in_turn(self, groups: Sequence[Sequence[Hit]]) -> tuple[int, int, float] | None:
+        """:meth:`take_all` for each group in turn, each all or nothing, stopping at the
+        first group refused (the groups before it keep their hits): ``None`` when every
+        group took its hits, else ``(group, i, wait)`` as ``take_all`` says it for that
+        group. On Redis, one round trip for all of them."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class LimitRules:
@@ -125,6 +132,32 @@ class RateLimiter:
         )
         if refused is not None:
             raise RateLimited(retry_after=refused[1])
+
+    async def check_request_and_destination(
+        self, *, action: str, ip: str, destination: str, purpose: str
+    ) -> bool:
+        """:meth:`check_request`, then :meth:`allow_destination`, in one step (one round
+        trip on Redis) with the same outcome as the two calls: :class:`RateLimited` and
+        nothing counted when the client's or the global rules refuse; else the POST is
+        counted, and the answer is whether the destination's rules took the code."""
+        if not self._enabled:
+            return True
+        client = self._hits(self._per_ip, ("ip", action, limit_subject(ip)))
+        client += self._hits(self._global, ("global",))
+        code = self._hits(
+            self._per_destination, ("destination", purpose, destination_key(destination))
+        )
+        refused = await self._storage.take_in_turn([client, code])
+        if refused is None:
+            return True
+        group, _, wait = refused
+        if group == 0:
+            raise RateLimited(retry_after=max(1, math.ceil(wait)))
+        return False
+
+    @staticmethod
+    def _hits(rules: list[RateLimitItem], identifiers: tuple[str, ...]) -> list[Hit]:
+        return [(rule.key_for(*identifiers), rule.amount, rule.get_expiry()) for rule in rules]
 
     async def allow_destination(self, destination: str, *, purpose: str = "verify") -> bool:
         """Count one ``purpose`` code sent to ``destination``; False (and nothing counted)

@@ -18,7 +18,7 @@ from resetflow.accounts.models import Channel, User
 from resetflow.accounts.passwords import PasswordPolicy
 from resetflow.audit import AuditEvent
 from resetflow.client import ClientInfo
-from resetflow.errors import InvalidCredentials, InvalidInput, ResetNotAllowed
+from resetflow.errors import InvalidCredentials, InvalidInput, RateLimited, ResetNotAllowed
 from resetflow.flow import FlowKit, FlowService
 from resetflow.notify.events import SessionsRevokedReason
 from resetflow.notify.messages import Notification, Route
@@ -59,6 +59,7 @@ class RecoveryService(FlowService):
         phone: str | None,
         attempt_id: str,
         client: ClientInfo | None = None,
+        count_action: str | None = None,
     ) -> str | None:
         """Queue a code for the account with this (normalised) contact, if there is one.
 
@@ -70,11 +71,18 @@ class RecoveryService(FlowService):
         Unknown, unverified and rate-limited requests do the same database work as a
         real one, on the decoy account and a decoy job that the worker renders and
         drops without sending (R20).
+
+        ``count_action``: the POST's action, when its client's and the global limits are
+        still to be counted (web/edge.py): counted here in the same step as the
+        contact's (one round trip on Redis), :class:`RateLimited` when over them.
         """
+        destination = email or phone or ""
+        if count_action is None:
+            allowed = await self._limiter.allow_destination(destination, purpose=RESET)
+        else:
+            allowed = await self._count(count_action, destination, client)
         await self._outbox.admit()  # backpressure from an in-process worker (Outbox)
         now = self._clock.now()
-        destination = email or phone or ""
-        allowed = await self._limiter.allow_destination(destination, purpose=RESET)
 
         async def record(conn: AsyncConnection) -> User | None:
             # The decoy account stands in for an unknown contact (read like a real one).
@@ -122,12 +130,26 @@ class RecoveryService(FlowService):
             return user
 
         # Nothing in here refuses on its own terms (the outcome is recorded, not raised),
-        # so concurrent requests may share one transaction: one commit on SQLite.
-        user = await self._db.write_coalesced(record)
+        # so concurrent requests may share one transaction: one commit on SQLite. On
+        # PostgreSQL the code, the job, the audit record and the workers' wake-up go out
+        # as one statement after the look-up: two round trips, known or not (R20).
+        user = await self._db.write_batched(record)
         # The worker treats decoy jobs like real ones (it renders them, then drops them),
         # so waking it for both keeps the work after the answer alike too.
         self._outbox.wake()
         return user.id if user else None
+
+    async def _count(self, action: str, destination: str, client: ClientInfo | None) -> bool:
+        client = client or ClientInfo.system()
+        try:
+            return await self._limiter.check_request_and_destination(
+                action=action, ip=client.ip, destination=destination, purpose=RESET
+            )
+        except RateLimited:
+            await self._audit.record(
+                AuditEvent.LIMIT_HIT, outcome="client", client=client, action=action
+            )
+            raise
 
     async def verify_code(
         self,

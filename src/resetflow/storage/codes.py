@@ -13,6 +13,7 @@ from sqlalchemy import Executable, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from resetflow.storage import batch
 from resetflow.storage.prepared import Prepared
 from resetflow.storage.tables import one_time_codes as codes
 
@@ -74,10 +75,12 @@ class CodeRepository:
         included, so it cannot be consumed or granted any more; concurrent replacements of
         the same (user, purpose) queue on its row lock instead of violating
         ``uq_one_time_codes_user_purpose``. (Nothing references ``one_time_codes.id``; the
-        old id simply stops existing, as with a delete.)
+        old id simply stops existing, as with a delete.) In a write batch (storage/batch.py),
+        sent with the batch.
         """
-        await _REPLACE[self._conn.dialect.name].execute(
+        await batch.write(
             self._conn,
+            _REPLACE[self._conn.dialect.name],
             {
                 "id": code_id,
                 "user_id": user_id,

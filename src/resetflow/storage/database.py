@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from resetflow.storage.batch import close_batch, open_batch
 from resetflow.storage.sqlite_inline import (
     BUSY_TIMEOUT_MS,
     execute_direct,
@@ -87,6 +88,11 @@ class Database:
                 pool_recycle=1800,
             )
         self.engine: AsyncEngine = create_async_engine(url, **options)
+        # The same pool, its connections in autocommit while checked out from here
+        # (write_batched on PostgreSQL: no BEGIN, no COMMIT).
+        self._autocommit = (
+            None if self.is_sqlite else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         self._write_turn = asyncio.Lock() if self.is_sqlite else None
         # SQLite: the one connection every write transaction of this process runs on, kept
         # open between turns (checking a connection out of the pool and resetting it on
@@ -151,6 +157,31 @@ class Database:
             self._flushes.add(self._flush)
             self._flush.add_done_callback(self._flushes.discard)
         return await done
+
+    async def write_batched(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run ``work``, whose writes all go through :func:`.batch.write` and
+        :func:`.batch.notify`, as one atomic write; return once it is committed.
+
+        On PostgreSQL the writes are gathered and sent at the end as one statement, which
+        is its own transaction (:mod:`.batch`): ``work``'s reads go out as they come, with
+        no BEGIN or COMMIT around them, and nothing is written if ``work`` raises. The
+        contract that makes this safe: ``work`` writes nothing any other way (a statement
+        run straight on ``conn`` would commit on its own, at once), and needs no result
+        of its writes. It reads in READ COMMITTED, as it would in a transaction.
+
+        On SQLite it is :meth:`write_coalesced` (the writes run as they come, in the
+        shared transaction).
+        """
+        if self._autocommit is None:
+            return await self.write_coalesced(work)
+        async with self._autocommit.connect() as conn:
+            gathered = open_batch(conn)
+            try:
+                result = await work(conn)
+                await gathered.send(conn)
+            finally:
+                close_batch(conn)
+        return result
 
     async def _flush_coalesced(self) -> None:
         if self._write_turn is not None:

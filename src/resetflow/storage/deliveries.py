@@ -14,9 +14,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Select, bindparam, case, delete, func, insert, select, text, update
+from sqlalchemy import Select, bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from resetflow.storage import batch
 from resetflow.storage.prepared import Prepared
 from resetflow.storage.tables import UtcDateTime, delivery_attempts, delivery_jobs
 
@@ -169,10 +170,7 @@ class DeliveryRepository:
         """On PostgreSQL, every worker process LISTENing hears at commit that jobs are
         due (notify/listener.py); elsewhere nothing: the in-process worker is woken by
         :meth:`Outbox.wake`."""
-        if self._conn.dialect.name == "postgresql":
-            await self._conn.execute(
-                text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL}
-            )
+        await batch.notify(self._conn, NOTIFY_CHANNEL)  # with the batch if one is open
 
     async def enqueue(
         self,
@@ -191,8 +189,9 @@ class DeliveryRepository:
         # Channel and provider are known up front only for events (notify/events.py);
         # messages learn theirs when sent, and their insert keeps its one set of columns.
         known = {"channel": channel, "provider": provider} if channel or provider else {}
-        await _INSERT_JOB.execute(
+        await batch.write(  # with the batch if one is open (storage/batch.py)
             self._conn,
+            _INSERT_JOB,
             {
                 **known,
                 "id": job_id,

@@ -19,7 +19,14 @@ from resetflow.errors import InvalidInput
 from resetflow.recovery.service import ResetGrant
 from resetflow.web import return_to, schemas
 from resetflow.web.confirm_contact import confirm_contact_first
-from resetflow.web.edge import action_body, client_of, openapi_body, services_of
+from resetflow.web.edge import (
+    action_body,
+    action_of,
+    client_of,
+    count_client,
+    openapi_body,
+    services_of,
+)
 from resetflow.web.inputs import session_of
 from resetflow.web.render import action_done, action_told
 
@@ -146,20 +153,34 @@ async def send_token(
     data: Annotated[
         schemas.EmailOrPhone,
         Depends(
-            action_body(schemas.EmailOrPhone, page="forgot_password.html", keep=("email", "phone"))
+            # Counted by request_reset, with the contact's limit: one round trip on Redis.
+            action_body(
+                schemas.EmailOrPhone,
+                page="forgot_password.html",
+                keep=("email", "phone"),
+                count_later=True,
+            )
         ),
     ],
 ) -> Response:
     services = services_of(request)
     mode = "email" if data.email is not None else "phone"
-    email, phone = services.accounts.contacts.given(email=data.email, phone=data.phone)
+    try:
+        email, phone = services.accounts.contacts.given(email=data.email, phone=data.phone)
+    except InvalidInput:
+        await count_client(request)  # over its limits: 429 first, as for any POST
+        raise
     destination = sha256_hex(email or phone or "")
     previous = session_of(request).get("reset") or {}
     # Asking again for the same contact keeps the attempt: if this request is over the
     # per-contact limit and sends nothing, the code already sent still works here.
     attempt_id = previous["attempt"] if previous.get("to") == destination else new_token()
     user_id = await services.recovery.request_reset(
-        email=email, phone=phone, attempt_id=attempt_id, client=client_of(request)
+        email=email,
+        phone=phone,
+        attempt_id=attempt_id,
+        client=client_of(request),
+        count_action=action_of(request),
     )
     session_of(request).set(
         "reset", {"user": user_id, "attempt": attempt_id, "mode": mode, "to": destination}

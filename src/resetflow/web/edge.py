@@ -54,18 +54,42 @@ def client_of(request: Request) -> ClientInfo:
 
 
 async def read_action(
-    request: Request, model: type[ModelT], *, page: str, keep: tuple[str, ...] = ()
+    request: Request,
+    model: type[ModelT],
+    *,
+    page: str,
+    keep: tuple[str, ...] = (),
+    count_later: bool = False,
 ) -> ModelT:
     """Count the POST against the limits, then read and check its body.
 
     On an error, a form's ``page`` is shown again with the ``keep`` fields as typed.
+    ``count_later``: the action counts the POST itself once its body is read, together
+    with what else it limits (one round trip on Redis, :func:`count_client` says how);
+    a body refused here is counted first, so that a client over its limits is answered
+    429 whatever it sent, as when the count comes first.
     """
     request.scope["state"]["form_page"] = page
-    # Every POST counts against its client's and the global limits (R16).
+    if not count_later:
+        await count_client(request)
+    try:
+        if keep and request.headers.get("content-type", "").startswith("application/x-www-form"):
+            form = await request.form()
+            request.scope["state"]["form_values"] = {k: form.get(k, "") for k in keep}
+        origins = services_of(request).settings.origin_allow_list
+        return await read_input(request, model, allowed_origins=origins)
+    except Exception:
+        if count_later:
+            await count_client(request)
+        raise
+
+
+async def count_client(request: Request) -> None:
+    """Count the POST against its client's and the global limits (R16); over them,
+    :class:`RateLimited` (429) and an audit record."""
     services = services_of(request)
     client = client_of(request)
-    # The route's own path (request.url would build and parse a whole URL for it).
-    action = request.scope["path"]
+    action = action_of(request)
     try:
         await services.limiter.check_request(action=action, ip=client.ip)
     except RateLimited:
@@ -73,21 +97,25 @@ async def read_action(
             AuditEvent.LIMIT_HIT, outcome="client", client=client, action=action
         )
         raise
-    if keep and request.headers.get("content-type", "").startswith("application/x-www-form"):
-        form = await request.form()
-        request.scope["state"]["form_values"] = {k: form.get(k, "") for k in keep}
-    return await read_input(request, model, allowed_origins=services.settings.origin_allow_list)
+
+
+def action_of(request: Request) -> str:
+    """The name the limits count a POST under: the route's own path (request.url would
+    build and parse a whole URL for it)."""
+    path = request.scope["path"]
+    assert isinstance(path, str)
+    return path
 
 
 def action_body(
-    model: type[ModelT], *, page: str, keep: tuple[str, ...] = ()
+    model: type[ModelT], *, page: str, keep: tuple[str, ...] = (), count_later: bool = False
 ) -> Callable[[Request], Awaitable[ModelT]]:
     """A dependency: the action's body, read as ``model`` by :func:`read_action` (limits,
     origin and CSRF, 413/415/422, the form page to show again with ``keep``), so that a
     handler's signature says what it takes."""
 
     async def body(request: Request) -> ModelT:
-        return await read_action(request, model, page=page, keep=keep)
+        return await read_action(request, model, page=page, keep=keep, count_later=count_later)
 
     return body
 

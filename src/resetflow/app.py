@@ -158,10 +158,12 @@ def create_app(
         return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     app.include_router(integration.router)
+    # The flow's actions (/send-token above all) before the pages: they share some paths
+    # but never a method, so which route answers is the same either way.
+    app.include_router(actions.router)
     app.include_router(pages.router, dependencies=[Depends(current_user)])
     if not settings.is_prod:
         app.include_router(pages.dev_router, dependencies=[Depends(current_user)])
-    app.include_router(actions.router)
     app.include_router(account_actions.router, dependencies=[Depends(current_user)])
     app.include_router(admin.router, dependencies=[Depends(current_user)])
     app.include_router(webhooks.router)

@@ -65,6 +65,47 @@ class AuditRecord:
 _INSERT_EVENT = Prepared(insert(audit_events))
 
 
+def _row(
+    event: AuditEvent,
+    outcome: str,
+    client: ClientInfo,
+    user_id: str | None,
+    detail: Mapping[str, str | int | None],
+    *,
+    at: datetime,
+) -> dict[str, Any]:
+    """One ``audit_events`` row; the client's strings cut to their columns' sizes."""
+    return {
+        "at": at,
+        "event": event.value,
+        "outcome": outcome,
+        "user_id": user_id,
+        "ip": client.ip[:64],
+        "user_agent": client.user_agent[:256],
+        "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
+    }
+
+
+def _log(
+    event: AuditEvent,
+    outcome: str,
+    client: ClientInfo,
+    user_id: str | None,
+    detail: Mapping[str, str | int | None],
+) -> None:
+    """The log line of a record (never a secret: details hold ids, masks and reasons)."""
+    log.info(
+        "audit",
+        extra={
+            "audit_event": event.value,
+            "outcome": outcome,
+            "user_id": user_id,
+            "ip": client.ip,
+            **{f"detail_{k}": v for k, v in detail.items()},
+        },
+    )
+
+
 class AuditLog:
     def __init__(self, *, database: Database, clock: Clock) -> None:
         self._db = database
@@ -82,30 +123,13 @@ class AuditLog:
     ) -> None:
         """Append one record, in the caller's transaction when ``conn`` is given."""
         client = client or ClientInfo.system()
-        values = {
-            "at": self._clock.now(),
-            "event": event.value,
-            "outcome": outcome,
-            "user_id": user_id,
-            "ip": client.ip[:64],
-            "user_agent": client.user_agent[:256],
-            "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
-        }
+        values = _row(event, outcome, client, user_id, detail, at=self._clock.now())
         if conn is not None:
             await batch.write(conn, _INSERT_EVENT, values)  # with its batch if one is open
         else:
             async with self._db.write() as own:
                 await _INSERT_EVENT.execute(own, values)
-        log.info(
-            "audit",
-            extra={
-                "audit_event": event.value,
-                "outcome": outcome,
-                "user_id": user_id,
-                "ip": client.ip,
-                **{f"detail_{k}": v for k, v in detail.items()},
-            },
-        )
+        _log(event, outcome, client, user_id, detail)
 
     async def record_many(
         self,
@@ -122,30 +146,10 @@ class AuditLog:
         at = self._clock.now()
         await _INSERT_EVENT.execute_many(
             conn,
-            [
-                {
-                    "at": at,
-                    "event": event.value,
-                    "outcome": outcome,
-                    "user_id": user_id,
-                    "ip": client.ip[:64],
-                    "user_agent": client.user_agent[:256],
-                    "detail": json.dumps(detail, separators=(",", ":"), sort_keys=True),
-                }
-                for user_id, detail in entries
-            ],
+            [_row(event, outcome, client, user_id, detail, at=at) for user_id, detail in entries],
         )
         for user_id, detail in entries:
-            log.info(
-                "audit",
-                extra={
-                    "audit_event": event.value,
-                    "outcome": outcome,
-                    "user_id": user_id,
-                    "ip": client.ip,
-                    **{f"detail_{k}": v for k, v in detail.items()},
-                },
-            )
+            _log(event, outcome, client, user_id, detail)
 
     async def recent(
         self,

@@ -38,55 +38,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-# KEYS[i]: window i; ARGV[2i-1], ARGV[2i]: its limit and its length in seconds.
-# Returns {0, 0} when every window took its hit, else {i, wait}: i the first refusing
-# window (1-based), wait the microseconds until every refusing window allows again.
-TAKE_ALL = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local first, wait = 0, 0
-for i = 1, #KEYS do
-    local limit = tonumber(ARGV[2 * i - 1])
-    local expiry = tonumber(ARGV[2 * i])
-    local until_free = nil
-    if limit < 1 then
-        until_free = expiry
-    else
-        local entry = redis.call('LINDEX', KEYS[i], limit - 1)
-        if entry then
-            local oldest = tonumber(entry)
-            if oldest >= now - expiry then
-                until_free = oldest + expiry - now
-            end
-        end
-    end
-    if until_free then
-        if first == 0 then
-            first = i
-        end
-        if until_free > wait then
-            wait = until_free
-        end
-    end
-end
-if first > 0 then
-    return {first, math.ceil(wait * 1000000)}
-end
-local stamp = string.format('%.6f', now)
-for i = 1, #KEYS do
-    redis.call('LPUSH', KEYS[i], stamp)
-    redis.call('LTRIM', KEYS[i], 0, tonumber(ARGV[2 * i - 1]) - 1)
-    redis.call('PEXPIRE', KEYS[i], tonumber(ARGV[2 * i]) * 1000)
-end
-return {0, 0}
-"""
-
-
-# take_all for several groups of windows in turn: ARGV[1] the number of groups, ARGV[2 ..
-# 1 + groups] the windows in each, then each window's limit and length as in TAKE_ALL.
-# Group g is taken (all or nothing) only if every group before it took its hits. Returns
-# {0, 0} when every group did, else {i, wait}: i the first refusing window of the first
-# refusing group (1-based, over all KEYS), wait in microseconds for that group.
+# Groups of windows taken in turn: ARGV[1] the number of groups, ARGV[2 .. 1 + groups] the
+# windows in each, then each window's limit and length in seconds (KEYS[i]: window i).
+# Group g is taken (a hit in each of its windows, all or nothing) only if every group
+# before it took its hits. Returns {0, 0} when every group did, else {i, wait}: i the first
+# refusing window of the first refusing group (1-based, over all KEYS), wait the
+# microseconds until every refusing window of that group allows again. One group is
+# ``take_all``.
 TAKE_IN_TURN = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -144,7 +102,6 @@ class RedisWindows:
         self._prefix = prefix
         # register_script: EVALSHA, and SCRIPT LOAD then EVALSHA again after NOSCRIPT
         # (a restarted or another server).
-        self._take_all = client.register_script(TAKE_ALL)
         self._take_in_turn = client.register_script(TAKE_IN_TURN)
 
     @classmethod
@@ -171,14 +128,8 @@ class RedisWindows:
         """
         if not hits:
             return None
-        keys = [self.key(key) for key, _, _ in hits]
-        args: list[int] = []
-        for _, limit, expiry in hits:
-            args += (limit, expiry)
-        first, wait_us = await self._take_all(keys=keys, args=args)
-        if not first:
-            return None
-        return int(first) - 1, int(wait_us) / 1_000_000
+        refused = await self.take_in_turn([hits])
+        return None if refused is None else (refused[1], refused[2])
 
     async def take_in_turn(
         self, groups: Sequence[Sequence[tuple[str, int, int]]]

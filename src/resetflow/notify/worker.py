@@ -622,12 +622,7 @@ async def _send(provider: Provider, message: RenderedMessage) -> SendResult:
     except ProviderError:
         raise
     except Exception as error:
-        # The type only: a message could hold the address or the code (R44).
-        log.error(
-            "provider_unexpected_error",
-            extra={"provider": provider.name, "error_type": type(error).__name__},
-        )
-        raise ProviderError(f"unexpected {type(error).__name__}", retryable=True) from None
+        raise _unexpected(provider, error) from None
 
 
 async def _find_accepted(
@@ -640,10 +635,18 @@ async def _find_accepted(
     except ProviderError:
         raise
     except Exception as error:
-        log.error(
-            "provider_unexpected_error",
-            extra={"provider": provider.name, "error_type": type(error).__name__},
-        )
-        raise ProviderError(
-            f"look-up: unexpected {type(error).__name__}", retryable=True, uncertain=True
-        ) from None
+        raise _unexpected(provider, error, doing="look-up: ", uncertain=True) from None
+
+
+def _unexpected(
+    provider: Provider, error: Exception, *, doing: str = "", uncertain: bool = False
+) -> ProviderError:
+    """A provider's unexpected exception, logged by its type only (a message could hold
+    the address or the code, R44), as a retryable :class:`ProviderError`."""
+    log.error(
+        "provider_unexpected_error",
+        extra={"provider": provider.name, "error_type": type(error).__name__},
+    )
+    return ProviderError(
+        f"{doing}unexpected {type(error).__name__}", retryable=True, uncertain=uncertain
+    )

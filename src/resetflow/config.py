@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     # how long a request waits for one before it is answered 503. Every process (web
     # process and worker, plus one LISTEN connection each) counts against the server's
     # max_connections (docs/deployment.md).
-    database_pool_size: int = Field(default=10, ge=1, le=200)
-    database_max_overflow: int = Field(default=20, ge=0, le=500)
+    database_pool_size: int = Field(default=20, ge=1, le=200)
+    database_max_overflow: int = Field(default=10, ge=0, le=500)
     database_pool_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     # SQLite only: the inline aiosqlite connection and direct statements (storage/prepared.py).
     sqlite_fast_path: bool = True

@@ -52,8 +52,8 @@ class Database:
         url: str,
         *,
         echo: bool = False,
-        pool_size: int = 10,
-        max_overflow: int = 20,
+        pool_size: int = 20,
+        max_overflow: int = 10,
         pool_timeout: float = 30.0,
         sqlite_fast_path: bool = True,
     ) -> None:

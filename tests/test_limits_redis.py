@@ -112,7 +112,7 @@ async def test_an_unknown_script_is_loaded_again(
     round trip again. Simulated with a wrong digest, leaving the server's cache alone."""
     limiter = RateLimiter(storage=windows, rules=RULES)
     await _request(limiter, 0)
-    windows._take_all.sha = "0" * 40
+    windows._take_in_turn.sha = "0" * 40
     log = CommandLog(monkeypatch)
     assert await limiter.allow_destination("ada@example.com") is True
     assert log.writes == [["EVALSHA"], ["SCRIPT"], ["EVALSHA"]]
@@ -240,3 +240,21 @@ async def test_redis_errors_reach_the_caller() -> None:
     finally:
         assert isinstance(windows, RedisWindows)
         await windows.aclose()
+
+
+async def test_closing_the_limiter_closes_its_redis_connections(
+    redis_server: str, admin: Redis, prefix: str
+) -> None:
+    """``RateLimiter.close`` (what ``Services.close`` calls at shutdown) lets go of the
+    windows' Redis connections, not only the sign-in counts'."""
+    name = f"rf-close-{secrets.token_hex(4)}"
+    windows = RedisWindows(Redis.from_url(redis_server, client_name=name), prefix=prefix)
+    limiter = RateLimiter(storage=windows, rules=RULES)
+
+    async def connections() -> int:
+        return sum(1 for client in await admin.client_list() if client["name"] == name)
+
+    await _request(limiter, 1)
+    assert await connections() == 1
+    await limiter.close()
+    assert await connections() == 0

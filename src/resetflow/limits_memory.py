@@ -60,6 +60,10 @@ class LocalMovingWindowStorage(Storage, MovingWindowSupport):
     def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
         return ValueError
 
+    async def aclose(self) -> None:
+        """Nothing to let go of: the windows are this process's memory."""
+        return None
+
     # -- moving window ---------------------------------------------------------------
 
     async def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:

@@ -68,6 +68,10 @@ class Windows(Protocol):
         group. On Redis, one round trip for all of them."""
         ...
 
+    async def aclose(self) -> None:
+        """Let go of what the storage holds (its Redis connections); nothing in memory."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class LimitRules:
@@ -121,6 +125,11 @@ class RateLimiter:
         self._per_destination = parse_rules(rules.per_destination)
         self._per_sms_prefix = parse_rules(rules.per_sms_prefix)
         self._sms_budget = parse_rules(rules.sms_budget)
+
+    async def close(self) -> None:
+        """Close the windows' storage and the sign-in failure counts (at shutdown)."""
+        await self._storage.aclose()
+        await self.signin.close()
 
     async def check_request(self, *, action: str, ip: str) -> None:
         """Count one POST against the client's and the global rules;

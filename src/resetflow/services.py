@@ -65,7 +65,7 @@ class Services:
             await provider.close()
         await self.webhooks.close()
         await self.sessions.close()
-        await self.limiter.signin.close()
+        await self.limiter.close()
         await self.database.close()
 
 

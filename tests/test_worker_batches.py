@@ -225,6 +225,59 @@ def test_a_lost_lease_is_claimed_again_and_what_was_recorded_sent_is_not_resent(
     assert len(sink.to("b@example.com")) == 2
 
 
+def test_a_job_whose_worker_stops_every_time_ends_after_max_tries(database_url: str) -> None:
+    """Each claim of a job whose lease ran out counts the interrupted try, so a job that
+    stops its worker every time it is sent (here: claimed by two workers that die) fails
+    at ``max_tries`` instead of being claimed again for ever; under the limit it is sent."""
+    with smtp_server() as (sink, port):
+
+        async def scenario() -> None:
+            async with _setup(database_url, port) as setup:
+                ids = await setup.enqueue(["a@example.com", "b@example.com"])
+                for dead in ("dead-1", "dead-2"):
+                    async with setup.database.write() as conn:
+                        taken = await DeliveryRepository(conn).claim_due(
+                            owner=dead, now=setup.clock.now(), lease_seconds=60, limit=10
+                        )
+                    assert len(taken) == 2
+                    setup.clock.advance(61)  # the dead worker's lease runs out
+                # The first claim took queued jobs (no try lost); the second took over
+                # dead-1's expired leases: one lost try each.
+                assert [(await setup.job(i)).tries for i in ids.values()] == [1, 1]
+
+                # The worker's claim takes over the second lost lease: 2 tries lost, and
+                # with max_tries=2 neither job is sent again; both end failed, logged.
+                worker = setup.worker(max_tries=2)
+                assert await worker.run_once() == 2
+                for job_id in ids.values():
+                    job = await setup.job(job_id)
+                    assert (job.status, job.tries) == ("failed", 2)
+                    assert job.last_error and job.last_error.startswith("interrupted 2 times")
+                    assert job.sealed_payload is None  # the code inside is erased
+                    assert await setup.attempts(job_id) == [("worker", "interrupted")]
+
+        run(scenario())
+        assert sink.messages == []
+
+    with smtp_server() as (sink, port):
+
+        async def under_the_limit() -> None:
+            async with _setup(database_url, port) as setup:
+                ids = await setup.enqueue(["c@example.com"])
+                async with setup.database.write() as conn:
+                    await DeliveryRepository(conn).claim_due(
+                        owner="dead", now=setup.clock.now(), lease_seconds=60, limit=10
+                    )
+                setup.clock.advance(61)
+                assert await setup.worker(max_tries=4).run_once() == 1
+                job = await setup.job(ids["c@example.com"])
+                assert job.status == "sent"
+                assert await setup.attempts(job.id) == [("worker", "interrupted"), ("smtp", "sent")]
+
+        run(under_the_limit())
+        assert len(sink.to("c@example.com")) == 1
+
+
 # BatchOutcomes on its own ----------------------------------------------------------------
 
 

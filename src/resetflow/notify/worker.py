@@ -331,6 +331,12 @@ class DeliveryWorker:
                 else routes[min(job.route_index, len(routes) - 1)]
             )
             await self._log_interrupted(job, lost)
+            if job.tries >= self._policy.max_tries:
+                # Every try of it stopped its worker (the claim counts each): no more.
+                reason = f"interrupted {job.tries} times: its worker stopped while sending it"
+                await self._finish(job, status=JobStatus.FAILED, error=reason)
+                log.warning("delivery_failed", extra={"job_id": job.id, "reason": reason})
+                return
             job = replace(job, last_error=None)
         if job.notification == Notification.COURIER_PROFILE.value:
             await self._merge_profile(job, context, outcomes)

@@ -142,6 +142,12 @@ def _due(limit: int) -> Select[tuple[str]]:
 _LAST_ERROR_ON_CLAIM = case(
     (delivery_jobs.c.status == JobStatus.SENDING, LEASE_LOST), else_=delivery_jobs.c.last_error
 )
+# ... and that lost try counts: a job that stops its worker every time it is sent (a crash
+# in a provider, say) ends after max_tries instead of being claimed again for ever.
+_TRIES_ON_CLAIM = case(
+    (delivery_jobs.c.status == JobStatus.SENDING, delivery_jobs.c.tries + 1),
+    else_=delivery_jobs.c.tries,
+)
 
 
 @functools.cache
@@ -157,6 +163,7 @@ def _claim_statement(limit: int) -> Prepared:
             lease_until=bindparam("lease_until", type_=UtcDateTime()),
             updated_at=bindparam("now", type_=UtcDateTime()),
             last_error=_LAST_ERROR_ON_CLAIM,
+            tries=_TRIES_ON_CLAIM,
         )
         .returning(*delivery_jobs.c)
     )
@@ -213,7 +220,8 @@ class DeliveryRepository:
         """Lease up to ``limit`` due jobs to ``owner`` and return them.
 
         Due: queued (or decoy) with ``next_attempt_at <= now``, or sending with an
-        expired lease; such a job comes back with ``last_error`` :data:`LEASE_LOST`.
+        expired lease; such a job comes back with ``last_error`` :data:`LEASE_LOST` and one
+        more try counted (the interrupted one).
         On PostgreSQL the candidate rows are locked with ``FOR UPDATE SKIP LOCKED`` so
         concurrent workers take different jobs; SQLite serialises writers anyway.
         """
@@ -242,6 +250,7 @@ class DeliveryRepository:
                 lease_until=now + timedelta(seconds=lease_seconds),
                 updated_at=now,
                 last_error=_LAST_ERROR_ON_CLAIM,
+                tries=_TRIES_ON_CLAIM,
             )
         )
         leased = await self._conn.execute(select(delivery_jobs).where(delivery_jobs.c.id.in_(ids)))

@@ -117,7 +117,7 @@ def show(
     typer.echo(f"attempts ({len(attempts)}):")
     for attempt in attempts:
         typer.echo(
-            f"  {_time(attempt.created_at)}  {attempt.status:<8} {attempt.channel:<5} "
+            f"  {_time(attempt.created_at)}  {attempt.status:<11} {attempt.channel:<5} "
             f"{attempt.provider:<8} {attempt.destination:<24} "
             f"{attempt.provider_message_id or '-':<36} {attempt.error or ''}".rstrip()
         )

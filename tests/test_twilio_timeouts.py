@@ -168,3 +168,43 @@ def test_the_list_endpoint_filters_like_twilio(twilio: TwilioStandIn) -> None:
         assert listed(To=PHONE, **{"DateSent<": "2000-01-01"})["messages"] == []
         assert client.get(twilio.messages_url, params={"Bogus": "1"}).status_code == 400
         assert client.get(twilio.messages_url, params={"DateSent": "today"}).status_code == 400
+
+
+@pytest.mark.parametrize("twilio_accepted_it", [False, True], ids=["not-accepted", "accepted"])
+def test_after_a_timeout_the_next_provider_waits_for_the_look_up(
+    make_settings: Callable[..., Settings],
+    database_url: str,
+    twilio: TwilioStandIn,
+    twilio_accepted_it: bool,
+) -> None:
+    """With a second SMS provider after Twilio, a timed-out create does not fail over in the
+    same round (that could be a second SMS): the retry looks the message up, and only a
+    message Twilio did not accept goes out through the next provider. One SMS either way."""
+    settings = make_settings(
+        database_url=database_url,
+        inprocess_worker=False,
+        provider_timeout_seconds=TIMEOUT,
+        **{**twilio.settings(), "sms_providers": "twilio,outbox"},
+    )
+    create_verified_account(settings, phone=PHONE, preference=Channel.SMS)
+    twilio.hang(seconds=HOLD, accept=twilio_accepted_it)
+    job, attempts = _deliver_one_reset(settings, twilio)
+
+    assert job.status == "sent"
+    assert [(a.provider, a.status) for a in attempts] == [
+        ("twilio", "retry"),
+        ("twilio" if twilio_accepted_it else "outbox", "sent"),
+    ]
+    assert len(twilio.messages_to(PHONE)) == (1 if twilio_accepted_it else 0)
+    in_mailbox = asyncio.run(_mailbox_messages_to(settings, PHONE))
+    assert in_mailbox == (0 if twilio_accepted_it else 1)
+    # One create call, the one that hung: never a second one.
+    assert len([r for r in twilio.requests if r.method == "POST"]) == 1
+
+
+async def _mailbox_messages_to(settings: Settings, to: str) -> int:
+    services = build_services(settings)
+    try:
+        return sum(1 for message in await services.mailbox.newest() if message.recipient == to)
+    finally:
+        await services.close()

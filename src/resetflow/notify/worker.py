@@ -18,7 +18,10 @@ A provider that failed ``uncertain`` (no answer came: it may have accepted the m
 says so in its logged attempt (``OUTCOME_UNKNOWN``). Before that provider is used again
 for the job, the worker asks it whether it has the message after all
 (:meth:`Provider.find_accepted`, from ``LOOKUP_SKEW`` before the job was written): if so
-the job is recorded as sent with that message id, and nothing is sent twice.
+the job is recorded as sent with that message id, and nothing is sent twice. Nor does
+the round go on to the route's next provider after such a failure (that could be a second
+message): the job is retried, and when the look-up says the message did not go out, the
+next provider, if there is one, takes over.
 
 A ``courier-profile`` job is not a message: its one route is ``PROFILE_ROUTE``, and it
 merges the account's profile, as it is when the job runs, into Courier
@@ -466,7 +469,8 @@ class DeliveryWorker:
                 return False, refusal
         # Providers whose earlier attempt on this route got no answer (retries only).
         unanswered = await self._unanswered(job, route) if job.tries > 0 else frozenset()
-        for provider in self._providers.get(route.channel, []):
+        providers = self._providers.get(route.channel, [])
+        for position, provider in enumerate(providers):
             try:
                 result = None
                 if provider.name in unanswered:
@@ -478,6 +482,11 @@ class DeliveryWorker:
                             "delivery_found_after_timeout",
                             extra={"job_id": job.id, "provider": provider.name},
                         )
+                    elif position + 1 < len(providers):
+                        # Known now not to have gone out, from a provider that left it
+                        # unanswered: the next provider takes over (failover, one message).
+                        retryable = True
+                        continue
                 if result is None:
                     result = await _send(provider, message)
             except ProviderError as error:
@@ -493,6 +502,10 @@ class DeliveryWorker:
                 if error.recipient:
                     # No other provider of this channel would do better: next route, now.
                     return False, reason
+                if error.uncertain:
+                    # It may have gone out: another provider now could be a second message.
+                    # The retry looks it up first, then fails over if it did not.
+                    return True, reason
                 continue
             # Written with the rest of the batch's outcomes (notify/outcomes.py).
             await outcomes.add(

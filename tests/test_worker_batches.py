@@ -21,15 +21,20 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import httpx
+from pydantic import SecretStr
+
 from resetflow.accounts.models import Channel
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.clock import FrozenClock
 from resetflow.crypto import Keyring
+from resetflow.notify.events import Events, EventType, WebhookEndpoint
 from resetflow.notify.messages import Notification, Route
 from resetflow.notify.outbox import Outbox
 from resetflow.notify.outcomes import BatchOutcomes
 from resetflow.notify.providers.smtp import SmtpProvider
 from resetflow.notify.templates import TemplateRenderer
+from resetflow.notify.webhooks_out import WebhookSender
 from resetflow.notify.worker import DeliveryWorker, WorkerPolicy
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryJob, DeliveryRepository
@@ -276,6 +281,65 @@ def test_a_job_whose_worker_stops_every_time_ends_after_max_tries(database_url: 
 
         run(under_the_limit())
         assert len(sink.to("c@example.com")) == 1
+
+
+def test_an_event_job_whose_worker_stops_every_time_ends_after_max_tries(
+    database_url: str,
+) -> None:
+    """The same for an event for the host application (a webhook job): lost leases count
+    as tries, and at max_tries the job fails without another POST."""
+    posted: list[httpx.Request] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        posted.append(request)  # must never be called: the test fails on any POST
+        return httpx.Response(204)
+
+    async def scenario() -> None:
+        async with _setup(database_url, 0) as setup:
+            events = Events(
+                endpoints=[
+                    WebhookEndpoint(
+                        url="https://app.example.org/hooks",
+                        secret=SecretStr("whsec_" + "A" * 43),
+                    )
+                ],
+                keyring=Keyring(b"k" * 32),
+            )
+            async with setup.database.write() as conn:
+                [job_id] = await events.publish(
+                    conn, EventType.USER_CREATED, {"id": "u1"}, now=setup.clock.now()
+                )
+            for dead in ("dead-1", "dead-2"):
+                async with setup.database.write() as conn:
+                    await DeliveryRepository(conn).claim_due(
+                        owner=dead, now=setup.clock.now(), lease_seconds=60, limit=10
+                    )
+                setup.clock.advance(61)
+            sender = WebhookSender(
+                events=events,
+                database=setup.database,
+                clock=setup.clock,
+                transport=httpx.MockTransport(receiver),
+            )
+            worker = DeliveryWorker(
+                database=setup.database,
+                outbox=setup.outbox,
+                providers={},
+                renderer=TemplateRenderer(),
+                clock=setup.clock,
+                policy=WorkerPolicy(max_tries=2),
+                webhooks=sender,
+            )
+            try:
+                assert await worker.run_once() == 1
+            finally:
+                await sender.close()
+            job = await setup.job(job_id)
+            assert (job.status, job.tries) == ("failed", 2)
+            assert job.last_error and job.last_error.startswith("interrupted 2 times")
+
+    run(scenario())
+    assert posted == []
 
 
 # BatchOutcomes on its own ----------------------------------------------------------------

@@ -309,6 +309,8 @@ class DeliveryWorker:
             log.info("delivery_expired", extra={"job_id": job.id})
             return
         if self._webhooks is not None and self._webhooks.handles(job):
+            if await self._gave_up_interrupted(job):
+                return
             retry_delay = partial(self._policy.retry_delay, random=self._random)
             await self._webhooks.deliver(
                 job, owner=self.owner, max_tries=self._policy.max_tries, retry_delay=retry_delay
@@ -334,11 +336,7 @@ class DeliveryWorker:
                 else routes[min(job.route_index, len(routes) - 1)]
             )
             await self._log_interrupted(job, lost)
-            if job.tries >= self._policy.max_tries:
-                # Every try of it stopped its worker (the claim counts each): no more.
-                reason = f"interrupted {job.tries} times: its worker stopped while sending it"
-                await self._finish(job, status=JobStatus.FAILED, error=reason)
-                log.warning("delivery_failed", extra={"job_id": job.id, "reason": reason})
+            if await self._gave_up_interrupted(job):
                 return
             job = replace(job, last_error=None)
         if job.notification == Notification.COURIER_PROFILE.value:
@@ -374,6 +372,16 @@ class DeliveryWorker:
             route_index, tries = route_index + 1, 0
         await self._finish(job, status=JobStatus.FAILED, error=last_error)
         log.warning("delivery_failed", extra={"job_id": job.id, "reason": last_error})
+
+    async def _gave_up_interrupted(self, job: DeliveryJob) -> bool:
+        """True, with the job failed, when its worker stopped while sending it on each of
+        its ``max_tries`` tries (the claim counts a lost lease as a try): no more tries."""
+        if job.last_error != LEASE_LOST or job.tries < self._policy.max_tries:
+            return False
+        reason = f"interrupted {job.tries} times: its worker stopped while sending it"
+        await self._finish(job, status=JobStatus.FAILED, error=reason)
+        log.warning("delivery_failed", extra={"job_id": job.id, "reason": reason})
+        return True
 
     async def _merge_profile(
         self, job: DeliveryJob, context: dict[str, object], outcomes: BatchOutcomes[_Outcome]

@@ -1,7 +1,9 @@
-"""What every benchmark shares: its error, a hard timeout, percentiles, log tails."""
+"""What every benchmark shares: its error, a hard timeout, percentiles, log tails, the
+command line of the servers it starts."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import sys
@@ -70,3 +72,13 @@ def failed(error: BaseException, step: str) -> int:
         traceback.print_exc()
     print(f"bench: ERROR while {step}: {error}", file=sys.stderr)
     return 2
+
+
+def server_arguments(description: str) -> argparse.Namespace:
+    """``--host``, ``--port`` (required) and ``--workers`` (2) of a server a benchmark starts
+    (bench/peers/bare_fastapi.py, bench/granian_app.py)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=2)
+    return parser.parse_args()

@@ -12,21 +12,17 @@ virtual environment of its own with granian installed (granian is not a dependen
 
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 
 from granian import Granian  # type: ignore[import-not-found]
 
+from bench.common import server_arguments
 from resetflow.logs import logging_config
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    args = server_arguments(__doc__.split("\n\n")[0])
     with tempfile.TemporaryDirectory(prefix="resetflow-metrics-") as directory:
         os.environ.setdefault("RESETFLOW_METRICS_DIR", directory)
         Granian(

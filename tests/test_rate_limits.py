@@ -9,17 +9,15 @@ from typing import Any
 import httpx
 from sqlalchemy import event
 
-from resetflow.accounts.models import Channel
-from resetflow.accounts.service import NewAccount
 from resetflow.config import Settings, load_settings
 from resetflow.services import build_services
 from resetflow.storage.migrate import upgrade
 from tests.conftest import LiveApp
 from tests.support.flow import (
-    PASSWORD,
     create_verified_account,
     dev_mailbox,
     sign_up_verified,
+    verified_and_unverified_accounts,
     wait_for_dev_message,
 )
 
@@ -252,18 +250,7 @@ def test_r20_known_unknown_unverified_and_limited_requests_do_the_same_work(
 
         event.listen(services.database.engine.sync_engine, "connect", on_connect)
         try:
-            for verified in (True, False):
-                await services.accounts.sign_up(
-                    NewAccount(
-                        name="Ada",
-                        email="ada@example.com" if verified else "eve@example.com",
-                        phone="+14155550100" if verified else "+14155550101",
-                        password=PASSWORD,
-                        preference=Channel.EMAIL,
-                    ),
-                    attempt_id="setup",
-                    verify=not verified,  # verify=False marks the contacts verified
-                )
+            await verified_and_unverified_accounts(services)
             tracing = True
             for label, email in [
                 ("known", "ada@example.com"),

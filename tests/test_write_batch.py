@@ -16,15 +16,13 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resetflow.accounts.models import Channel
-from resetflow.accounts.service import NewAccount
 from resetflow.config import Settings
 from resetflow.services import build_services
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import NOTIFY_CHANNEL, DeliveryRepository
 from resetflow.storage.migrate import upgrade
 from resetflow.storage.tables import audit_events, delivery_jobs, one_time_codes
-from tests.support.flow import PASSWORD
+from tests.support.flow import verified_and_unverified_accounts
 
 TABLES = ("users", "one_time_codes", "delivery_jobs", "audit_events")
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -56,18 +54,7 @@ def test_r20_every_send_token_is_one_look_up_and_one_write_on_postgresql(
             seen.append(_shape(statement))
 
         try:
-            for verified in (True, False):
-                await services.accounts.sign_up(
-                    NewAccount(
-                        name="Ada",
-                        email="ada@example.com" if verified else "eve@example.com",
-                        phone="+14155550100" if verified else "+14155550101",
-                        password=PASSWORD,
-                        preference=Channel.EMAIL,
-                    ),
-                    attempt_id="setup",
-                    verify=not verified,  # verify=False marks the contacts verified
-                )
+            await verified_and_unverified_accounts(services)
             engine = services.database.engine.sync_engine
             event.listen(engine, "before_cursor_execute", record)
             for label, email in [

@@ -6,11 +6,10 @@ uvicorn settings of ``resetflow serve --workers N``: the floor of the "thin edge
 
 from __future__ import annotations
 
-import argparse
-
 import uvicorn
 from fastapi import FastAPI
 
+from bench.common import server_arguments
 from resetflow.logs import logging_config
 from resetflow.web.nodelay import HTTP_PROTOCOL
 
@@ -23,11 +22,7 @@ async def healthz() -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    args = server_arguments(__doc__.split("\n\n")[0])
     # What resetflow/cli/server.py's serve passes to uvicorn.run.
     uvicorn.run(
         "bench.peers.bare_fastapi:app",

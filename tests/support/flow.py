@@ -107,6 +107,23 @@ async def operator_account(
     return user_id
 
 
+async def verified_and_unverified_accounts(services: Services) -> None:
+    """ada@example.com / +14155550100 with both contacts verified (:func:`operator_account`),
+    then eve@example.com / +14155550101 signed up and never verified (a code was sent)."""
+    await operator_account(services)
+    await services.accounts.sign_up(
+        NewAccount(
+            name="Ada",
+            email="eve@example.com",
+            phone="+14155550101",
+            password=PASSWORD,
+            preference=Channel.EMAIL,
+        ),
+        attempt_id="setup",
+        verify=True,
+    )
+
+
 def create_verified_account(
     settings: Settings,
     *,

@@ -552,17 +552,7 @@ class DeliveryWorker:
     async def _log_attempt(
         self, job: DeliveryJob, route: Route, provider: Provider, *, status: str, error: str
     ) -> None:
-        async with self._db.write() as conn:
-            await DeliveryRepository(conn).record_attempt(
-                job_id=job.id,
-                channel=route.channel.value,
-                provider=provider.name,
-                destination=mask(route.to),
-                status=status,
-                provider_message_id=None,
-                error=error,
-                now=self._clock.now(),
-            )
+        await self._write_attempt(job, route, provider=provider.name, status=status, error=error)
         self._count_attempt(route, provider, status)
         log.warning(
             "delivery_attempt_failed",
@@ -575,34 +565,33 @@ class DeliveryWorker:
         )
 
     async def _log_interrupted(self, job: DeliveryJob, route: Route) -> None:
-        async with self._db.write() as conn:
-            await DeliveryRepository(conn).record_attempt(
-                job_id=job.id,
-                channel=route.channel.value,
-                provider="worker",
-                destination=mask(route.to),
-                status=INTERRUPTED,
-                provider_message_id=None,
-                error=LEASE_LOST,
-                now=self._clock.now(),
-            )
+        await self._write_attempt(
+            job, route, provider="worker", status=INTERRUPTED, error=LEASE_LOST
+        )
         log.warning("delivery_interrupted", extra={"job_id": job.id, "to": mask(route.to)})
 
     async def _log_skip(self, job: DeliveryJob, route: Route, *, reason: str) -> None:
+        await self._write_attempt(job, route, provider="policy", status="skipped", error=reason)
+        log.warning(
+            "delivery_skipped", extra={"job_id": job.id, "to": mask(route.to), "reason": reason}
+        )
+
+    async def _write_attempt(
+        self, job: DeliveryJob, route: Route, *, provider: str, status: str, error: str
+    ) -> None:
+        """One attempt that sent nothing in the delivery log, in its own transaction (the
+        destination masked, never the message)."""
         async with self._db.write() as conn:
             await DeliveryRepository(conn).record_attempt(
                 job_id=job.id,
                 channel=route.channel.value,
-                provider="policy",
+                provider=provider,
                 destination=mask(route.to),
-                status="skipped",
+                status=status,
                 provider_message_id=None,
-                error=reason,
+                error=error,
                 now=self._clock.now(),
             )
-        log.warning(
-            "delivery_skipped", extra={"job_id": job.id, "to": mask(route.to), "reason": reason}
-        )
 
     def _count_attempt(self, route: Route, provider: Provider, status: str) -> None:
         if self._metrics is not None:

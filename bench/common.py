@@ -1,5 +1,5 @@
 """What every benchmark shares: its error, a hard timeout, percentiles, log tails, the
-command line of the servers it starts."""
+command line of the servers it starts, a signed-in session."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import sys
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 
 class BenchError(Exception):
@@ -82,3 +84,21 @@ def server_arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
     return parser.parse_args()
+
+
+async def save_signed_in_session(
+    services: Any, *, session_id: str, user_id: str, lifetime: timedelta
+) -> None:
+    """Save a session signed in as ``user_id`` under the cookie value ``session_id``, as a
+    sign-in would have saved it (for the benchmarks of signed-in requests)."""
+    from resetflow.crypto import sha256_hex
+    from resetflow.storage.sessions import SessionRecord
+
+    now = services.clock.now()
+    record = SessionRecord(
+        user_id=user_id,
+        data={"csrf": "x" * 43, "authenticated_at": now.isoformat()},
+        created_at=now,
+        expires_at=now + lifetime,
+    )
+    await services.sessions.save(sha256_hex(session_id), record)

@@ -39,10 +39,12 @@ import sys
 import tempfile
 import time
 from collections.abc import MutableMapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 # The same users, limits and helpers as the load benchmark.
+from bench.common import save_signed_in_session
 from bench.procs import LIMITS
 from bench.stores import PgStore, SqliteStore, Store, hash_password
 from tests.support.servers import free_port
@@ -273,20 +275,9 @@ class RoundTrips:
 
 async def sign_in(app: Any, *, user_id: str) -> None:
     """A signed-in session for the first user, as a sign-in would have saved it."""
-    from datetime import timedelta
-
-    from resetflow.crypto import sha256_hex
-    from resetflow.storage.sessions import SessionRecord
-
-    services = app.state.services
-    now = services.clock.now()
-    record = SessionRecord(
-        user_id=user_id,
-        data={"csrf": "x" * 43, "authenticated_at": now.isoformat()},
-        created_at=now,
-        expires_at=now + timedelta(hours=1),
+    await save_signed_in_session(
+        app.state.services, session_id=SESSION_ID, user_id=user_id, lifetime=timedelta(hours=1)
     )
-    await services.sessions.save(sha256_hex(SESSION_ID), record)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,11 +29,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from bench.common import save_signed_in_session
 from bench.procs import LIMITS, Proc, clean_env, resetflow_command, run_migrate
 from bench.stores import SqliteStore, hash_password
 from tests.support.servers import free_port
@@ -87,12 +89,8 @@ def server_env(data: Path) -> dict[str, str]:
 
 async def sign_in(env: dict[str, str]) -> None:
     """One signed-in session for the first user, saved as a sign-in would have."""
-    from datetime import timedelta
-
     from resetflow.config import load_settings
-    from resetflow.crypto import sha256_hex
     from resetflow.services import build_services
-    from resetflow.storage.sessions import SessionRecord
 
     saved = dict(os.environ)
     os.environ.update(env)
@@ -101,14 +99,9 @@ async def sign_in(env: dict[str, str]) -> None:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    now = services.clock.now()
-    record = SessionRecord(
-        user_id=USER_ID,
-        data={"csrf": "x" * 43, "authenticated_at": now.isoformat()},
-        created_at=now,
-        expires_at=now + timedelta(days=1),
+    await save_signed_in_session(
+        services, session_id=SESSION_ID, user_id=USER_ID, lifetime=timedelta(days=1)
     )
-    await services.sessions.save(sha256_hex(SESSION_ID), record)
     await services.close()
 
 

@@ -17,6 +17,7 @@ from tests.support.flow import (
     create_verified_account,
     dev_mailbox,
     sign_up_verified,
+    trace_each_reset_kind,
     verified_and_unverified_accounts,
     wait_for_dev_message,
 )
@@ -227,7 +228,6 @@ def test_r20_known_unknown_unverified_and_limited_requests_do_the_same_work(
 
     async def scenario() -> dict[str, list[str]]:
         services = build_services(settings)
-        traces: dict[str, list[str]] = {}
         seen: list[str] = []
 
         tracing = False
@@ -252,15 +252,7 @@ def test_r20_known_unknown_unverified_and_limited_requests_do_the_same_work(
         try:
             await verified_and_unverified_accounts(services)
             tracing = True
-            for label, email in [
-                ("known", "ada@example.com"),
-                ("unknown", "nobody@example.com"),
-                ("unverified", "eve@example.com"),
-                ("limited", "ada@example.com"),
-            ]:
-                seen.clear()
-                await services.recovery.request_reset(email=email, phone=None, attempt_id="a")
-                traces[label] = list(seen)
+            traces = await trace_each_reset_kind(services, seen)
         finally:
             await services.close()
         return traces

@@ -22,7 +22,7 @@ from resetflow.storage.database import Database
 from resetflow.storage.deliveries import NOTIFY_CHANNEL, DeliveryRepository
 from resetflow.storage.migrate import upgrade
 from resetflow.storage.tables import audit_events, delivery_jobs, one_time_codes
-from tests.support.flow import verified_and_unverified_accounts
+from tests.support.flow import trace_each_reset_kind, verified_and_unverified_accounts
 
 TABLES = ("users", "one_time_codes", "delivery_jobs", "audit_events")
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -47,7 +47,6 @@ def test_r20_every_send_token_is_one_look_up_and_one_write_on_postgresql(
 
     async def scenario() -> tuple[dict[str, list[str]], dict[str, int]]:
         services = build_services(settings)
-        traces: dict[str, list[str]] = {}
         seen: list[str] = []
 
         def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -57,15 +56,7 @@ def test_r20_every_send_token_is_one_look_up_and_one_write_on_postgresql(
             await verified_and_unverified_accounts(services)
             engine = services.database.engine.sync_engine
             event.listen(engine, "before_cursor_execute", record)
-            for label, email in [
-                ("known", "ada@example.com"),
-                ("unknown", "nobody@example.com"),
-                ("unverified", "eve@example.com"),
-                ("limited", "ada@example.com"),
-            ]:
-                seen.clear()
-                await services.recovery.request_reset(email=email, phone=None, attempt_id="a")
-                traces[label] = list(seen)
+            traces = await trace_each_reset_kind(services, seen)
             event.remove(engine, "before_cursor_execute", record)
             async with services.database.read() as conn:
                 counts = {

@@ -124,6 +124,23 @@ async def verified_and_unverified_accounts(services: Services) -> None:
     )
 
 
+async def trace_each_reset_kind(services: Services, seen: list[str]) -> dict[str, list[str]]:
+    """Ask for a reset as each kind of address of :func:`verified_and_unverified_accounts`
+    (known, unknown, unverified, then known again, over its per-address limit), and keep
+    what a tracer appended to ``seen`` during each, by kind (R20: they must be alike)."""
+    traces: dict[str, list[str]] = {}
+    for label, email in [
+        ("known", "ada@example.com"),
+        ("unknown", "nobody@example.com"),
+        ("unverified", "eve@example.com"),
+        ("limited", "ada@example.com"),
+    ]:
+        seen.clear()
+        await services.recovery.request_reset(email=email, phone=None, attempt_id="a")
+        traces[label] = list(seen)
+    return traces
+
+
 def create_verified_account(
     settings: Settings,
     *,

@@ -21,7 +21,7 @@ from resetflow.notify.messages import Notification, Route
 from resetflow.ratelimit import destination_key
 from resetflow.recovery.codes import verify_purpose
 from resetflow.storage.sessions import SessionRecord
-from resetflow.storage.users import UserRepository
+from resetflow.storage.users import UserRepository, read_user
 
 # The destination-limit purpose of notices (not codes) sent because of someone else's
 # request: "someone tried to sign up with your address", "your contact changed" (R55).
@@ -343,8 +343,7 @@ class AccountService(FlowService):
         return user is not None and user.accepts_session_from(record.created_at)
 
     async def get(self, user_id: str) -> User | None:
-        async with self._db.read() as conn:
-            return await UserRepository(conn).get(user_id)
+        return await read_user(self._db, user_id)
 
     async def _send_verification(
         self, conn: AsyncConnection, user: User, channel: Channel, *, attempt_id: str

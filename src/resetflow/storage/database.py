@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
@@ -29,6 +30,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from resetflow.storage.batch import close_batch, open_batch
+from resetflow.storage.prepared import Prepared, Row
 from resetflow.storage.sqlite_inline import (
     BUSY_TIMEOUT_MS,
     execute_direct,
@@ -99,6 +101,9 @@ class Database:
         # return cost ~4x the BEGIN and COMMIT themselves). Only the holder of the write
         # turn touches it.
         self._writer: AsyncConnection | None = None
+        # SQLite fast path: the connection read_first runs on (opened at first use).
+        self._sqlite_path = str(path)
+        self._reader: sqlite3.Connection | None = None
         self._coalescing: list[tuple[Work, asyncio.Future[Any]]] = []
         self._flush: asyncio.Task[None] | None = None
         self._flushes: set[asyncio.Task[None]] = set()  # strong references while they run
@@ -111,6 +116,40 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self.engine.connect() as conn, conn.begin():
             yield conn
+
+    async def read_first(self, statement: Prepared, params: Mapping[str, Any]) -> Row | None:
+        """The first row of one SELECT run on its own: its own snapshot, with no
+        transaction around it. For look-ups that no other read has to agree with (a
+        session by id, an account by id), asked on every signed-in request.
+
+        On a SQLite file (the fast path) it runs on this process's reader connection,
+        kept open: no pool check-out, no BEGIN, no COMMIT through aiosqlite's thread,
+        which cost ~10x the look-up itself (docs/performance.md, "whoami"). On
+        PostgreSQL it runs on an autocommit connection: one round trip instead of three
+        (BEGIN, the SELECT, COMMIT). Anywhere else, in :meth:`read`."""
+        if self._inline and statement.runs_on_sqlite(self.engine.dialect, params):
+            return statement.first_on_sqlite(self._reader_connection(), self.engine.dialect, params)
+        if self._autocommit is not None:
+            async with self._autocommit.connect() as conn:
+                return await statement.first(conn, params)
+        async with self.read() as conn:
+            return await statement.first(conn, params)
+
+    def _reader_connection(self) -> sqlite3.Connection:
+        """The process's SQLite reader: autocommit (``isolation_level=None``), read-only,
+        used synchronously on the loop's thread between two awaits, so never by two
+        callers at once. Under WAL it never waits for a writer; SQLite's busy handler
+        waits at most ``BUSY_TIMEOUT_MS`` in the rare cases a reader must."""
+        if self._reader is None:
+            reader = sqlite3.connect(
+                self._sqlite_path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            reader.execute("PRAGMA query_only=ON")
+            self._reader = reader
+        return self._reader
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -250,6 +289,9 @@ class Database:
 
     async def close(self) -> None:
         await self._drop_writer()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         await self.engine.dispose()
 
 

@@ -112,6 +112,22 @@ class Prepared:
         found = await self.rows(conn, params)
         return found[0] if found else None
 
+    def runs_on_sqlite(self, dialect: Dialect, params: Mapping[str, Any]) -> bool:
+        """Whether :meth:`first_on_sqlite` can run this statement with these names."""
+        return self._form(dialect, params) is not None
+
+    def first_on_sqlite(
+        self, raw: sqlite3.Connection, dialect: Dialect, params: Mapping[str, Any]
+    ) -> Row | None:
+        """The first row, run on ``raw``, a ``sqlite3`` connection in autocommit and in no
+        transaction: the statement is its own read transaction (one snapshot). Only for a
+        statement :meth:`runs_on_sqlite` accepts."""
+        form = self._form(dialect, params)
+        if form is None:
+            raise TypeError("this statement goes through SQLAlchemy")
+        _, found = execute_direct(raw, form.sql, form.arguments(params))
+        return form.row(found[0]) if found else None
+
     def _direct(
         self, conn: AsyncConnection, params: Mapping[str, Any]
     ) -> tuple[sqlite3.Connection, _DirectForm] | None:

@@ -58,8 +58,7 @@ class SqlSessionStore(SessionStore):
         self.idle_seconds = idle_seconds
 
     async def load(self, id_hash: str, *, now: datetime) -> SessionRecord | None:
-        async with self._db.read() as conn:
-            m = await _LOAD.first(conn, {"id_hash": id_hash, "now": now})
+        m = await self._db.read_first(_LOAD, {"id_hash": id_hash, "now": now})
         if m is None:
             return None
         record = SessionRecord(

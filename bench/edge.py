@@ -9,11 +9,16 @@ Servers (``--servers``, in this order every round):
 - ``resetflow@DIR``: the same with resetflow's sources from ``DIR`` (``PYTHONPATH``), e.g.
   an earlier commit's ``src`` from ``git archive``, for before/after in one run;
 - ``bare``: bench/peers/bare_fastapi.py under the same uvicorn settings;
+
+With ``--database-url`` (and ``--redis-url``) the resetflow servers run on PostgreSQL +
+Redis instead (a fresh database and key prefix, dropped afterwards; no worker: the
+signed-in reads need none), as production does;
 - ``granian``: the same resetflow app under granian (``--interface asgi --workers 2``,
   its access log on like uvicorn's), from the Python given by ``--granian-python`` (a
   virtual environment of its own with resetflow and granian installed, docs/performance.md).
 
     python -m bench.edge --rounds 3 --duration 5
+    python -m bench.edge --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/test
     python -m bench.edge --servers resetflow,granian --paths /healthz,/send-token \\
         --granian-python /tmp/granian-venv/bin/python
 """
@@ -37,7 +42,7 @@ import psutil
 
 from bench.common import save_signed_in_session
 from bench.procs import LIMITS, Proc, clean_env, resetflow_command, run_migrate
-from bench.stores import SqliteStore, hash_password
+from bench.stores import PgStore, SqliteStore, hash_password, preflight_postgres
 from tests.support.servers import free_port
 
 SESSION_ID = "bench-edge-" + "s" * 40
@@ -69,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--granian-python", default=str(Path(tempfile.gettempdir(), "granian-venv/bin/python"))
     )
     parser.add_argument("--json", type=Path, help="write every run here")
+    parser.add_argument(
+        "--database-url", help="run resetflow on this PostgreSQL server (+ Redis) instead"
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     return parser.parse_args(argv)
 
 
@@ -172,38 +181,77 @@ def main(argv: list[str] | None = None) -> int:
         data = home / "data"
         data.mkdir()
         env = server_env(data)
-        run_migrate(env, home, home / "migrate.log")
-        SqliteStore(data).insert_users([USER_ID], [EMAIL], hash_password())
-        asyncio.run(sign_in(env))
-        script = home / "send.lua"
-        script.write_text(SEND_TOKEN_LUA)
-        for round_no in range(args.rounds):
-            # A different server first every round: none always follows the same one.
-            shift = round_no % len(servers)
-            for server in servers[shift:] + servers[:shift]:
-                port = free_port()
-                proc = start(server, port, env, home, args)
-                base = f"http://127.0.0.1:{port}"
-                try:
-                    proc.wait_ready(f"{base}/healthz", seconds=120)
-                    wrk(f"{base}/healthz", _short(args), cookie=None, script=None)  # warm-up
-                    for path in paths:
-                        if server == "bare" and path != "/healthz":
-                            continue
-                        cookie = f"resetflow_session={SESSION_ID}" if "session" in path else None
-                        lua = script if path == "/send-token" else None
-                        before = cpu_seconds(proc)
-                        rps, count = wrk(f"{base}{path}", args, cookie=cookie, script=lua)
-                        cpu_ms = 1e3 * (cpu_seconds(proc) - before) / count
-                        results.setdefault(f"{server} {path}", []).append(rps)
-                        cpus.setdefault(f"{server} {path}", []).append(cpu_ms)
-                        print(
-                            f"round {round_no + 1} {server} {path}: {rps:,.0f} req/s, "
-                            f"{cpu_ms:.3f} ms CPU/request",
-                            flush=True,
-                        )
-                finally:
-                    proc.stop()
+        store: SqliteStore | PgStore = SqliteStore(data)
+        if args.database_url:
+            preflight_postgres(args.database_url, args.redis_url)
+            tag = f"{int.from_bytes(os.urandom(6), 'big'):012x}"
+            store = PgStore(
+                args.database_url, f"resetflow_edge_{tag}", args.redis_url, f"edge{tag}"
+            )
+            store.create()
+            env.update(
+                {
+                    "RESETFLOW_DATABASE_URL": store.url,
+                    "RESETFLOW_REDIS_URL": store.redis_url,
+                    "RESETFLOW_REDIS_PREFIX": store.prefix,
+                    "RESETFLOW_INPROCESS_WORKER": "false",
+                }
+            )
+        try:
+            run_migrate(env, home, home / "migrate.log")
+            store.insert_users([USER_ID], [EMAIL], hash_password())
+            asyncio.run(sign_in(env))
+            measure(args, servers, paths, env, home, results, cpus)
+        finally:
+            if isinstance(store, PgStore):
+                store.cleanup()
+    report(args, results, cpus)
+    return 0
+
+
+def measure(
+    args: Any,
+    servers: list[str],
+    paths: list[str],
+    env: dict[str, str],
+    home: Path,
+    results: dict[str, list[float]],
+    cpus: dict[str, list[float]],
+) -> None:
+    """Every round: each server in turn, each path under wrk, req/s and CPU per request."""
+    script = home / "send.lua"
+    script.write_text(SEND_TOKEN_LUA)
+    for round_no in range(args.rounds):
+        # A different server first every round: none always follows the same one.
+        shift = round_no % len(servers)
+        for server in servers[shift:] + servers[:shift]:
+            port = free_port()
+            proc = start(server, port, env, home, args)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                proc.wait_ready(f"{base}/healthz", seconds=120)
+                wrk(f"{base}/healthz", _short(args), cookie=None, script=None)  # warm-up
+                for path in paths:
+                    if server == "bare" and path != "/healthz":
+                        continue
+                    cookie = f"resetflow_session={SESSION_ID}" if "session" in path else None
+                    lua = script if path == "/send-token" else None
+                    before = cpu_seconds(proc)
+                    rps, count = wrk(f"{base}{path}", args, cookie=cookie, script=lua)
+                    cpu_ms = 1e3 * (cpu_seconds(proc) - before) / count
+                    results.setdefault(f"{server} {path}", []).append(rps)
+                    cpus.setdefault(f"{server} {path}", []).append(cpu_ms)
+                    print(
+                        f"round {round_no + 1} {server} {path}: {rps:,.0f} req/s, "
+                        f"{cpu_ms:.3f} ms CPU/request",
+                        flush=True,
+                    )
+            finally:
+                proc.stop()
+
+
+def report(args: Any, results: dict[str, list[float]], cpus: dict[str, list[float]]) -> None:
+    """Medians, each against the bare app's, and the runs to ``--json``."""
     print()
     bare = statistics.median(results["bare /healthz"]) if "bare /healthz" in results else None
     bare_cpu = statistics.median(cpus["bare /healthz"]) if "bare /healthz" in cpus else None
@@ -222,7 +270,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{key}: median {median:,.0f} req/s ({runs}){ratio}")
     if args.json:
         args.json.write_text(json.dumps({"rps": results, "cpu_ms": cpus}, indent=2))
-    return 0
 
 
 def _short(args: Any) -> Any:

@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -396,6 +397,30 @@ async def test_a_connection_killed_while_idle_fails_through_sqlalchemy(
             assert await _backend_pid(conn) != pid
     finally:
         await db.close()
+
+
+async def test_one_statement_runs_straight_on_sqlite_and_on_postgresql(
+    postgres_url: str, tmp_path: Path, sent_straight: list[str]
+) -> None:
+    """A Prepared is shared by every database of the process: its compiled form is kept
+    per kind of database (SQLite's ``?`` is a syntax error on PostgreSQL)."""
+    by_id = Prepared(select(delivery_jobs.c.id).where(delivery_jobs.c.id == bindparam("id")))
+    sqlite = await _database(f"sqlite+aiosqlite:///{tmp_path / 'first.db'}")
+    try:
+        async with sqlite.write() as conn:
+            await _job(conn, "j" * 32)
+            assert prepared.inline_sqlite(conn) is not None
+            assert await by_id.rows(conn, {"id": "j" * 32}) == [{"id": "j" * 32}]
+    finally:
+        await sqlite.close()
+    postgres = await _database(postgres_url)
+    try:
+        async with _autocommit(postgres) as conn:
+            await _job(conn, "j" * 32)
+            assert await by_id.rows(conn, {"id": "j" * 32}) == [{"id": "j" * 32}]
+    finally:
+        await postgres.close()
+    assert len(sent_straight) == 2 and "$1" in sent_straight[1]
 
 
 def _autocommit(db: Database) -> Any:

@@ -1,18 +1,29 @@
-"""Hot statements, compiled once and run straight on SQLite when they can be.
+"""Hot statements, compiled once and run straight on the driver when they can be.
 
 A statement run through SQLAlchemy's async engine costs ~120-150 µs of CPU here
 (the greenlet hop, the execution context, events, the result set-up) for SQLite work of
 a few µs: on the embedded default that was the largest single cost of a
 ``/send-token`` (docs/performance.md). :class:`Prepared` keeps the statement in SQLAlchemy
-Core — one definition, the same SQL on every database — and, on a SQLite file whose
-calls run on the event loop's thread (:mod:`.sqlite_inline`), executes its compiled SQL on
-the ``sqlite3`` connection of the caller's transaction, converting values with the same
-type processors SQLAlchemy would use. Everywhere else (PostgreSQL, in-memory SQLite, a
-statement this module cannot run itself) it is ``conn.execute(statement, params)``.
+Core — one definition, the same SQL on every database — and runs its compiled SQL on the
+driver itself, converting values with the same type processors SQLAlchemy would use:
+
+- on a SQLite file whose calls run on the event loop's thread (:mod:`.sqlite_inline`), on
+  the ``sqlite3`` connection of the caller's transaction;
+- on PostgreSQL, on the asyncpg connection when it is in autocommit
+  (:meth:`.Database.write_batched`: /send-token's look-up and its one write), with
+  asyncpg's own statement cache. Only there: in a transaction, SQLAlchemy's asyncpg
+  adapter sends BEGIN lazily, before its own first statement, so a statement of ours
+  could run outside the transaction (:func:`autocommit_asyncpg`). asyncpg's errors are
+  raised as SQLAlchemy's (``IntegrityError``, ``DBAPIError``) and a connection lost on
+  the way is invalidated (:func:`on_asyncpg`).
+
+Everywhere else (transactions on PostgreSQL, in-memory SQLite, a statement this module
+cannot run itself) it is ``conn.execute(statement, params)``.
 
 What the direct path does not do: SQLAlchemy's ``before/after_cursor_execute`` events and
-``echo`` logging do not see these statements. ``tests/test_prepared.py`` runs every
-prepared statement of the hot path both ways and compares what they read and wrote.
+``echo`` logging do not see these statements. ``tests/test_prepared.py`` (SQLite) and
+``tests/test_prepared_postgres.py`` run the prepared statements of the hot path both ways
+and compare what they read and wrote.
 """
 
 from __future__ import annotations
@@ -78,9 +89,10 @@ class Prepared:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        # Per set of parameter names (an INSERT's columns depend on them); None: this
-        # statement goes through SQLAlchemy (see _direct_form).
-        self._forms: dict[tuple[str, ...], _DirectForm | None] = {}
+        # Per kind of database (the SQL differs) and set of parameter names (an INSERT's
+        # columns depend on them); None: this statement goes through SQLAlchemy (see
+        # _direct_form).
+        self._forms: dict[tuple[str, str, tuple[str, ...]], _DirectForm | None] = {}
 
     async def execute(self, conn: AsyncConnection, params: Mapping[str, Any]) -> int:
         """Run a statement that returns no rows; its row count."""
@@ -146,10 +158,11 @@ class Prepared:
 
     def _form(self, dialect: Dialect, params: Mapping[str, Any]) -> _DirectForm | None:
         names = tuple(params)
+        key = (dialect.name, dialect.driver, names)
         try:
-            return self._forms[names]
+            return self._forms[key]
         except KeyError:
-            form = self._forms[names] = _direct_form(self.statement, dialect, names)
+            form = self._forms[key] = _direct_form(self.statement, dialect, names)
             return form
 
 

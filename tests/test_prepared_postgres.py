@@ -353,11 +353,10 @@ async def test_a_connection_lost_during_a_direct_statement_is_invalidated(
     (the web layer's 503), the connection invalidated, and the pool's next connection is
     a new one that works."""
     db = await _database(postgres_url)
-    sleep = Prepared(select(func.pg_sleep(bindparam("seconds", type_=Float))))
     try:
         async with _autocommit(db) as conn:
             pid = await _backend_pid(conn)
-            running = asyncio.create_task(sleep.rows(conn, {"seconds": 30}))
+            running = asyncio.create_task(_SLEEP.rows(conn, {"seconds": 30}))
             await asyncio.sleep(0.3)
             await _terminate(postgres_url, pid)
             with pytest.raises(DBAPIError) as lost:
@@ -366,6 +365,27 @@ async def test_a_connection_lost_during_a_direct_statement_is_invalidated(
         assert sent_straight[-1].startswith("SELECT pg_sleep")
         async with _autocommit(db) as conn:
             assert await _backend_pid(conn) != pid
+    finally:
+        await db.close()
+
+
+async def test_a_direct_statement_cancelled_midway_invalidates_its_connection(
+    postgres_url: str, sent_straight: list[str]
+) -> None:
+    """Cancelled while it runs (a client gone, a timeout), the statement leaves the
+    connection in an unknown state: invalidated, as SQLAlchemy does with its own."""
+    db = await _database(postgres_url)
+    try:
+        async with _autocommit(db) as conn:
+            running = asyncio.create_task(_SLEEP.rows(conn, {"seconds": 30}))
+            await asyncio.sleep(0.3)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
+            assert conn.invalidated
+        assert sent_straight[-1].startswith("SELECT pg_sleep")
+        async with _autocommit(db) as conn:
+            assert await _backend_pid(conn) > 0
     finally:
         await db.close()
 
@@ -428,6 +448,7 @@ def _autocommit(db: Database) -> Any:
 
 
 _PID = Prepared(select(func.pg_backend_pid().label("pid")))
+_SLEEP = Prepared(select(func.pg_sleep(bindparam("seconds", type_=Float))))
 
 
 async def _backend_pid(conn: AsyncConnection) -> int:

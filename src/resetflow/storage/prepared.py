@@ -212,7 +212,8 @@ async def on_asyncpg(
     raised as SQLAlchemy raises them: a constraint violation as ``IntegrityError``, any
     other database or network failure as another ``DBAPIError`` (answered 503 by the web
     layer). When the connection is lost, ``conn`` is invalidated, so that the pool does not
-    hand it out again."""
+    hand it out again; so it is when the statement is cancelled or interrupted (its state
+    is then unknown), as SQLAlchemy does."""
     try:
         return await getattr(raw, method)(sql, *args)
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
@@ -221,6 +222,10 @@ async def on_asyncpg(
         if lost and not conn.invalidated:
             await conn.invalidate(error)
         raise kind(sql, args, error, connection_invalidated=lost) from error
+    except BaseException as error:
+        if not isinstance(error, Exception) and not conn.invalidated:
+            await conn.invalidate(error)
+        raise
 
 
 # asyncpg's errors as SQLAlchemy's asyncpg dialect translates them (the first that

@@ -79,7 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-direct-statements",
         action="store_true",
         help="keep the inline connection but run every statement through SQLAlchemy "
-        "(what storage/prepared.py saves; RESETFLOW_SQLITE_FAST_PATH=false turns off both)",
+        "(what storage/prepared.py saves; RESETFLOW_SQLITE_FAST_PATH=false turns off both); "
+        "on PostgreSQL, no statement straight on asyncpg in autocommit either",
     )
     return parser.parse_args(argv)
 
@@ -203,14 +204,17 @@ async def run(args: argparse.Namespace, store: Store, password_hash: str) -> str
 
 class RoundTrips:
     """Counts what a run sends: statements to PostgreSQL (SQLAlchemy's
-    ``before_cursor_execute``), the BEGINs, COMMITs and ROLLBACKs and the statements
-    prepared on a cache miss that asyncpg sends for SQLAlchemy, and writes to Redis (one
-    per command or pipeline). The wrappers are this benchmark's, for the run only."""
+    ``before_cursor_execute``, and those storage/prepared.py sends straight to asyncpg),
+    the BEGINs, COMMITs and ROLLBACKs and the statements prepared on a cache miss that
+    asyncpg sends for SQLAlchemy (not those of its own cache, for the direct statements:
+    at most one per statement and new connection), and writes to Redis (one per command
+    or pipeline). The wrappers are this benchmark's, for the run only."""
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self.pg: dict[str, int] = {
             "statements": 0,
+            "direct": 0,
             "begin": 0,
             "commit": 0,
             "rollback": 0,
@@ -227,6 +231,8 @@ class RoundTrips:
         from redis.asyncio.connection import AbstractConnection
         from sqlalchemy import event
 
+        from resetflow.storage import prepared
+
         counts = cls(app.state.services.database.engine.sync_engine)
         event.listen(counts.engine, "before_cursor_execute", counts._statement)
         event.listen(counts.engine, "connect", counts._connect)
@@ -235,6 +241,7 @@ class RoundTrips:
         counts._wrap(Transaction, "rollback", "rollback")
         counts._wrap(asyncpg.Connection, "prepare", "prepare")
         counts._wrap(AbstractConnection, "send_packed_command", None)
+        counts._wrap(prepared, "on_asyncpg", "direct")
         return counts
 
     def _wrap(self, owner: Any, name: str, key: str | None) -> None:
@@ -287,8 +294,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_direct_statements:
         from resetflow.storage import prepared
 
-        # Benchmark only: Prepared then finds no inline sqlite3 connection to run on.
+        # Benchmark only: Prepared then finds no inline sqlite3 connection, and no asyncpg
+        # connection in autocommit, to run on.
         prepared.inline_sqlite = lambda _conn: None  # type: ignore[assignment]
+        prepared.autocommit_asyncpg = lambda _conn: None  # type: ignore[assignment]
     if args.database_url and (args.smtp or args.path != "/send-token"):
         raise SystemExit("--database-url measures /send-token's web side: no --smtp, no --path")
     password_hash = hash_password()

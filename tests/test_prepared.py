@@ -285,7 +285,7 @@ async def test_statements_rendered_per_call_go_through_sqlalchemy(tmp_path: Path
         )
         async with db.read() as conn:
             assert await wanted.rows(conn, {}) == [{"id": "a" * 32}, {"id": "c" * 32}]
-        assert wanted._forms == {(): None}
+        assert wanted._forms == {("sqlite", "aiosqlite", ()): None}
     finally:
         await db.close()
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.config import Settings
 from resetflow.services import build_services
+from resetflow.storage import prepared
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import NOTIFY_CHANNEL, DeliveryRepository
 from resetflow.storage.migrate import upgrade
@@ -34,7 +35,10 @@ def _shape(statement: str) -> str:
 
 
 def test_r20_every_send_token_is_one_look_up_and_one_write_on_postgresql(
-    make_settings: Callable[..., Settings], postgres_url: str, redis_server: str
+    make_settings: Callable[..., Settings],
+    postgres_url: str,
+    redis_server: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = make_settings(
         database_url=postgres_url,
@@ -52,6 +56,15 @@ def test_r20_every_send_token_is_one_look_up_and_one_write_on_postgresql(
         def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
             seen.append(_shape(statement))
 
+        # Both are sent straight to asyncpg (storage/prepared.py, in autocommit), which
+        # SQLAlchemy's cursor events do not see: traced where they are sent.
+        straight = prepared.on_asyncpg
+
+        async def traced(conn: AsyncConnection, raw: Any, method: str, sql: str, *args: Any) -> Any:
+            seen.append(_shape(sql))
+            return await straight(conn, raw, method, sql, *args)
+
+        monkeypatch.setattr(prepared, "on_asyncpg", traced)
         try:
             await verified_and_unverified_accounts(services)
             engine = services.database.engine.sync_engine

@@ -70,9 +70,11 @@ class WriteBatch:
         )
         combined = _COMBINED.get(shape)
         if combined is None:
-            combined = _COMBINED[shape] = _combine(
-                [(statement.statement, tuple(params)) for statement, params in self._writes],
-                self._channels,
+            combined = _COMBINED[shape] = Prepared(
+                _combine(
+                    [(statement.statement, tuple(params)) for statement, params in self._writes],
+                    self._channels,
+                )
             )
         values = {
             f"w{i}_{name}": value
@@ -81,12 +83,13 @@ class WriteBatch:
         }
         values.update({f"channel{i}": channel for i, channel in enumerate(self._channels)})
         self._writes, self._channels = [], []
-        await conn.execute(combined, values)
+        # A Prepared: in autocommit, straight on asyncpg (storage/prepared.py).
+        await combined.execute(conn, values)
 
 
 # The combined statements, built once per shape (which statements, which parameters, which
 # channels): an action sends the same shape every time.
-_COMBINED: dict[tuple[Any, ...], Executable] = {}
+_COMBINED: dict[tuple[Any, ...], Prepared] = {}
 
 
 def _combine(writes: list[tuple[Executable, tuple[str, ...]]], channels: list[str]) -> Executable:

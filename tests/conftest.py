@@ -15,6 +15,7 @@ import pytest
 from resetflow.app import create_app
 from resetflow.clock import Clock
 from resetflow.config import Settings, load_settings
+from tests.support.databases import fresh_postgres_database
 from tests.support.servers import SmtpSink, free_port, serve_in_thread, smtp_server
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -122,25 +123,8 @@ def postgres_server() -> str:
 @pytest.fixture
 def postgres_url(postgres_server: str) -> Iterator[str]:
     """A fresh, empty database on the server, dropped after the test."""
-    import asyncio
-    import secrets
-
-    import asyncpg
-
-    name = f"resetflow_test_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(_asyncpg_dsn(postgres_server))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_postgres_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -8,7 +8,6 @@ path) and once with the direct path switched off (every statement through
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -16,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel
-from resetflow.audit import AuditEvent, AuditLog
-from resetflow.client import ClientInfo
-from resetflow.clock import FrozenClock
 from resetflow.storage import prepared
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
@@ -34,6 +30,7 @@ from resetflow.storage.sessions.base import SessionRecord
 from resetflow.storage.sessions.sql import SqlSessionStore
 from resetflow.storage.tables import delivery_jobs
 from resetflow.storage.users import DECOY_USER_ID, UserRepository
+from tests.support.databases import statements_through_sqlalchemy, write_reset_rows
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -79,37 +76,10 @@ async def _hot_path(db: Database) -> dict[str, Any]:
         read["by_email"] = await users.by_email("ada@example.com")
         read["by_phone"] = await users.by_phone("+14155550100")
         read["unknown"] = await users.by_email("nobody@example.com")
-        codes = CodeRepository(conn)
-        for n in range(2):  # the second replaces the first (the upsert's update branch)
-            await codes.replace(
-                code_id=f"c{n}".ljust(32, "0"),
-                user_id="u" * 32,
-                purpose="reset",
-                attempt_hash=f"a{n}",
-                code_mac=bytes([n]) * 32,
-                now=NOW + timedelta(seconds=n),
-                expires_at=NOW + timedelta(minutes=10),
-            )
-        read["code"] = await codes.current(user_id="u" * 32, purpose="reset")
-        jobs = DeliveryRepository(conn)
-        for job_id in ("j1".ljust(32, "0"), "j2".ljust(32, "0")):
-            await jobs.enqueue(
-                job_id=job_id,
-                user_id="u" * 32,
-                notification="password_reset_token",
-                locale="en",
-                sealed_payload=b"\x00sealed\xff",
-                expires_at=NOW + timedelta(minutes=10),
-                now=NOW,
-            )
-        await AuditLog(database=db, clock=FrozenClock(NOW)).record(
-            AuditEvent.RESET_REQUESTED,
-            outcome="code_queued",
-            client=ClientInfo(ip="127.0.0.1", user_agent="test"),
-            user_id="u" * 32,
-            conn=conn,
-            destination="a***@example.com",
-        )
+        # The second replaces the first code (the upsert's update branch); two jobs.
+        for n in range(2):
+            await write_reset_rows(conn, db, user_id="u" * 32, n=n, now=NOW)
+        read["code"] = await CodeRepository(conn).current(user_id="u" * 32, purpose="reset")
     async with db.write() as conn:
         jobs = DeliveryRepository(conn)
         claimed = await jobs.claim_due(owner="w1", now=NOW, lease_seconds=60, limit=10)
@@ -171,14 +141,14 @@ async def test_the_direct_path_writes_and_reads_what_sqlalchemy_would(
     assert direct["by_email"].created_at == NOW and direct["by_email"].created_at.tzinfo
     assert direct["unknown"] is None
     assert direct["code"].attempt_hash == "a1" and direct["code"].code_mac == b"\x01" * 32
-    assert direct["claimed"] == ["j1".ljust(32, "0"), "j2".ljust(32, "0")]
+    assert direct["claimed"] == ["j0".ljust(32, "0"), "j1".ljust(32, "0")]
     assert direct["finished"] is True and direct["not_ours"] is False
     assert direct["session"].data == {"csrf": "t", "reset": {"n": 1}}
     assert direct["session"].expires_at == NOW + timedelta(hours=1)
     assert direct["expired"] is None
     rows = _dump(tmp_path / "direct.db")
     assert len(rows["delivery_jobs"]) == 1  # j2 discarded by its lease holder
-    assert len(rows["one_time_codes"]) == 1 and len(rows["audit_events"]) == 1
+    assert len(rows["one_time_codes"]) == 1 and len(rows["audit_events"]) == 2
 
 
 async def test_the_hot_statements_skip_sqlalchemy_execution(tmp_path: Path) -> None:
@@ -186,13 +156,7 @@ async def test_the_hot_statements_skip_sqlalchemy_execution(tmp_path: Path) -> N
     statements (nor BEGIN) goes through SQLAlchemy's execution; only the claim's IN (…)
     statements, which SQLAlchemy renders per call, still do."""
     db = Database(await _migrated(tmp_path / "count.db"))
-    executed: list[str] = []
-
-    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        verb = statement.split()[0]
-        table = re.search(r"\b(?:INTO|FROM|UPDATE)\s+(\w+)", statement)
-        executed.append(f"{verb} {table.group(1) if table else '?'}")
+    executed = statements_through_sqlalchemy(db.engine)
 
     try:
         await _hot_path(db)

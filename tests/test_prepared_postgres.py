@@ -11,8 +11,6 @@ hold the same rows, value for value.
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -21,13 +19,12 @@ from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy import Float, bindparam, event, func, select
+from sqlalchemy import Float, bindparam, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from resetflow.accounts.models import Channel
 from resetflow.audit import AuditEvent, AuditLog
-from resetflow.client import ClientInfo
 from resetflow.clock import FrozenClock
 from resetflow.storage import prepared
 from resetflow.storage.codes import CodeRepository
@@ -43,6 +40,11 @@ from resetflow.storage.tables import (
     users,
 )
 from resetflow.storage.users import DECOY_USER_ID, UserRepository
+from tests.support.databases import (
+    fresh_postgres_database,
+    statements_through_sqlalchemy,
+    write_reset_rows,
+)
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -57,20 +59,8 @@ def _dsn(url: str) -> str:
 @pytest.fixture
 def other_postgres_url(postgres_server: str) -> Iterator[str]:
     """A second fresh database (``postgres_url`` is one per test), dropped after it."""
-    name = f"resetflow_test_{secrets.token_hex(6)}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(_dsn(postgres_server))
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    try:
-        yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with fresh_postgres_database(postgres_server) as url:
+        yield url
 
 
 @pytest.fixture
@@ -143,33 +133,8 @@ async def _send_token(db: Database, n: int) -> dict[str, Any]:
         read["by_phone_or_decoy"] = await found.by_contact_or_decoy(
             email=None, phone="+14155550101"
         )
-        await CodeRepository(conn).replace(
-            code_id=f"c{n}".ljust(32, "0"),
-            user_id=ADA,
-            purpose="reset",
-            attempt_hash=f"a{n}",
-            code_mac=bytes([n]) * 32,
-            now=NOW + timedelta(seconds=n),
-            expires_at=NOW + timedelta(minutes=10),
-        )
+        await write_reset_rows(conn, db, user_id=ADA, n=n, now=NOW)
         jobs = DeliveryRepository(conn)
-        await jobs.enqueue(
-            job_id=f"j{n}".ljust(32, "0"),
-            user_id=ADA,
-            notification="password_reset_token",
-            locale="en",
-            sealed_payload=b"\x00sealed\xff",
-            expires_at=NOW + timedelta(minutes=10),
-            now=NOW,
-        )
-        await AuditLog(database=db, clock=FrozenClock(NOW)).record(
-            AuditEvent.RESET_REQUESTED,
-            outcome="code_queued",
-            client=ClientInfo(ip="127.0.0.1", user_agent="test"),
-            user_id=ADA,
-            conn=conn,
-            destination="a***@example.com",
-        )
         await jobs.wake_workers()
 
     await db.write_batched(work)
@@ -276,13 +241,7 @@ async def test_the_hot_statements_skip_sqlalchemy_execution(postgres_url: str) -
     prepared ones, goes through SQLAlchemy's execution; what is left there is what runs
     in transactions (the users' insert, codes.current) and pg_notify outside a batch."""
     db = await _database(postgres_url)
-    executed: list[str] = []
-
-    @event.listens_for(db.engine.sync_engine, "before_cursor_execute")
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        verb = statement.split()[0]
-        table = re.search(r"\b(?:INTO|FROM|UPDATE)\s+(\w+)", statement)
-        executed.append(f"{verb} {table.group(1) if table else '?'}")
+    executed = statements_through_sqlalchemy(db.engine)
 
     try:
         await _hot_path(db)

@@ -292,6 +292,7 @@ class Run:
                     self._post(client, peer, address)
                 self._settle(len(warm), 60, procs)
                 self.sink.clear()
+                queued_before = codes_queued(peer)
                 token, cookie = peer.state.get("csrf", ("", ""))
                 lua = wrk.list_args(
                     self.listing,
@@ -306,7 +307,7 @@ class Run:
                 result["send"].update(cpu)
                 for proc in procs:
                     proc.check()
-                result["mail"] = self._mail(result["send"], procs)
+                result["mail"] = self._mail(result["send"], procs, peer, queued_before)
                 result["latency"] = self._latency(client, peer)
             result["restarts"] = restarts(procs[0].log) - restarts_before
             return result
@@ -364,20 +365,35 @@ class Run:
                 break
         return self.sink.count()
 
-    def _mail(self, send: dict[str, Any], procs: list[Proc]) -> dict[str, Any]:
+    def _mail(
+        self, send: dict[str, Any], procs: list[Proc], peer: Peer, queued_before: int | None
+    ) -> dict[str, Any]:
         # Requests still in flight when wrk stopped (at most one per connection) may add
         # theirs, and nothing may go to an unknown address.
         self._settle(
             max(0, send["known_sent"] - self.args.connections), self.args.drain_timeout, procs
         )
+        mail: dict[str, Any] = {"known_sent": send["known_sent"]}
+        if queued_before is not None:
+            # resetflow's own count of the codes it queued in this load (its audit
+            # records): the exact number of messages the sink must receive, in-flight
+            # requests included, where wrk's count of known requests sent is not.
+            queued = codes_queued(peer)
+            assert queued is not None
+            mail["queued"] = queued - queued_before
+            self._settle(mail["queued"], self.args.drain_timeout, procs)
         received = self.sink.received()
         to_known = [m for m in received if m.to in self.known]
-        return {
-            "known_sent": send["known_sent"],
-            "delivered": len(to_known),
-            "with_code_or_link": sum(1 for m in to_known if m.code),
-            "stray": sum(1 for m in received if m.to not in self.known),
-        }
+        mail.update(
+            delivered=len(to_known),
+            with_code_or_link=sum(1 for m in to_known if m.code),
+            stray=sum(1 for m in received if m.to not in self.known),
+        )
+        if queued_before is not None:
+            # A job sent twice is the same code to the same address twice. (Not for
+            # Django: its links for one account within a second are alike by design.)
+            mail["duplicates"] = len(to_known) - len({(m.to, m.code) for m in to_known})
+        return mail
 
     def _latency(self, client: httpx.Client, peer: Peer) -> dict[str, Any]:
         known, unknown = [], []
@@ -388,6 +404,19 @@ class Run:
             return {}
         k, u = statistics.median(known), statistics.median(unknown)
         return {"known_ms": 1000 * k, "unknown_ms": 1000 * u, "ratio": k / u if u else None}
+
+
+def codes_queued(peer: Peer) -> int | None:
+    """How many reset codes resetflow has queued in this peer's store so far (its
+    ``code_queued`` audit records); ``None`` for the other peers."""
+    store = peer.state.get("store")
+    if store is None:
+        return None
+    rows = store.query(
+        "SELECT count(*) FROM audit_events "
+        "WHERE event = 'reset_requested' AND outcome = 'code_queued'"
+    )
+    return int(rows[0][0])
 
 
 # A web process that died and was started again: uvicorn's supervisor kills one that does
@@ -463,6 +492,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _queued(cell: dict[str, Any]) -> str:
+    """For resetflow: the codes its audit records say it queued, and whether the sink
+    received exactly that many."""
+    if cell.get("queued") is None:
+        return ""
+    exact = "every one" if cell["queued"] == cell["delivered"] else "**not** every one"
+    twice = cell.get("duplicates") or 0
+    again = "none twice" if twice == 0 else f"**{twice} twice**"
+    return f" ({cell['queued']:,} codes queued by the server, {exact} delivered, {again})"
+
+
 def _median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -493,6 +533,14 @@ def summarise(results: list[dict[str, Any]], peers: list[Peer]) -> dict[str, Any
                 "not_expected_status": sum(s["bad"] for s in sends),
                 "delivered": sum(r["mail"]["delivered"] for r in runs if "mail" in r),
                 "known_sent": sum(r["mail"]["known_sent"] for r in runs if "mail" in r),
+                **{
+                    key: (
+                        sum(r["mail"][key] for r in runs if "mail" in r)
+                        if all(key in r["mail"] for r in runs if "mail" in r)
+                        else None
+                    )
+                    for key in ("queued", "duplicates")
+                },
                 "stray": sum(r["mail"]["stray"] for r in runs if "mail" in r),
                 "runs": len(runs),
                 "restarts": sum(r.get("restarts", 0) for r in runs),
@@ -566,7 +614,8 @@ def table(summary: dict[str, Any], users: list[int]) -> str:
                 lines.append(
                     f"- mail, {entry['label']}, {_n(int(u))} users: {cell['delivered']:,} "
                     f"delivered to known addresses for {cell['known_sent']:,} known requests "
-                    f"sent, {cell['stray']} to unknown ones; {cell['not_expected_status']} "
+                    f"sent{_queued(cell)}, {cell['stray']} to unknown ones; "
+                    f"{cell['not_expected_status']} "
                     f"answers not the expected status; p50/p99 "
                     f"{cell['p50_ms']:.0f}/{cell['p99_ms']:.0f} ms"
                 )

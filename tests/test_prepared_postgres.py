@@ -160,7 +160,7 @@ async def _hot_path(db: Database) -> dict[str, Any]:
                 locale="en",
                 now=NOW,
             )
-    read = {"first": await _send_token(db, 0), "second": await _send_token(db, 1)}
+    read: dict[str, Any] = {"first": await _send_token(db, 0), "second": await _send_token(db, 1)}
     async with db.engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
         jobs = DeliveryRepository(conn)
         claimed = await jobs.claim_due(owner="w1", now=NOW, lease_seconds=60, limit=10)

@@ -43,7 +43,7 @@ from resetflow.storage.database import Database
 from resetflow.storage.deliveries import EVENT_CHANNEL
 from resetflow.storage.sessions import SessionStore
 from resetflow.storage.tables import delivery_attempts, delivery_jobs, one_time_codes, users
-from resetflow.storage.users import DECOY_USER_ID, UserRepository
+from resetflow.storage.users import DECOY_USER_ID, UserRepository, read_user
 
 IMPORT_BATCH = 500
 
@@ -123,8 +123,7 @@ class AdminUsers:
     async def get(self, user_id: str) -> User:
         if user_id == DECOY_USER_ID:
             raise UserNotFound()
-        async with self._db.read() as conn:
-            user = await UserRepository(conn).get(user_id)
+        user = await read_user(self._db, user_id)
         if user is None:
             raise UserNotFound()
         return user

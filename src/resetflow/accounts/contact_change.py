@@ -38,7 +38,7 @@ from resetflow.recovery.codes import RESET
 from resetflow.recovery.service import end_sessions
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.sessions import SessionStore
-from resetflow.storage.users import UserRepository
+from resetflow.storage.users import UserRepository, read_user
 
 log = logging.getLogger("resetflow.accounts")
 
@@ -95,8 +95,7 @@ class ContactChangeService(FlowService):
         """
         new_value = self.normalise(channel, value)
         purpose = change_purpose(channel)
-        async with self._db.read() as conn:
-            user = await UserRepository(conn).get(user_id)
+        user = await read_user(self._db, user_id)
         if not await self._hasher.verify(user.password_hash if user else None, password):
             await self._audit.record(
                 AuditEvent.CONTACT_VERIFICATION_SENT,
@@ -190,7 +189,7 @@ class ContactChangeService(FlowService):
         now = self._clock.now()
         # The notice to the old contact counts against that address's limit (R55). It goes
         # out even when over: it is the owner's warning (R42), and each one needs a code.
-        if old_value := pending_old_contact(await self._user(user_id), channel):
+        if old_value := pending_old_contact(await read_user(self._db, user_id), channel):
             await self._limiter.allow_destination(old_value, purpose=NOTICE)
         try:
             async with self._db.write() as conn:
@@ -262,10 +261,6 @@ class ContactChangeService(FlowService):
             count=ended,
         )
         return channel
-
-    async def _user(self, user_id: str) -> User | None:
-        async with self._db.read() as conn:
-            return await UserRepository(conn).get(user_id)
 
     async def set_preference(self, *, user_id: str, preference: Channel) -> None:
         """Send codes to ``preference`` from now on; only a verified contact will do."""

@@ -224,8 +224,7 @@ class AccountService(FlowService):
     ) -> str:
         """Mark the ``channel`` contact verified and return the account's id, or raise
         :class:`InvalidCode` (also for a sign-up whose contact was taken, R54)."""
-        async with self._db.read() as conn:
-            user = await UserRepository(conn).get(user_id) if user_id else None
+        user = await read_user(self._db, user_id) if user_id else None
         await self._codes.accept(
             user_id=user.id if user else None,
             purpose=verify_purpose(channel.value),

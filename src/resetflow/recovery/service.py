@@ -26,7 +26,7 @@ from resetflow.notify.outbox import DECOY_ROUTE
 from resetflow.recovery.codes import RESET
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.sessions import SessionStore
-from resetflow.storage.users import DECOY_USER_ID, UserRepository
+from resetflow.storage.users import DECOY_USER_ID, UserRepository, read_user
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,8 +179,7 @@ class RecoveryService(FlowService):
         if grant is None or now - grant.granted_at > self._grant_ttl:
             raise ResetNotAllowed()
         _check_confirmation(new_password, confirmation)
-        async with self._db.read() as conn:
-            user = await UserRepository(conn).get(grant.user_id)
+        user = await read_user(self._db, grant.user_id)
         if user is None:
             raise ResetNotAllowed()
         await self._policy.check(new_password, personal=(user.name, user.email, user.phone))
@@ -219,8 +218,7 @@ class RecoveryService(FlowService):
         The caller signs the browser that asked in again under a new session id.
         """
         now = self._clock.now()
-        async with self._db.read() as conn:
-            user = await UserRepository(conn).get(user_id)
+        user = await read_user(self._db, user_id)
         failures = self._limiter.signin
         key = failures.account_key(user_id)
         stopped = await failures.stopped(key)

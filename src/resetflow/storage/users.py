@@ -28,6 +28,14 @@ from resetflow.storage.tables import one_time_codes, users
 DECOY_USER_ID = "0" * 32
 
 
+async def read_user(database: Database, user_id: str) -> User | None:
+    """The account with this id, read on its own (:meth:`Database.read_first`, no
+    transaction): each signed-in request's session check and whoami, and any service
+    that needs the account once, outside a transaction of its own."""
+    row = await database.read_first(_BY_ID, {"id": user_id})
+    return _to_user(row) if row else None
+
+
 class UserRepository:
     """Reads and writes ``users`` on the connection (and transaction) it is given."""
 
@@ -259,14 +267,6 @@ def _by(column: Any, verified_at: Any) -> Prepared:
 
 # Built once: every /send-token looks its contact up.
 _BY_ID = Prepared(select(users).where(users.c.id == bindparam("id")))
-
-
-async def read_user(database: Database, user_id: str) -> User | None:
-    """The account with this id, read on its own (:meth:`Database.read_first`, no
-    transaction): what the session check and whoami ask on every signed-in request."""
-    row = await database.read_first(_BY_ID, {"id": user_id})
-    return _to_user(row) if row else None
-
 
 _BY_EMAIL = _by(users.c.email, users.c.email_verified_at)
 _BY_PHONE = _by(users.c.phone, users.c.phone_verified_at)

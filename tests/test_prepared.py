@@ -19,7 +19,6 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from resetflow.accounts.models import Channel
 from resetflow.storage import prepared
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
@@ -30,7 +29,11 @@ from resetflow.storage.sessions.base import SessionRecord
 from resetflow.storage.sessions.sql import SqlSessionStore
 from resetflow.storage.tables import delivery_jobs
 from resetflow.storage.users import DECOY_USER_ID, UserRepository
-from tests.support.databases import statements_through_sqlalchemy, write_reset_rows
+from tests.support.databases import (
+    insert_ada,
+    statements_through_sqlalchemy,
+    write_reset_rows,
+)
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -60,17 +63,8 @@ async def _hot_path(db: Database) -> dict[str, Any]:
     statement; returns what was read back, for comparison."""
     read: dict[str, Any] = {}
     async with db.write() as conn:
+        await insert_ada(conn, user_id="u" * 32, now=NOW)
         users = UserRepository(conn)
-        await users.insert(
-            user_id="u" * 32,
-            name="Ada",
-            email="ada@example.com",
-            phone="+14155550100",
-            password_hash="$argon2id$x",
-            preference=Channel.EMAIL,
-            locale="en",
-            now=NOW,
-        )
         read["by_id"] = await users.get("u" * 32)
         read["no_id"] = await users.get("x" * 32)
         read["by_email"] = await users.by_email("ada@example.com")

@@ -19,12 +19,12 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError
 
-from resetflow.accounts.models import Channel
 from resetflow.storage.database import Database
 from resetflow.storage.migrate import upgrade_async
 from resetflow.storage.sessions.base import SessionRecord
 from resetflow.storage.sessions.sql import SqlSessionStore
 from resetflow.storage.users import _BY_ID, UserRepository, read_user
+from tests.support.databases import insert_ada
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -33,16 +33,7 @@ ADA = "a" * 32
 
 async def _insert_ada(db: Database) -> None:
     async with db.write() as conn:
-        await UserRepository(conn).insert(
-            user_id=ADA,
-            name="Ada",
-            email="ada@example.com",
-            phone="+14155550100",
-            password_hash="$argon2id$x",
-            preference=Channel.EMAIL,
-            locale="en",
-            now=NOW,
-        )
+        await insert_ada(conn, user_id=ADA, now=NOW)
 
 
 async def test_read_first_reads_what_a_read_transaction_reads(database_url: str) -> None:

@@ -13,12 +13,14 @@ import asyncpg
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from resetflow.accounts.models import Channel
 from resetflow.audit import AuditEvent, AuditLog
 from resetflow.client import ClientInfo
 from resetflow.clock import FrozenClock
 from resetflow.storage.codes import CodeRepository
 from resetflow.storage.database import Database
 from resetflow.storage.deliveries import DeliveryRepository
+from resetflow.storage.users import UserRepository
 
 
 @contextlib.contextmanager
@@ -87,4 +89,19 @@ async def write_reset_rows(
         user_id=user_id,
         conn=conn,
         destination="a***@example.com",
+    )
+
+
+async def insert_ada(conn: AsyncConnection, *, user_id: str, now: datetime) -> None:
+    """Ada's account under ``user_id``: email ada@example.com, phone +14155550100,
+    email preferred, created at ``now``."""
+    await UserRepository(conn).insert(
+        user_id=user_id,
+        name="Ada",
+        email="ada@example.com",
+        phone="+14155550100",
+        password_hash="$argon2id$x",
+        preference=Channel.EMAIL,
+        locale="en",
+        now=now,
     )

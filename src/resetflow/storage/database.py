@@ -35,6 +35,7 @@ from resetflow.storage.sqlite_inline import (
     BUSY_TIMEOUT_MS,
     execute_direct,
     inline_creator,
+    open_sqlite,
     raw_sqlite,
 )
 
@@ -102,7 +103,7 @@ class Database:
         # turn touches it.
         self._writer: AsyncConnection | None = None
         # SQLite fast path: the connection read_first runs on (opened at first use).
-        self._sqlite_path = str(path)
+        self._sqlite_path = str(path) if self._inline else ""
         self._reader: sqlite3.Connection | None = None
         self._coalescing: list[tuple[Work, asyncio.Future[Any]]] = []
         self._flush: asyncio.Task[None] | None = None
@@ -141,12 +142,7 @@ class Database:
         callers at once. Under WAL it never waits for a writer; SQLite's busy handler
         waits at most ``BUSY_TIMEOUT_MS`` in the rare cases a reader must."""
         if self._reader is None:
-            reader = sqlite3.connect(
-                self._sqlite_path,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            reader = open_sqlite(self._sqlite_path)
             reader.execute("PRAGMA query_only=ON")
             self._reader = reader
         return self._reader

@@ -79,19 +79,23 @@ def execute_direct(
         raise DBAPIError.instance(sql, args, error, sqlite3.Error) from error
 
 
+def open_sqlite(path: str) -> sqlite3.Connection:
+    """A ``sqlite3`` connection to ``path`` for calls on the loop's thread: busy waits of
+    at most ``BUSY_TIMEOUT_MS``; ``isolation_level=None``, so no implicit transactions
+    (SQLAlchemy's "begin" event issues BEGIN [IMMEDIATE] itself; a bare statement is its
+    own transaction); usable from aiosqlite's thread too."""
+    return sqlite3.connect(
+        path,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+
+
 def inline_creator(path: str) -> Callable[[], Any]:
     """An ``async_creator`` for ``create_async_engine`` opening ``path`` inline."""
 
-    def connector() -> sqlite3.Connection:
-        # isolation_level=None: SQLAlchemy's "begin" event issues BEGIN [IMMEDIATE] itself.
-        return sqlite3.connect(
-            path,
-            timeout=BUSY_TIMEOUT_MS / 1000,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-
     async def create() -> aiosqlite.Connection:
-        return await InlineConnection(connector, iter_chunk_size=64)
+        return await InlineConnection(lambda: open_sqlite(path), iter_chunk_size=64)
 
     return create
